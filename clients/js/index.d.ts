@@ -130,14 +130,18 @@ export declare function applyPresenceEvent(
 	event: PresenceEvent,
 ): ReadonlyMap<string, PresenceData>;
 
-/** The part of the WebSocket API the client uses (browsers' WebSocket and the ws package fit). */
+/**
+ * The part of the WebSocket API the client uses (browsers' WebSocket and the
+ * ws package fit). Handler parameters are `any` because each implementation
+ * types its own event classes; the client reads `data`, `code` and `reason`.
+ */
 export interface WebSocketLike {
 	send(data: string): void;
 	close(code?: number, reason?: string): void;
-	onopen: ((event: unknown) => void) | null;
-	onmessage: ((event: { data: unknown }) => void) | null;
-	onclose: ((event: { code: number; reason: string }) => void) | null;
-	onerror: ((event: unknown) => void) | null;
+	onopen: ((event: any) => void) | null;
+	onmessage: ((event: any) => void) | null;
+	onclose: ((event: any) => void) | null;
+	onerror: ((event: any) => void) | null;
 }
 
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike;

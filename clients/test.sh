@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Tests of the JS client, the React hook and the demo page: unit tests on a
+# fake clock against a scripted WebSocket server, then integration and
+# browser tests against the real server (throwaway clusters from
+# test/cluster.sh). Installs what it needs; run as root (apt-get, and
+# cluster.sh switches to the postgres user). Screenshots: clients/artifacts/.
+#
+#   clients/test.sh            everything
+#   clients/test.sh FILE...    only these test files (paths under clients/)
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+cd "$here"
+
+if [ ! -x /usr/bin/chromium ]; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+npm ci --no-audit --no-fund --loglevel=error
+
+# The real-server tests need the extension installed where test/cluster.sh's
+# PostgreSQL finds it.
+make -C "$root" -s
+make -C "$root" -s install >/dev/null
+
+npx tsc -p test/types
+
+if [ $# -eq 0 ]; then
+	set -- test/unit/*.test.js test/react/*.test.js test/integration/*.test.js test/e2e/*.test.js
+fi
+# Every test has its own timeout; this bounds the run as a whole.
+timeout 900 node --test "$@"

@@ -1,0 +1,116 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
+const clusterScript = path.join(repoRoot, 'test/cluster.sh');
+const READY_TIMEOUT_MS = 60_000;
+
+/**
+ * A throwaway PostgreSQL with the presence extension and its WebSocket
+ * worker on 127.0.0.1, made by the project's test/cluster.sh. `settings`
+ * are GUCs (`{'presence.heartbeat_interval': '1s'}`).
+ */
+export async function startCluster(settings = {}) {
+	const dir = await mkdtemp(path.join(os.tmpdir(), 'presence-clients-'));
+	const pgPort = await freePort();
+	const wsPort = await freePort();
+	const gucs = Object.entries(settings).map(([name, value]) => `${name}=${value}`);
+	const cluster = new Cluster(dir, wsPort);
+	try {
+		await cluster.script('start', String(pgPort), String(wsPort), ...gucs);
+		await cluster.waitUntilListening();
+	} catch (error) {
+		await cluster.destroy();
+		throw error;
+	}
+	return cluster;
+}
+
+class Cluster {
+	constructor(dir, wsPort) {
+		this.dir = dir;
+		this.wsPort = wsPort;
+		this.httpUrl = `http://127.0.0.1:${wsPort}`;
+		this.wsUrl = `ws://127.0.0.1:${wsPort}/ws`;
+	}
+
+	async script(command, ...args) {
+		const { stdout } = await run('bash', [clusterScript, command, this.dir, ...args], { timeout: 120_000 });
+		return stdout;
+	}
+
+	/** Runs SQL in the presence database; returns the unaligned output without its trailing newline. */
+	async sql(query) {
+		return (await this.script('psql', '-v', 'ON_ERROR_STOP=1', '-qtA', '-c', query)).replace(/\n$/, '');
+	}
+
+	/** A new user with a one-hour token naming them. */
+	async createUser(username) {
+		const id = randomUUID();
+		await this.sql(`INSERT INTO presence.users(id, username) VALUES (${literal(id)}, ${literal(username)})`);
+		const token = await this.sql(`SELECT presence.issue_token(${literal(id)}, '1 hour', ${literal(username)})`);
+		return { id, username, token };
+	}
+
+	/** A session owned by `owner` with `participants` ([{user, role}]). */
+	async createSession(sessionId, owner, participants = []) {
+		await this.sql(`SELECT presence.create_session(${literal(owner.id)}, NULL, '{}', NULL, NULL, ${literal(sessionId)})`);
+		for (const { user, role } of participants) {
+			await this.sql(`SELECT presence.add_participant(${literal(sessionId)}, ${literal(user.id)}, ${literal(role)})`);
+		}
+		return sessionId;
+	}
+
+	async restart() {
+		await this.script('restart');
+		await this.waitUntilListening();
+	}
+
+	async destroy() {
+		await run('bash', [clusterScript, 'destroy', this.dir], { timeout: 120_000 }).catch(() => {});
+	}
+
+	/** The worker starts after the postmaster accepts SQL: wait until its port accepts connections. */
+	async waitUntilListening() {
+		const deadline = Date.now() + READY_TIMEOUT_MS;
+		while (!(await accepts(this.wsPort))) {
+			if (Date.now() > deadline) throw new Error(`nothing listens on WebSocket port ${this.wsPort} after ${READY_TIMEOUT_MS} ms`);
+			await new Promise((resolve) => setTimeout(resolve, 200));
+		}
+	}
+}
+
+function literal(text) {
+	return `'${String(text).replaceAll("'", "''")}'`;
+}
+
+function accepts(port) {
+	return new Promise((resolve) => {
+		const socket = net.connect({ host: '127.0.0.1', port });
+		socket.once('connect', () => {
+			socket.destroy();
+			resolve(true);
+		});
+		socket.once('error', () => resolve(false));
+	});
+}
+
+/** A port in 56000-60999 that nothing on 127.0.0.1 listens on now. */
+async function freePort() {
+	for (;;) {
+		const port = 56_000 + Math.floor(Math.random() * 5000);
+		const free = await new Promise((resolve) => {
+			const server = net.createServer();
+			server.once('error', () => resolve(false));
+			server.listen(port, '127.0.0.1', () => server.close(() => resolve(true)));
+		});
+		if (free) return port;
+	}
+}
