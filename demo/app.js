@@ -76,7 +76,10 @@ function start() {
 		const others = snapshot.users.size - 1;
 		addFeedItem('join', [`You joined as ${snapshot.role ?? 'participant'}`, others > 0 ? ` · ${others} other${others > 1 ? 's' : ''} here` : '']);
 	});
-	client.on('join', ({ user }) => isMe(client, user) || addFeedItem('join', [strong(user.username), ' joined']));
+	client.on('join', ({ user }) => {
+		// Your own join is reported by the joined listener, with the session's head count.
+		if (!isMe(client, user)) addFeedItem('join', [strong(user.username), ' joined']);
+	});
 	client.on('leave', ({ user }) => addFeedItem('leave', [strong(user.username), ' left']));
 	client.on('timeout', ({ user }) => addFeedItem('timeout', [strong(user.username), ' timed out']));
 	client.on('update', ({ user }) => {

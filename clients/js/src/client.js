@@ -120,9 +120,10 @@ export class PresenceClient extends Emitter {
 		this.#clock.clearTimeout(this.#reconnectTimer);
 		this.#reconnectTimer = null;
 		this.#stopInputTracking();
-		this.#connectionEnded(new PresenceError('disconnected', 'the client was closed'));
+		const closed = new PresenceError('disconnected', 'the client was closed');
+		this.#connectionEnded(closed);
 		this.#setState(ConnectionState.CLOSED);
-		this.#settleOpenWaiters(new PresenceError('disconnected', 'the client was closed'));
+		this.#settleOpenWaiters(closed);
 	}
 
 	/**
