@@ -1,0 +1,25 @@
+# presence: PGXS build.  The version lives only in presence.control.
+EXTENSION = presence
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" presence.control)
+
+MODULE_big = presence
+OBJS = $(patsubst %.c,%.o,$(sort $(wildcard src/*.c)))
+DATA = $(wildcard sql/presence--*.sql)
+
+REGRESS = schema sessions permissions activity audit_chain csv tokens privileges errors upgrade drop
+REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --load-extension=presence
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+# -Wno-unused-parameter / -Wno-missing-field-initializers: PostgreSQL's and
+# libwebsockets' callback signatures and designated initialisers trip them
+# by design.
+PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
+	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
+SHLIB_LINK = -lwebsockets -luv -ljansson -lcrypto
+
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+# No LLVM bitcode: nothing here benefits from JIT inlining.
+with_llvm = no

@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ * config.c
+ *	  Every presence.* GUC, its limits and when it can change.
+ *
+ * What shapes the process layout (database, workers, listening address,
+ * TLS, compression) is PGC_POSTMASTER; everything a running worker can
+ * apply to its next message or its next loop pass is PGC_SIGHUP, so an
+ * operator can rotate the JWT secret or tighten limits with a reload and
+ * without dropping connections.  The descriptions are the user
+ * documentation (docs/configuration.md repeats them).
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include <limits.h>
+
+#include "utils/guc.h"
+
+char	   *presence_database = NULL;
+int			presence_workers = 1;
+char	   *presence_listen_address = NULL;
+int			presence_port = 8765;
+char	   *presence_jwt_secret = NULL;
+char	   *presence_jwt_audience = NULL;
+int			presence_jwt_leeway_s = 30;
+char	   *presence_allowed_origins = NULL;
+int			presence_max_connections = 10000;
+int			presence_max_message_bytes = 16384;
+int			presence_rate_limit = 50;
+int			presence_max_participants = 100;
+bool		presence_auto_create_users = true;
+bool		presence_compression = true;
+char	   *presence_ssl_cert_file = NULL;
+char	   *presence_ssl_key_file = NULL;
+char	   *presence_static_dir = NULL;
+int			presence_heartbeat_interval_ms = 30000;
+int			presence_heartbeat_timeout_ms = 30000;
+int			presence_away_threshold_ms = 120000;
+int			presence_auth_timeout_ms = 10000;
+int			presence_presence_ttl_ms = 60000;
+int			presence_session_timeout_s = 86400;
+int			presence_batch_interval_ms = 100;
+int			presence_batch_max = 10;
+int			presence_log_flush_interval_ms = 1000;
+int			presence_log_flush_max = 100;
+int			presence_activity_retention_s = 0;
+int			presence_ping_interval_s = 60;
+int			presence_max_pending_activity = 100000;
+
+/* A SIGHUP-reloadable time GUC in milliseconds; most timing GUCs are this. */
+static void
+define_ms(const char *name, const char *description, int *variable,
+		  int default_ms, int min_ms, int max_ms)
+{
+	DefineCustomIntVariable(name, description, NULL, variable,
+							default_ms, min_ms, max_ms,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+}
+
+/*
+ * Defines every GUC.  Called from _PG_init, in the postmaster when
+ * preloaded and in ordinary backends when the library is loaded for a SQL
+ * function, so SQL sees the same values the workers use.
+ */
+void
+presence_define_gucs(void)
+{
+	DefineCustomStringVariable("presence.database",
+							   "Database the presence workers connect to; it must have CREATE EXTENSION presence.",
+							   NULL, &presence_database, "postgres",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.workers",
+							"Number of WebSocket worker processes sharing the port (SO_REUSEPORT). "
+							"Without presence.redis_url only one worker runs, since workers share presence through Redis.",
+							NULL, &presence_workers, 1, 1, PRESENCE_MAX_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.listen_address",
+							   "Address the WebSocket server listens on.",
+							   NULL, &presence_listen_address, "127.0.0.1",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.port",
+							"TCP port of the WebSocket server; 0 starts no WebSocket worker.",
+							NULL, &presence_port, 8765, 0, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_secret",
+							   "HS256 secret that signs client tokens. Empty refuses every client.",
+							   NULL, &presence_jwt_secret, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
+							   NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_audience",
+							   "When set, tokens must carry this aud claim.",
+							   NULL, &presence_jwt_audience, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.jwt_leeway",
+							"Clock skew allowed when checking exp, nbf and iat.",
+							NULL, &presence_jwt_leeway_s, 30, 0, 3600,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.allowed_origins",
+							   "Comma-separated Origin values allowed to open a WebSocket; * allows any.",
+							   NULL, &presence_allowed_origins, "*",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_connections",
+							"Connections one node accepts over all its workers; further upgrades get 503.",
+							NULL, &presence_max_connections, 10000, 1, 1000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_message_bytes",
+							"Largest inbound message, after decompression; larger ones close the connection with 1009.",
+							NULL, &presence_max_message_bytes, 16384, 1024, 1048576,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.rate_limit",
+							"Messages per second one connection may send (token bucket, burst twice this).",
+							NULL, &presence_rate_limit, 50, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_participants",
+							"Most participants a session may have, and most users present in it at once.",
+							NULL, &presence_max_participants, 100, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("presence.auto_create_users",
+							 "Add a user who authenticates with a valid token and is not in presence.users yet.",
+							 NULL, &presence_auto_create_users, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("presence.compression",
+							 "Offer permessage-deflate to WebSocket clients.",
+							 NULL, &presence_compression, true,
+							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.ssl_cert_file",
+							   "PEM certificate for wss://; empty serves plain ws://.",
+							   NULL, &presence_ssl_cert_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.ssl_key_file",
+							   "PEM private key for presence.ssl_cert_file.",
+							   NULL, &presence_ssl_key_file, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.static_dir",
+							   "Directory whose files are served over HTTP on the WebSocket port; empty serves none.",
+							   NULL, &presence_static_dir, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	define_ms("presence.heartbeat_interval",
+			  "Heartbeat interval told to clients in welcome.",
+			  &presence_heartbeat_interval_ms, 30000, 100, 3600 * 1000);
+	define_ms("presence.heartbeat_timeout",
+			  "Grace after a missed heartbeat; a client silent for interval plus this times out.",
+			  &presence_heartbeat_timeout_ms, 30000, 100, 3600 * 1000);
+	define_ms("presence.away_threshold",
+			  "A user with no activity (anything but heartbeats) for this long becomes away.",
+			  &presence_away_threshold_ms, 120000, 100, 24 * 3600 * 1000);
+	define_ms("presence.auth_timeout",
+			  "Time a new connection has to authenticate before it is closed with 4008.",
+			  &presence_auth_timeout_ms, 10000, 100, 600 * 1000);
+	define_ms("presence.presence_ttl",
+			  "Time to live of presence keys in Redis; a dead node's users expire after it.",
+			  &presence_presence_ttl_ms, 60000, 1000, 24 * 3600 * 1000);
+	DefineCustomIntVariable("presence.session_timeout",
+							"A session without activity for this long is marked inactive by the maintenance worker.",
+							NULL, &presence_session_timeout_s, 86400, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	define_ms("presence.batch_interval",
+			  "Frame interval of a busy session's timed batching.",
+			  &presence_batch_interval_ms, 100, 1, 10000);
+	DefineCustomIntVariable("presence.batch_max",
+							"Frames per batch_interval above which a session switches to timed batching.",
+							NULL, &presence_batch_max, 10, 1, 10000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	define_ms("presence.log_flush_interval",
+			  "Longest time activity waits in a worker's queue before it is written.",
+			  &presence_log_flush_interval_ms, 1000, 10, 60000);
+	DefineCustomIntVariable("presence.log_flush_max",
+							"Queued activity rows that trigger a write at once.",
+							NULL, &presence_log_flush_max, 100, 1, 100000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.activity_retention",
+							"Activity older than this is purged by the maintenance worker; 0 keeps everything.",
+							NULL, &presence_activity_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.ping_interval",
+							"WebSocket ping interval that detects dead TCP peers; 0 disables pings.",
+							NULL, &presence_ping_interval_s, 60, 0, 3600,
+							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_pending_activity",
+							"Activity rows a worker may hold unwritten; past it new activity is refused with unavailable.",
+							NULL, &presence_max_pending_activity, 100000, 100, 10000000,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("presence");
+}

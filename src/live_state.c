@@ -1,0 +1,939 @@
+/*-------------------------------------------------------------------------
+ * live_state.c
+ *	  Live presence of one ws worker, kept in memory.
+ *
+ * A LiveSession holds the connections joined to it (Memberships) and the
+ * users present (SessionUsers).  Presence is per user, aggregated over
+ * connections: a user's first connection in a session makes them join,
+ * their last one leaving makes them leave, and they time out only when
+ * every one of their connections has gone silent.
+ *
+ * Events are not sent where they happen.  They are appended to their
+ * session and live_flush(), called once per event-loop pass, turns each
+ * session's events into one frame, so the events of one pass travel
+ * together and a quiet session pays no batching delay.  A session that
+ * produces more than batch_max frames per batch_interval switches to
+ * timed batching (one frame per interval, cursor events coalesced per
+ * user, latest wins) until it is quiet again.  A client never receives
+ * the events its own connection caused.
+ *
+ * Everything here is plain C on malloc: it runs inside libwebsockets
+ * callbacks, where a PostgreSQL error (longjmp) must never be raised.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "common/hashfn.h"
+
+#include "activity.h"
+#include "live_state.h"
+#include "shmem.h"
+#include "ws_server.h"
+
+typedef struct LiveSession LiveSession;
+
+typedef struct SessionUser
+{
+	dlist_node	node;			/* LiveSession.users */
+	dlist_node	dirty_node;		/* live_dirty_users, when in it */
+	bool		dirty;
+	LiveSession *session;
+	char		user_id[PRESENCE_UUID_LEN + 1];
+	char		username[PRESENCE_USERNAME_MAX + 1];
+	char		role[16];
+	bool		is_owner;
+	PresenceStatus status;		/* as last set; offline shows when no live connection */
+	bool		auto_away;		/* away because of inactivity, not by request */
+	int64		last_seen_ms;
+	int64		last_activity_ms;
+	CursorPosition cursor;
+	char		activity[PRESENCE_ACTIVITY_MAX + 1];
+	int			connections;	/* joined connections */
+	int			live_connections;	/* joined connections not silent */
+} SessionUser;
+
+typedef struct Membership
+{
+	dlist_node	connection_node;	/* Connection.memberships */
+	dlist_node	session_node;	/* LiveSession.members */
+	Connection *connection;
+	SessionUser *user;
+} Membership;
+
+typedef struct PendingEvent
+{
+	json_t	   *event;			/* {"kind": ..., "user": PresenceData} */
+	uint64		origin;			/* connection serial; 0 for server events */
+	bool		is_cursor;
+	int64		created_us;
+	char		user_id[PRESENCE_UUID_LEN + 1];
+} PendingEvent;
+
+struct LiveSession
+{
+	char		session_id[PRESENCE_SESSION_ID_MAX + 1];
+	LiveSession *hash_next;
+	dlist_head	members;
+	dlist_head	users;
+	int			present_users;
+	PendingEvent *events;
+	int			nevents;
+	int			events_capacity;
+	bool		queued;			/* in live_pending_sessions */
+	int			pinned;			/* being emptied by a caller; do not free */
+	LiveSession *next_pending;
+	bool		new_since_pass;
+	int64		window_start_ms;
+	int			bursts_in_window;
+	bool		timed;
+	int64		next_timed_flush_ms;
+};
+
+static int	live_worker_index;
+static LiveSession **live_buckets;
+static int	live_bucket_count;
+static int	live_session_count;
+static LiveSession *live_pending_sessions;
+static dlist_head live_dirty_users = DLIST_STATIC_INIT(live_dirty_users);
+static LiveUserKey *live_removed_keys;
+static int	live_removed_count;
+static int	live_removed_capacity;
+
+static void user_event(SessionUser *user, const char *kind, Connection *origin);
+static void mark_dirty(SessionUser *user);
+
+void
+live_state_init(int worker_index)
+{
+	live_worker_index = worker_index;
+	live_bucket_count = 1024;
+	live_buckets = calloc(live_bucket_count, sizeof(LiveSession *));
+	if (live_buckets == NULL)
+		elog(ERROR, "presence: out of memory");
+}
+
+static uint32
+session_hash(const char *session_id)
+{
+	return hash_bytes((const unsigned char *) session_id, (int) strlen(session_id));
+}
+
+static LiveSession *
+session_find(const char *session_id)
+{
+	LiveSession *session = live_buckets[session_hash(session_id) & (live_bucket_count - 1)];
+
+	while (session && strcmp(session->session_id, session_id) != 0)
+		session = session->hash_next;
+	return session;
+}
+
+/* Doubles the bucket array; on allocation failure the table just stays denser. */
+static void
+sessions_grow(void)
+{
+	int			new_count = live_bucket_count * 2;
+	LiveSession **new_buckets = calloc(new_count, sizeof(LiveSession *));
+
+	if (new_buckets == NULL)
+		return;
+	for (int i = 0; i < live_bucket_count; i++)
+		while (live_buckets[i])
+		{
+			LiveSession *session = live_buckets[i];
+			uint32		bucket = session_hash(session->session_id) & (new_count - 1);
+
+			live_buckets[i] = session->hash_next;
+			session->hash_next = new_buckets[bucket];
+			new_buckets[bucket] = session;
+		}
+	free(live_buckets);
+	live_buckets = new_buckets;
+	live_bucket_count = new_count;
+}
+
+static LiveSession *
+session_find_or_create(const char *session_id)
+{
+	LiveSession *session = session_find(session_id);
+	uint32		bucket;
+
+	if (session)
+		return session;
+	session = calloc(1, sizeof(LiveSession));
+	if (session == NULL)
+		return NULL;
+	strlcpy(session->session_id, session_id, sizeof(session->session_id));
+	dlist_init(&session->members);
+	dlist_init(&session->users);
+	session->window_start_ms = presence_now_ms();
+	if (live_session_count >= live_bucket_count)
+		sessions_grow();
+	bucket = session_hash(session_id) & (live_bucket_count - 1);
+	session->hash_next = live_buckets[bucket];
+	live_buckets[bucket] = session;
+	live_session_count++;
+	return session;
+}
+
+/* Frees a session nobody is joined to once its last events are out. */
+static void
+session_release_if_empty(LiveSession *session)
+{
+	LiveSession **link;
+
+	if (!dlist_is_empty(&session->members) || session->queued || session->pinned)
+		return;
+	link = &live_buckets[session_hash(session->session_id) & (live_bucket_count - 1)];
+	while (*link != session)
+		link = &(*link)->hash_next;
+	*link = session->hash_next;
+	live_session_count--;
+	for (int i = 0; i < session->nevents; i++)
+		json_decref(session->events[i].event);
+	free(session->events);
+	free(session);
+}
+
+static SessionUser *
+session_user_find(LiveSession *session, const char *user_id)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &session->users)
+	{
+		SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+
+		if (strcmp(user->user_id, user_id) == 0)
+			return user;
+	}
+	return NULL;
+}
+
+static Membership *
+membership_find(Connection *connection, const char *session_id)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &connection->memberships)
+	{
+		Membership *membership = dlist_container(Membership, connection_node, iter.cur);
+
+		if (strcmp(membership->user->session->session_id, session_id) == 0)
+			return membership;
+	}
+	return NULL;
+}
+
+/* The user's PresenceData (PROTOCOL.md); offline while no connection is live. */
+static json_t *
+presence_data(SessionUser *user)
+{
+	PresenceStatus status = user->live_connections > 0 ? user->status : STATUS_OFFLINE;
+	json_t	   *data = json_pack("{s:s, s:s, s:s, s:s, s:I}",
+								 "userId", user->user_id,
+								 "username", user->username,
+								 "role", user->role,
+								 "status", presence_status_names[status],
+								 "lastSeen", (json_int_t) user->last_seen_ms);
+
+	if (data == NULL)
+		return NULL;
+	if (user->cursor.present)
+		json_object_set_new(data, "cursor", json_pack("{s:s, s:I}", "eventId", user->cursor.event_id,
+													  "position", (json_int_t) user->cursor.position));
+	if (user->activity[0])
+		json_object_set_new(data, "activity", json_string(user->activity));
+	return data;
+}
+
+/*
+ * Appends a presence event to the user's session.  In timed mode a cursor
+ * event replaces the user's previous pending cursor event.
+ */
+static void
+user_event(SessionUser *user, const char *kind, Connection *origin)
+{
+	LiveSession *session = user->session;
+	bool		is_cursor = strcmp(kind, "cursor") == 0;
+	json_t	   *event = json_pack("{s:s, s:o*}", "kind", kind, "user", presence_data(user));
+	PendingEvent *slot = NULL;
+
+	mark_dirty(user);
+	if (event == NULL)
+		return;
+	if (is_cursor && session->timed)
+		for (int i = 0; i < session->nevents && !slot; i++)
+			if (session->events[i].is_cursor && strcmp(session->events[i].user_id, user->user_id) == 0)
+			{
+				slot = &session->events[i];
+				json_decref(slot->event);
+			}
+	if (slot == NULL)
+	{
+		if (session->nevents == session->events_capacity)
+		{
+			int			capacity = Max(8, session->events_capacity * 2);
+			PendingEvent *events = realloc(session->events, capacity * sizeof(PendingEvent));
+
+			if (events == NULL)
+			{
+				json_decref(event);
+				return;
+			}
+			session->events = events;
+			session->events_capacity = capacity;
+		}
+		slot = &session->events[session->nevents++];
+	}
+	slot->event = event;
+	slot->origin = origin ? origin->serial : 0;
+	slot->is_cursor = is_cursor;
+	slot->created_us = presence_now_us();
+	strlcpy(slot->user_id, user->user_id, sizeof(slot->user_id));
+	session->new_since_pass = true;
+	if (!session->queued)
+	{
+		session->queued = true;
+		session->next_pending = live_pending_sessions;
+		live_pending_sessions = session;
+	}
+}
+
+static void
+log_user_activity(SessionUser *user, const char *activity_type, json_t *details, Connection *source)
+{
+	activity_enqueue(user->session->session_id, user->user_id, activity_type, details,
+					 source, NULL, NULL, false);
+	if (details)
+		json_decref(details);
+}
+
+static void
+mark_dirty(SessionUser *user)
+{
+	if (!user->dirty)
+	{
+		user->dirty = true;
+		dlist_push_tail(&live_dirty_users, &user->dirty_node);
+	}
+}
+
+/*
+ * Joins connection to a session with the role the database granted.
+ * Returns the session's present users (PresenceData array, including
+ * this one) through *users.
+ */
+JoinOutcome
+live_join(Connection *connection, const char *session_id, const char *role, bool is_owner,
+		  const ClientRequest *request, json_t **users)
+{
+	LiveSession *session;
+	SessionUser *user;
+	Membership *membership = membership_find(connection, session_id);
+	int64		now = presence_now_ms();
+	dlist_iter	iter;
+	bool		new_user = false;
+
+	*users = NULL;
+	if (membership == NULL)
+	{
+		session = session_find_or_create(session_id);
+		if (session == NULL)
+			return LIVE_JOIN_NO_MEMORY;
+		user = session_user_find(session, connection->user_id);
+		if ((user == NULL || user->live_connections == 0) &&
+			session->present_users >= presence_max_participants)
+		{
+			session_release_if_empty(session);
+			return LIVE_JOIN_FULL;
+		}
+		membership = calloc(1, sizeof(Membership));
+		if (membership == NULL || (user == NULL && (user = calloc(1, sizeof(SessionUser))) == NULL))
+		{
+			free(membership);
+			session_release_if_empty(session);
+			return LIVE_JOIN_NO_MEMORY;
+		}
+		if (user->session == NULL)
+		{
+			new_user = true;
+			user->session = session;
+			strlcpy(user->user_id, connection->user_id, sizeof(user->user_id));
+			strlcpy(user->username, connection->username, sizeof(user->username));
+			user->status = STATUS_ONLINE;
+			user->last_activity_ms = now;
+			dlist_push_tail(&session->users, &user->node);
+		}
+		strlcpy(user->role, role, sizeof(user->role));
+		user->is_owner = is_owner;
+		membership->connection = connection;
+		membership->user = user;
+		dlist_push_tail(&connection->memberships, &membership->connection_node);
+		dlist_push_tail(&session->members, &membership->session_node);
+		user->connections++;
+		if (!connection->silent)
+			user->live_connections++;
+		user->last_seen_ms = now;
+		if (request->status >= 0)
+		{
+			user->status = (PresenceStatus) request->status;
+			user->auto_away = false;
+		}
+		if (request->activity)
+			strlcpy(user->activity, request->activity, sizeof(user->activity));
+		if (request->cursor.present)
+			user->cursor = request->cursor;
+		if (user->live_connections == 1 && !connection->silent)
+		{
+			session->present_users++;
+			user_event(user, "join", connection);
+			log_user_activity(user, "user_joined", NULL, connection);
+		}
+		else if (!new_user && (request->status >= 0 || request->activity || request->cursor.present))
+			user_event(user, "update", connection);
+		mark_dirty(user);
+	}
+	session = membership->user->session;
+
+	*users = json_array();
+	if (*users == NULL)
+		return LIVE_JOIN_NO_MEMORY;
+	dlist_foreach(iter, &session->users)
+	{
+		SessionUser *present = dlist_container(SessionUser, node, iter.cur);
+
+		if (present->live_connections > 0 || present == membership->user)
+			json_array_append_new(*users, presence_data(present));
+	}
+	return LIVE_JOIN_OK;
+}
+
+/* Removes one membership; the user leaves when it was their last connection. */
+static void
+membership_remove(Membership *membership, bool announce)
+{
+	SessionUser *user = membership->user;
+	LiveSession *session = user->session;
+	Connection *connection = membership->connection;
+
+	dlist_delete(&membership->connection_node);
+	dlist_delete(&membership->session_node);
+	free(membership);
+	user->connections--;
+	if (!connection->silent)
+	{
+		user->live_connections--;
+		if (user->live_connections == 0)
+		{
+			session->present_users--;
+			if (announce)
+			{
+				user_event(user, "leave", connection);
+				log_user_activity(user, "user_left", NULL, connection);
+			}
+		}
+	}
+	if (user->connections == 0)
+	{
+		if (live_removed_count == live_removed_capacity)
+		{
+			int			capacity = Max(64, live_removed_capacity * 2);
+			LiveUserKey *keys = realloc(live_removed_keys, capacity * sizeof(LiveUserKey));
+
+			if (keys)
+			{
+				live_removed_keys = keys;
+				live_removed_capacity = capacity;
+			}
+		}
+		if (live_removed_count < live_removed_capacity)
+		{
+			LiveUserKey *key = &live_removed_keys[live_removed_count++];
+
+			memset(key, 0, sizeof(*key));
+			strlcpy(key->session_id, session->session_id, sizeof(key->session_id));
+			strlcpy(key->user_id, user->user_id, sizeof(key->user_id));
+			key->worker = live_worker_index;
+		}
+		if (user->dirty)
+			dlist_delete(&user->dirty_node);
+		dlist_delete(&user->node);
+		free(user);
+	}
+	session_release_if_empty(session);
+}
+
+bool
+live_leave(Connection *connection, const char *session_id)
+{
+	Membership *membership = membership_find(connection, session_id);
+
+	if (membership == NULL)
+		return false;
+	membership_remove(membership, true);
+	return true;
+}
+
+bool
+live_is_joined(Connection *connection, const char *session_id, const char **role, bool *is_owner)
+{
+	Membership *membership = membership_find(connection, session_id);
+
+	if (membership == NULL)
+		return false;
+	if (role)
+		*role = membership->user->role;
+	if (is_owner)
+		*is_owner = membership->user->is_owner;
+	return true;
+}
+
+bool
+live_set_status(Connection *connection, const char *session_id, PresenceStatus status,
+				const char *activity)
+{
+	Membership *membership = membership_find(connection, session_id);
+	SessionUser *user;
+	bool		status_changed;
+
+	if (membership == NULL)
+		return false;
+	user = membership->user;
+	status_changed = user->status != status;
+	user->status = status;
+	user->auto_away = false;
+	if (activity)
+		strlcpy(user->activity, activity, sizeof(user->activity));
+	user_event(user, "update", connection);
+	if (status_changed)
+		log_user_activity(user, "status_changed",
+						  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 0),
+						  connection);
+	return true;
+}
+
+bool
+live_set_cursor(Connection *connection, const char *session_id, const CursorPosition *cursor)
+{
+	Membership *membership = membership_find(connection, session_id);
+
+	if (membership == NULL)
+		return false;
+	membership->user->cursor = *cursor;
+	user_event(membership->user, "cursor", connection);
+	return true;
+}
+
+/*
+ * A heartbeat keeps the user's lastSeen fresh in one session or in all
+ * the connection's sessions; a cursor it carries that differs from the
+ * known one is a cursor move.
+ */
+void
+live_heartbeat(Connection *connection, const char *session_id, const CursorPosition *cursor)
+{
+	dlist_iter	iter;
+	int64		now = presence_now_ms();
+
+	dlist_foreach(iter, &connection->memberships)
+	{
+		Membership *membership = dlist_container(Membership, connection_node, iter.cur);
+		SessionUser *user = membership->user;
+
+		if (session_id && strcmp(user->session->session_id, session_id) != 0)
+			continue;
+		user->last_seen_ms = now;
+		mark_dirty(user);
+		if (cursor && cursor->present &&
+			(!user->cursor.present || user->cursor.position != cursor->position ||
+			 strcmp(user->cursor.event_id, cursor->event_id) != 0))
+		{
+			user->cursor = *cursor;
+			user_event(user, "cursor", connection);
+		}
+	}
+}
+
+/*
+ * Bookkeeping for every message from an authenticated connection: a
+ * silent connection comes back (its users rejoin), and anything but a
+ * heartbeat is activity that ends automatic away.
+ */
+void
+live_message_received(Connection *connection, RequestType type)
+{
+	int64		now = presence_now_ms();
+	dlist_iter	iter;
+	bool		resumed = connection->silent;
+
+	connection->last_message_ms = now;
+	connection->silent = false;
+	dlist_foreach(iter, &connection->memberships)
+	{
+		Membership *membership = dlist_container(Membership, connection_node, iter.cur);
+		SessionUser *user = membership->user;
+
+		user->last_seen_ms = now;
+		mark_dirty(user);
+		if (resumed && user->live_connections++ == 0)
+		{
+			user->status = STATUS_ONLINE;
+			user->auto_away = false;
+			user->last_activity_ms = now;
+			user->session->present_users++;
+			user_event(user, "join", connection);
+			log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
+			continue;
+		}
+		if (type == REQ_HEARTBEAT)
+			continue;
+		user->last_activity_ms = now;
+		if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
+		{
+			user->status = STATUS_ONLINE;
+			user->auto_away = false;
+			user_event(user, "update", connection);
+			log_user_activity(user, "status_changed",
+							  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
+		}
+	}
+}
+
+void
+live_connection_closed(Connection *connection)
+{
+	while (!dlist_is_empty(&connection->memberships))
+		membership_remove(dlist_container(Membership, connection_node,
+										  dlist_head_node(&connection->memberships)), true);
+}
+
+/*
+ * Heartbeat timeouts (per connection, felt per user) and automatic away.
+ * The worker calls it every sweep period, not every pass, so an idle
+ * worker wakes rarely.
+ */
+void
+live_sweep(int64 now_ms)
+{
+	dlist_iter	iter;
+	int64		silent_after = presence_heartbeat_interval_ms + presence_heartbeat_timeout_ms;
+
+	dlist_foreach(iter, ws_server_connections())
+	{
+		Connection *connection = dlist_container(Connection, all_node, iter.cur);
+		dlist_iter	member_iter;
+
+		if (!connection->authenticated || connection->silent ||
+			now_ms - connection->last_message_ms < silent_after)
+			continue;
+		connection->silent = true;
+		presence_count(CTR_HEARTBEATS_MISSED, 1);
+		dlist_foreach(member_iter, &connection->memberships)
+		{
+			SessionUser *user = dlist_container(Membership, connection_node, member_iter.cur)->user;
+
+			if (--user->live_connections == 0)
+			{
+				user->session->present_users--;
+				user_event(user, "timeout", NULL);
+				log_user_activity(user, "user_timeout",
+								  json_pack("{s:I}", "silent_ms", (json_int_t) (now_ms - connection->last_message_ms)),
+								  connection);
+			}
+		}
+	}
+
+	for (int b = 0; b < live_bucket_count; b++)
+		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
+		{
+			dlist_foreach(iter, &session->users)
+			{
+				SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+
+				if (user->live_connections > 0 && user->status == STATUS_ONLINE &&
+					now_ms - user->last_activity_ms >= presence_away_threshold_ms)
+				{
+					user->status = STATUS_AWAY;
+					user->auto_away = true;
+					user_event(user, "update", NULL);
+					log_user_activity(user, "status_changed",
+									  json_pack("{s:s, s:b}", "status", "away", "automatic", 1), NULL);
+				}
+			}
+		}
+}
+
+/* One presence frame of the session's events, leaving out one origin's. */
+static OutFrame *
+session_frame(LiveSession *session, uint64 excluded_origin)
+{
+	json_t	   *events = json_array();
+	json_t	   *message;
+	int64		oldest_us = INT64_MAX;
+	OutFrame   *frame = NULL;
+
+	if (events == NULL)
+		return NULL;
+	for (int i = 0; i < session->nevents; i++)
+		if (excluded_origin == 0 || session->events[i].origin != excluded_origin)
+		{
+			json_array_append(events, session->events[i].event);
+			oldest_us = Min(oldest_us, session->events[i].created_us);
+		}
+	if (json_array_size(events) == 0)
+	{
+		json_decref(events);
+		return NULL;
+	}
+	message = json_pack("{s:s, s:s, s:o}", "type", "presence", "sessionId", session->session_id,
+						"events", events);
+	if (message)
+	{
+		frame = frame_from_json(message, oldest_us);
+		json_decref(message);
+	}
+	return frame;
+}
+
+static bool
+caused_any_event(LiveSession *session, uint64 serial)
+{
+	for (int i = 0; i < session->nevents; i++)
+		if (session->events[i].origin == serial)
+			return true;
+	return false;
+}
+
+/* Sends the session's pending events to every joined connection. */
+static void
+session_deliver(LiveSession *session)
+{
+	OutFrame   *everything = session_frame(session, 0);
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &session->members)
+	{
+		Connection *connection = dlist_container(Membership, session_node, iter.cur)->connection;
+
+		if (caused_any_event(session, connection->serial))
+		{
+			OutFrame   *others = session_frame(session, connection->serial);
+
+			if (others)
+			{
+				ws_send_frame(connection, others);
+				frame_release(others);
+			}
+		}
+		else if (everything)
+			ws_send_frame(connection, everything);
+	}
+	if (everything)
+		frame_release(everything);
+	for (int i = 0; i < session->nevents; i++)
+		json_decref(session->events[i].event);
+	session->nevents = 0;
+}
+
+/*
+ * End of an event-loop pass: every session with events sends them as one
+ * frame, unless it is in timed batching and its interval has not passed.
+ * Returns true when anything was sent.
+ */
+bool
+live_flush(int64 now_ms)
+{
+	LiveSession *still_pending = NULL;
+	bool		sent = false;
+
+	while (live_pending_sessions)
+	{
+		LiveSession *session = live_pending_sessions;
+
+		live_pending_sessions = session->next_pending;
+		if (now_ms - session->window_start_ms >= presence_batch_interval_ms)
+		{
+			if (session->timed && session->bursts_in_window <= presence_batch_max)
+				session->timed = false;
+			session->window_start_ms = now_ms;
+			session->bursts_in_window = 0;
+		}
+		if (session->new_since_pass)
+		{
+			session->bursts_in_window++;
+			session->new_since_pass = false;
+		}
+		if (!session->timed && session->bursts_in_window > presence_batch_max)
+		{
+			session->timed = true;
+			session->next_timed_flush_ms = session->window_start_ms + presence_batch_interval_ms;
+		}
+		if (session->timed && now_ms < session->next_timed_flush_ms)
+		{
+			session->next_pending = still_pending;
+			still_pending = session;
+			continue;
+		}
+		if (session->timed)
+			session->next_timed_flush_ms = now_ms + presence_batch_interval_ms;
+		session_deliver(session);
+		sent = true;
+		session->queued = false;
+		session_release_if_empty(session);
+	}
+	live_pending_sessions = still_pending;
+	return sent;
+}
+
+/* The next time live state needs the loop: a timed batch falling due. */
+int64
+live_next_deadline(int64 now_ms)
+{
+	int64		deadline = INT64_MAX;
+
+	for (LiveSession *session = live_pending_sessions; session; session = session->next_pending)
+		deadline = Min(deadline, session->timed ? session->next_timed_flush_ms : now_ms);
+	return deadline;
+}
+
+/* Sends one message to every connection joined to a session; returns how many. */
+int
+live_send_to_session(const char *session_id, json_t *message)
+{
+	LiveSession *session = session_find(session_id);
+	OutFrame   *frame;
+	dlist_iter	iter;
+	int			reached = 0;
+
+	if (session == NULL || (frame = frame_from_json(message, presence_now_us())) == NULL)
+		return 0;
+	dlist_foreach(iter, &session->members)
+	{
+		ws_send_frame(dlist_container(Membership, session_node, iter.cur)->connection, frame);
+		reached++;
+	}
+	frame_release(frame);
+	return reached;
+}
+
+/* The session ended (SQL or a client): tell everyone, then drop it. */
+void
+live_end_session(const char *session_id, const char *status)
+{
+	LiveSession *session = session_find(session_id);
+	json_t	   *message;
+
+	if (session == NULL)
+		return;
+	message = json_pack("{s:s, s:s, s:s}", "type", "session_ended", "sessionId", session_id,
+						"status", status);
+	if (message)
+	{
+		live_send_to_session(session_id, message);
+		json_decref(message);
+	}
+	session->pinned++;
+	while (!dlist_is_empty(&session->members))
+		membership_remove(dlist_container(Membership, session_node,
+										  dlist_head_node(&session->members)), false);
+	for (int i = 0; i < session->nevents; i++)
+		json_decref(session->events[i].event);
+	session->nevents = 0;
+	session->pinned--;
+	session_release_if_empty(session);
+}
+
+/* A participant was removed through SQL: their connections leave at once. */
+void
+live_remove_participant(const char *session_id, const char *user_id)
+{
+	LiveSession *session = session_find(session_id);
+	dlist_mutable_iter iter;
+	json_t	   *notice;
+
+	if (session == NULL)
+		return;
+	notice = json_pack("{s:s, s:s, s:s}", "type", "session_removed", "sessionId", session_id,
+					   "reason", "removed from the session");
+	session->pinned++;
+	dlist_foreach_modify(iter, &session->members)
+	{
+		Membership *membership = dlist_container(Membership, session_node, iter.cur);
+
+		if (strcmp(membership->user->user_id, user_id) != 0)
+			continue;
+		if (notice)
+			ws_send_json(membership->connection, json_incref(notice));
+		membership_remove(membership, true);
+	}
+	session->pinned--;
+	session_release_if_empty(session);
+	if (notice)
+		json_decref(notice);
+}
+
+void
+live_change_role(const char *session_id, const char *user_id, const char *role)
+{
+	LiveSession *session = session_find(session_id);
+	SessionUser *user = session ? session_user_find(session, user_id) : NULL;
+
+	if (user == NULL || role == NULL || strcmp(user->role, role) == 0)
+		return;
+	strlcpy(user->role, role, sizeof(user->role));
+	user_event(user, "update", NULL);
+}
+
+/* Publishes changed and departed users to shared memory for online_users(). */
+void
+live_publish(void)
+{
+	LiveUserEntry *entries;
+	int			count = 0,
+				capacity = 0;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &live_dirty_users)
+		capacity++;
+	if (capacity == 0 && live_removed_count == 0)
+		return;
+	entries = capacity ? malloc(capacity * sizeof(LiveUserEntry)) : NULL;
+	if (capacity && entries == NULL)
+		return;					/* retried next pass; the dirty list stays */
+	while (!dlist_is_empty(&live_dirty_users))
+	{
+		SessionUser *user = dlist_container(SessionUser, dirty_node,
+											dlist_pop_head_node(&live_dirty_users));
+		LiveUserEntry *entry = &entries[count++];
+
+		user->dirty = false;
+		memset(entry, 0, sizeof(*entry));
+		strlcpy(entry->key.session_id, user->session->session_id, sizeof(entry->key.session_id));
+		strlcpy(entry->key.user_id, user->user_id, sizeof(entry->key.user_id));
+		entry->key.worker = live_worker_index;
+		strlcpy(entry->username, user->username, sizeof(entry->username));
+		strlcpy(entry->role, user->role, sizeof(entry->role));
+		strlcpy(entry->status, presence_status_names[user->live_connections > 0 ? user->status : STATUS_OFFLINE],
+				sizeof(entry->status));
+		entry->last_seen_ms = user->last_seen_ms;
+		entry->has_cursor = user->cursor.present;
+		strlcpy(entry->cursor_event_id, user->cursor.event_id, sizeof(entry->cursor_event_id));
+		entry->cursor_position = user->cursor.position;
+		strlcpy(entry->activity, user->activity, sizeof(entry->activity));
+		entry->connections = user->connections;
+	}
+	presence_live_publish(entries, count, live_removed_keys, live_removed_count);
+	live_removed_count = 0;
+	free(entries);
+}
+
+void
+live_gauges(int *sessions, int *users)
+{
+	*sessions = live_session_count;
+	*users = 0;
+	for (int b = 0; b < live_bucket_count; b++)
+		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
+			*users += session->present_users;
+}

@@ -1,0 +1,49 @@
+/*-------------------------------------------------------------------------
+ * live_state.h
+ *	  Live presence of one ws worker: sessions, the users present in them
+ *	  (aggregated over their connections), presence events, batching,
+ *	  heartbeat and away timeouts.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_LIVE_STATE_H
+#define PRESENCE_LIVE_STATE_H
+
+#include <jansson.h>
+
+#include "connection.h"
+#include "protocol.h"
+
+typedef enum JoinOutcome
+{
+	LIVE_JOIN_OK,
+	LIVE_JOIN_FULL,
+	LIVE_JOIN_NO_MEMORY
+} JoinOutcome;
+
+extern void live_state_init(int worker_index);
+extern JoinOutcome live_join(Connection *connection, const char *session_id, const char *role,
+							 bool is_owner, const ClientRequest *request, json_t **users);
+extern bool live_leave(Connection *connection, const char *session_id);
+extern bool live_is_joined(Connection *connection, const char *session_id,
+						   const char **role, bool *is_owner);
+extern bool live_set_status(Connection *connection, const char *session_id,
+							PresenceStatus status, const char *activity);
+extern bool live_set_cursor(Connection *connection, const char *session_id,
+							const CursorPosition *cursor);
+extern void live_heartbeat(Connection *connection, const char *session_id,
+						   const CursorPosition *cursor);
+extern void live_message_received(Connection *connection, RequestType type);
+extern void live_connection_closed(Connection *connection);
+
+extern void live_sweep(int64 now_ms);
+extern bool live_flush(int64 now_ms);
+extern int64 live_next_deadline(int64 now_ms);
+
+extern int	live_send_to_session(const char *session_id, json_t *message);
+extern void live_end_session(const char *session_id, const char *status);
+extern void live_remove_participant(const char *session_id, const char *user_id);
+extern void live_change_role(const char *session_id, const char *user_id, const char *role);
+extern void live_publish(void);
+extern void live_gauges(int *sessions, int *users);
+
+#endif							/* PRESENCE_LIVE_STATE_H */

@@ -1,0 +1,368 @@
+/*-------------------------------------------------------------------------
+ * protocol.c
+ *	  Parsing and validating client messages of protocol v1, and the
+ *	  envelopes of server messages.
+ *
+ * A request that fails validation is described by a short, fixed
+ * message ("sessionId must be a string") that never echoes client input,
+ * so error replies cannot be used to reflect content into other clients'
+ * logs or to probe server internals.  Unknown fields are ignored, as the
+ * protocol allows additions; a userId sent by a client is ignored too,
+ * since identity comes only from the token.
+ *-------------------------------------------------------------------------
+ */
+#include <ctype.h>
+#include <string.h>
+
+#include "protocol.h"
+
+const char *const request_type_names[REQ_TYPE_COUNT] = {
+	[REQ_AUTH] = "auth",
+	[REQ_SESSION_CREATE] = "session_create",
+	[REQ_SESSION_JOIN] = "session_join",
+	[REQ_SESSION_LEAVE] = "session_leave",
+	[REQ_PRESENCE_UPDATE] = "presence_update",
+	[REQ_CURSOR_UPDATE] = "cursor_update",
+	[REQ_HEARTBEAT] = "heartbeat",
+	[REQ_ACTIVITY] = "activity",
+	[REQ_SESSION_END] = "session_end",
+};
+
+const char *const presence_status_names[3] = {"online", "away", "offline"};
+
+const char *const server_message_types[SERVER_MESSAGE_TYPES] = {
+	"welcome", "session_created", "session_joined", "ack", "heartbeat_ack", "error",
+	"presence", "activity", "broadcast", "session_ended", "session_removed"
+};
+
+int
+server_message_type_index(const char *type)
+{
+	for (int i = 0; i < SERVER_MESSAGE_TYPES; i++)
+		if (strcmp(type, server_message_types[i]) == 0)
+			return i;
+	return -1;
+}
+
+/* Same rule as the collaboration_sessions.session_id CHECK constraint. */
+bool
+protocol_valid_session_id(const char *session_id)
+{
+	size_t		len = strlen(session_id);
+
+	if (len < 1 || len > 128 || !isalnum((unsigned char) session_id[0]))
+		return false;
+	for (size_t i = 1; i < len; i++)
+	{
+		unsigned char c = (unsigned char) session_id[i];
+
+		if (!isalnum(c) && c != '_' && c != '.' && c != '-')
+			return false;
+	}
+	return strcmp(session_id, "session") != 0 && strcmp(session_id, "conns") != 0 &&
+		strcmp(session_id, "updates") != 0;
+}
+
+/* [a-z][a-z0-9_.]{0,63}, as the activity_log CHECK constraint. */
+static bool
+valid_activity_type(const char *type)
+{
+	size_t		len = strlen(type);
+
+	if (len < 1 || len > 64 || !(type[0] >= 'a' && type[0] <= 'z'))
+		return false;
+	for (size_t i = 1; i < len; i++)
+		if (!((type[i] >= 'a' && type[i] <= 'z') || (type[i] >= '0' && type[i] <= '9') ||
+			  type[i] == '_' || type[i] == '.'))
+			return false;
+	return true;
+}
+
+/*
+ * Reads an optional string field of at most max_len bytes.  Returns false
+ * (with *problem set) when present with the wrong type or too long.
+ */
+static bool
+optional_string(json_t *root, const char *name, size_t max_len, const char **out,
+				const char **problem, const char *type_problem, const char *length_problem)
+{
+	json_t	   *value = json_object_get(root, name);
+
+	*out = NULL;
+	if (value == NULL || json_is_null(value))
+		return true;
+	if (!json_is_string(value))
+	{
+		*problem = type_problem;
+		return false;
+	}
+	if (json_string_length(value) > max_len || strlen(json_string_value(value)) != json_string_length(value))
+	{
+		*problem = length_problem;
+		return false;
+	}
+	*out = json_string_value(value);
+	return true;
+}
+
+#define OPTIONAL_STRING(field, key, max) \
+	optional_string(root, key, max, &request->field, problem, \
+					key " must be a string", key " is too long")
+
+static bool
+parse_session_id(json_t *root, ClientRequest *request, bool required, const char **problem)
+{
+	if (!OPTIONAL_STRING(session_id, "sessionId", 128))
+		return false;
+	if (request->session_id == NULL)
+	{
+		if (required)
+			*problem = "sessionId is required";
+		return !required;
+	}
+	if (!protocol_valid_session_id(request->session_id))
+	{
+		*problem = "sessionId must be 1 to 128 of [A-Za-z0-9_.-]";
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_status(json_t *root, ClientRequest *request, bool required, const char **problem)
+{
+	json_t	   *value = json_object_get(root, "status");
+
+	request->status = -1;
+	if (value == NULL || json_is_null(value))
+	{
+		if (required)
+			*problem = "status is required";
+		return !required;
+	}
+	if (json_is_string(value) && strcmp(json_string_value(value), "online") == 0)
+		request->status = 0;
+	else if (json_is_string(value) && strcmp(json_string_value(value), "away") == 0)
+		request->status = 1;
+	else
+	{
+		*problem = "status must be \"online\" or \"away\"";
+		return false;
+	}
+	return true;
+}
+
+static bool
+parse_cursor(json_t *root, ClientRequest *request, bool required, const char **problem)
+{
+	json_t	   *value = json_object_get(root, "cursor");
+	json_t	   *event_id,
+			   *position;
+
+	request->cursor.present = false;
+	if (value == NULL || json_is_null(value))
+	{
+		if (required)
+			*problem = "cursor is required";
+		return !required;
+	}
+	event_id = json_object_get(value, "eventId");
+	position = json_object_get(value, "position");
+	if (!json_is_object(value) || !json_is_string(event_id) || !json_is_integer(position))
+	{
+		*problem = "cursor must be {\"eventId\": string, \"position\": integer}";
+		return false;
+	}
+	if (json_string_length(event_id) > 128 || strlen(json_string_value(event_id)) != json_string_length(event_id))
+	{
+		*problem = "cursor.eventId is too long";
+		return false;
+	}
+	if (json_integer_value(position) < 0)
+	{
+		*problem = "cursor.position must be >= 0";
+		return false;
+	}
+	strcpy(request->cursor.event_id, json_string_value(event_id));
+	request->cursor.position = (int64_t) json_integer_value(position);
+	request->cursor.present = true;
+	return true;
+}
+
+static bool
+parse_object(json_t *root, const char *name, json_t **out, const char **problem, const char *type_problem)
+{
+	json_t	   *value = json_object_get(root, name);
+
+	*out = NULL;
+	if (value == NULL || json_is_null(value))
+		return true;
+	if (!json_is_object(value))
+	{
+		*problem = type_problem;
+		return false;
+	}
+	*out = value;
+	return true;
+}
+
+/* Field rules of each request type (PROTOCOL.md, "Requests"). */
+static bool
+parse_fields(json_t *root, ClientRequest *request, const char **problem)
+{
+	switch (request->type)
+	{
+		case REQ_AUTH:
+			if (!OPTIONAL_STRING(token, "token", 8192))
+				return false;
+			if (request->token == NULL)
+			{
+				*problem = "token is required";
+				return false;
+			}
+			return true;
+		case REQ_SESSION_CREATE:
+			return parse_session_id(root, request, false, problem) &&
+				OPTIONAL_STRING(operation_id, "operationId", 255) &&
+				OPTIONAL_STRING(target, "target", 500) &&
+				OPTIONAL_STRING(objective, "objective", 10000) &&
+				parse_object(root, "metadata", &request->metadata, problem, "metadata must be an object");
+		case REQ_SESSION_JOIN:
+			return parse_session_id(root, request, true, problem) &&
+				parse_status(root, request, false, problem) &&
+				OPTIONAL_STRING(activity, "activity", 256) &&
+				parse_cursor(root, request, false, problem);
+		case REQ_SESSION_LEAVE:
+			return parse_session_id(root, request, true, problem);
+		case REQ_PRESENCE_UPDATE:
+			return parse_session_id(root, request, true, problem) &&
+				parse_status(root, request, true, problem) &&
+				OPTIONAL_STRING(activity, "activity", 256);
+		case REQ_CURSOR_UPDATE:
+			return parse_session_id(root, request, true, problem) &&
+				parse_cursor(root, request, true, problem);
+		case REQ_HEARTBEAT:
+			return parse_session_id(root, request, false, problem) &&
+				parse_cursor(root, request, false, problem);
+		case REQ_ACTIVITY:
+			if (!parse_session_id(root, request, true, problem) ||
+				!OPTIONAL_STRING(activity_type, "activityType", 64) ||
+				!parse_object(root, "details", &request->details, problem, "details must be an object"))
+				return false;
+			if (request->activity_type == NULL || !valid_activity_type(request->activity_type))
+			{
+				*problem = "activityType must match [a-z][a-z0-9_.]{0,63}";
+				return false;
+			}
+			return true;
+		case REQ_SESSION_END:
+			if (!parse_session_id(root, request, true, problem) ||
+				!OPTIONAL_STRING(end_status, "status", 16))
+				return false;
+			if (request->end_status == NULL)
+				request->end_status = "completed";
+			if (strcmp(request->end_status, "completed") != 0 && strcmp(request->end_status, "failed") != 0)
+			{
+				*problem = "status must be \"completed\" or \"failed\"";
+				return false;
+			}
+			return true;
+		case REQ_TYPE_COUNT:
+			break;
+	}
+	*problem = "unknown type";
+	return false;
+}
+
+/*
+ * Parses one client frame.  On failure returns false with *problem set;
+ * request->ref is still filled when the frame was an object with a valid
+ * ref, so the error reply can carry it.  The caller always calls
+ * protocol_request_free.
+ */
+bool
+protocol_parse(const char *text, size_t len, ClientRequest *request, const char **problem)
+{
+	json_t	   *root,
+			   *type,
+			   *ref;
+
+	memset(request, 0, sizeof(*request));
+	request->status = -1;
+	root = json_loadb(text, len, JSON_REJECT_DUPLICATES, NULL);
+	if (root == NULL)
+	{
+		*problem = "invalid JSON";
+		return false;
+	}
+	request->root = root;
+	if (!json_is_object(root))
+	{
+		*problem = "a message must be a JSON object";
+		return false;
+	}
+
+	ref = json_object_get(root, "ref");
+	if (ref != NULL && !json_is_null(ref))
+	{
+		if (!((json_is_string(ref) && json_string_length(ref) <= PROTOCOL_REF_MAX) || json_is_integer(ref)))
+		{
+			*problem = "ref must be a string of at most 64 characters or an integer";
+			return false;
+		}
+		request->ref = ref;
+	}
+
+	type = json_object_get(root, "type");
+	if (!json_is_string(type))
+	{
+		*problem = "type must be a string";
+		return false;
+	}
+	request->type = REQ_TYPE_COUNT;
+	for (int i = 0; i < REQ_TYPE_COUNT; i++)
+		if (strcmp(json_string_value(type), request_type_names[i]) == 0)
+			request->type = (RequestType) i;
+	if (request->type == REQ_TYPE_COUNT)
+	{
+		*problem = "unknown message type";
+		return false;
+	}
+	return parse_fields(root, request, problem);
+}
+
+void
+protocol_request_free(ClientRequest *request)
+{
+	if (request->root)
+		json_decref(request->root);
+	request->root = NULL;
+}
+
+/* {"type": type, "ref": ref} with ref omitted when NULL. */
+json_t *
+protocol_reply(const char *type, json_t *ref)
+{
+	json_t	   *message = json_object();
+
+	if (message == NULL)
+		return NULL;
+	json_object_set_new(message, "type", json_string(type));
+	if (ref)
+		json_object_set(message, "ref", ref);
+	return message;
+}
+
+json_t *
+protocol_error(json_t *ref, const char *code, const char *message)
+{
+	json_t	   *error = protocol_reply("error", ref);
+
+	if (error == NULL)
+		return NULL;
+	if (ref == NULL)
+		json_object_set_new(error, "ref", json_null());
+	json_object_set_new(error, "code", json_string(code));
+	json_object_set_new(error, "message", json_string(message));
+	return error;
+}

@@ -1,0 +1,323 @@
+/*-------------------------------------------------------------------------
+ * requests.c
+ *	  One client message, from parsed request to reply: authentication,
+ *	  authorisation, the change to live state, the activity it logs.
+ *
+ * The path of a message is socket (ws_server.c) -> parse (protocol.c) ->
+ * authorise (here, with worker_db.c) -> state and fan-out (live_state.c)
+ * -> activity queue (activity.c).  Replies follow PROTOCOL.md: a request
+ * with a ref gets exactly one reply carrying it; without a ref only
+ * failures are answered, except where the result itself is the point
+ * (welcome, session_created, session_joined, heartbeat_ack).
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "activity.h"
+#include "live_state.h"
+#include "protocol.h"
+#include "requests.h"
+#include "shmem.h"
+#include "worker_db.h"
+#include "ws_server.h"
+
+/* Error codes of PROTOCOL.md, in the order /metrics counts them. */
+const char *const request_error_codes[REQUEST_ERROR_CODES] = {
+	"bad_request", "unauthorized", "forbidden", "not_found",
+	"session_full", "rate_limited", "unavailable", "internal"
+};
+
+void
+request_fail(Connection *connection, json_t *ref, const char *code, const char *message)
+{
+	for (int i = 0; i < REQUEST_ERROR_CODES; i++)
+		if (strcmp(code, request_error_codes[i]) == 0)
+			presence_count_error(i);
+	ws_send_json(connection, protocol_error(ref, code, message));
+}
+
+/* The plain ack a request with a ref gets; nothing without one. */
+static void
+acknowledge(Connection *connection, json_t *ref)
+{
+	if (ref)
+		ws_send_json(connection, protocol_reply("ack", ref));
+}
+
+/* Answers a failed database step with the matching protocol error. */
+static void
+fail_db(Connection *connection, json_t *ref, DbResult result, const char *not_found,
+		const char *forbidden, const char *invalid)
+{
+	switch (result)
+	{
+		case DB_NOT_FOUND:
+			request_fail(connection, ref, "not_found", not_found);
+			break;
+		case DB_FORBIDDEN:
+			request_fail(connection, ref, "forbidden", forbidden);
+			break;
+		case DB_CONFLICT:
+		case DB_INVALID:
+			request_fail(connection, ref, "bad_request", invalid);
+			break;
+		case DB_OK:
+		case DB_FAILED:
+			request_fail(connection, ref, "unavailable", "the database is unavailable; retry later");
+			break;
+	}
+}
+
+/*
+ * Authenticates a connection with the token of an auth message.  Failure
+ * closes with 4001 and a reason that never quotes the token.
+ */
+void
+request_authenticate(Connection *connection, const char *token, size_t token_len, json_t *ref)
+{
+	JwtIdentity identity;
+	JwtVerdict	verdict = jwt_verify(token, token_len, presence_jwt_secret, presence_jwt_audience,
+									 presence_jwt_leeway_s, presence_now_ms() / 1000, &identity);
+
+	if (verdict != JWT_VALID)
+	{
+		presence_count(CTR_AUTH_FAILURES, 1);
+		ws_close(connection, 4001, jwt_verdict_message(verdict));
+		return;
+	}
+	request_admit(connection, &identity, ref);
+}
+
+/*
+ * Admits the user of a verified token (from an auth message or the
+ * Authorization header): finds or adds the user, then sends welcome.
+ */
+void
+request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
+{
+	char		stored_name[PRESENCE_USERNAME_MAX + 1] = "";
+	DbResult	result = db_resolve_user(identity->user_id, identity->username, stored_name);
+	json_t	   *welcome;
+
+	if (result != DB_OK)
+	{
+		presence_count(CTR_AUTH_FAILURES, 1);
+		if (result == DB_NOT_FOUND)
+			ws_close(connection, 4001, "unknown user");
+		else
+			ws_close(connection, 1011, "authentication is unavailable; retry later");
+		return;
+	}
+
+	connection->authenticated = true;
+	strlcpy(connection->user_id, identity->user_id, sizeof(connection->user_id));
+	strlcpy(connection->username, identity->username[0] ? identity->username : stored_name,
+			sizeof(connection->username));
+	connection->token_expires_at = identity->expires_at;
+	connection->last_message_ms = presence_now_ms();
+
+	welcome = protocol_reply("welcome", ref);
+	if (welcome == NULL)
+		return;
+	json_object_set_new(welcome, "protocol", json_integer(PROTOCOL_VERSION));
+	json_object_set_new(welcome, "connectionId", json_string(connection->id));
+	json_object_set_new(welcome, "userId", json_string(connection->user_id));
+	json_object_set_new(welcome, "username", json_string(connection->username));
+	json_object_set_new(welcome, "heartbeatInterval", json_integer(presence_heartbeat_interval_ms));
+	json_object_set_new(welcome, "serverTime", json_integer(presence_now_ms()));
+	ws_send_json(connection, welcome);
+}
+
+static void
+handle_session_create(Connection *connection, ClientRequest *request)
+{
+	json_t	   *session;
+	DbResult	result = db_create_session(connection->user_id, request, &session);
+	json_t	   *reply;
+
+	if (result != DB_OK)
+	{
+		fail_db(connection, request->ref, result, "unknown user", "not allowed",
+				result == DB_CONFLICT ? "a session with this sessionId already exists" : "invalid session fields");
+		return;
+	}
+	reply = protocol_reply("session_created", request->ref);
+	if (reply)
+	{
+		json_object_set_new(reply, "session", session);
+		ws_send_json(connection, reply);
+	}
+	else
+		json_decref(session);
+}
+
+static void
+handle_session_join(Connection *connection, ClientRequest *request)
+{
+	char		role[16] = "";
+	bool		is_owner = false;
+	DbResult	result = db_session_access(request->session_id, connection->user_id, role, &is_owner);
+	json_t	   *users = NULL;
+	json_t	   *reply;
+
+	if (result != DB_OK)
+	{
+		fail_db(connection, request->ref, result, "session not found",
+				"not a participant of this session", "session is not active");
+		return;
+	}
+	switch (live_join(connection, request->session_id, role, is_owner, request, &users))
+	{
+		case LIVE_JOIN_OK:
+			break;
+		case LIVE_JOIN_FULL:
+			request_fail(connection, request->ref, "session_full", "the session has reached its participant limit");
+			return;
+		case LIVE_JOIN_NO_MEMORY:
+			request_fail(connection, request->ref, "internal", "out of memory");
+			return;
+	}
+	reply = protocol_reply("session_joined", request->ref);
+	if (reply == NULL)
+	{
+		json_decref(users);
+		return;
+	}
+	json_object_set_new(reply, "sessionId", json_string(request->session_id));
+	json_object_set_new(reply, "role", json_string(role));
+	json_object_set_new(reply, "users", users);
+	ws_send_json(connection, reply);
+}
+
+/* Whether the connection's role in the session allows an activity type. */
+static bool
+may_log(const char *role, bool is_owner, const char *activity_type)
+{
+	if (is_owner || strcmp(role, "operator") == 0)
+		return true;
+	return strcmp(activity_type, "comment") == 0 && strcmp(role, "commenter") == 0;
+}
+
+static void
+handle_activity(Connection *connection, ClientRequest *request)
+{
+	const char *role;
+	bool		is_owner;
+
+	if (!live_is_joined(connection, request->session_id, &role, &is_owner))
+	{
+		request_fail(connection, request->ref, "forbidden", "join the session first");
+		return;
+	}
+	if (!may_log(role, is_owner, request->activity_type))
+	{
+		request_fail(connection, request->ref, "forbidden",
+					 strcmp(request->activity_type, "comment") == 0 ?
+					 "commenting needs the commenter or operator role" :
+					 "this activity needs the operator role");
+		return;
+	}
+	if (!activity_enqueue(request->session_id, connection->user_id, request->activity_type,
+						  request->details, connection, connection, request->ref, true))
+		request_fail(connection, request->ref, "unavailable", "the activity queue is full; retry later");
+}
+
+static void
+handle_session_end(Connection *connection, ClientRequest *request)
+{
+	DbResult	result = db_end_session(request->session_id, connection->user_id, request->end_status);
+
+	if (result != DB_OK)
+	{
+		fail_db(connection, request->ref, result, "session not found",
+				"only the owner can end the session", "the session has already ended");
+		return;
+	}
+	acknowledge(connection, request->ref);
+}
+
+static void
+handle_heartbeat(Connection *connection, ClientRequest *request)
+{
+	json_t	   *reply = protocol_reply("heartbeat_ack", request->ref);
+
+	live_heartbeat(connection, request->session_id, &request->cursor);
+	if (reply)
+	{
+		json_object_set_new(reply, "serverTime", json_integer(presence_now_ms()));
+		ws_send_json(connection, reply);
+	}
+}
+
+/* A complete text message from a client. */
+void
+request_handle(Connection *connection, const char *text, size_t len)
+{
+	ClientRequest request;
+	const char *problem = NULL;
+	bool		valid = protocol_parse(text, len, &request, &problem);
+
+	if (!connection->authenticated)
+	{
+		if (valid && request.type == REQ_AUTH)
+			request_authenticate(connection, request.token, strlen(request.token), request.ref);
+		else
+		{
+			presence_count(CTR_AUTH_FAILURES, 1);
+			ws_close(connection, 4001, "authentication required");
+		}
+		protocol_request_free(&request);
+		return;
+	}
+	if (!valid)
+	{
+		request_fail(connection, request.ref, "bad_request", problem);
+		protocol_request_free(&request);
+		return;
+	}
+	presence_count_message_in(request.type);
+	live_message_received(connection, request.type);
+
+	switch (request.type)
+	{
+		case REQ_AUTH:
+			request_fail(connection, request.ref, "bad_request", "already authenticated");
+			break;
+		case REQ_SESSION_CREATE:
+			handle_session_create(connection, &request);
+			break;
+		case REQ_SESSION_JOIN:
+			handle_session_join(connection, &request);
+			break;
+		case REQ_SESSION_LEAVE:
+			if (live_leave(connection, request.session_id))
+				acknowledge(connection, request.ref);
+			else
+				request_fail(connection, request.ref, "bad_request", "not joined to this session");
+			break;
+		case REQ_PRESENCE_UPDATE:
+			if (live_set_status(connection, request.session_id, (PresenceStatus) request.status, request.activity))
+				acknowledge(connection, request.ref);
+			else
+				request_fail(connection, request.ref, "forbidden", "join the session first");
+			break;
+		case REQ_CURSOR_UPDATE:
+			if (live_set_cursor(connection, request.session_id, &request.cursor))
+				acknowledge(connection, request.ref);
+			else
+				request_fail(connection, request.ref, "forbidden", "join the session first");
+			break;
+		case REQ_HEARTBEAT:
+			handle_heartbeat(connection, &request);
+			break;
+		case REQ_ACTIVITY:
+			handle_activity(connection, &request);
+			break;
+		case REQ_SESSION_END:
+			handle_session_end(connection, &request);
+			break;
+		case REQ_TYPE_COUNT:
+			break;
+	}
+	protocol_request_free(&request);
+}

@@ -1,0 +1,242 @@
+/*-------------------------------------------------------------------------
+ * sql_live.c
+ *	  SQL functions that reach the live side: online_users(), stats(),
+ *	  the connection count broadcast() reports, and _notify_workers(),
+ *	  through which broadcast / end_session / remove_participant reach
+ *	  connected clients at commit.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+
+#include "shmem.h"
+
+PG_FUNCTION_INFO_V1(presence_online_users);
+PG_FUNCTION_INFO_V1(presence_local_session_connections);
+PG_FUNCTION_INFO_V1(presence_stats);
+PG_FUNCTION_INFO_V1(presence_notify_workers);
+PG_FUNCTION_INFO_V1(presence_config_int);
+
+/*
+ * Runs fn for every current participant (user id, username, role) of a
+ * session, after checking that the session exists.
+ */
+typedef void (*participant_visitor) (const char *user_id, const char *username,
+									 const char *role, void *context);
+
+static void
+for_each_participant(const char *session_id, participant_visitor visit, void *context)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(session_id)};
+
+	SPI_connect();
+	if (SPI_execute_with_args("SELECT 1 FROM presence.collaboration_sessions WHERE session_id = $1",
+							  1, argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "presence: session lookup failed");
+	if (SPI_processed == 0)
+		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
+						errmsg("presence: session \"%s\" does not exist", session_id)));
+	if (SPI_execute_with_args("SELECT p.user_id::text, u.username, p.role"
+							  "  FROM presence.session_participants p"
+							  "  JOIN presence.collaboration_sessions s ON s.id = p.session_id"
+							  "  JOIN presence.users u ON u.id = p.user_id"
+							  " WHERE s.session_id = $1 AND p.left_at IS NULL"
+							  " ORDER BY u.username",
+							  1, argtypes, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "presence: participant lookup failed");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	row = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+
+		visit(SPI_getvalue(row, desc, 1), SPI_getvalue(row, desc, 2), SPI_getvalue(row, desc, 3), context);
+	}
+	SPI_finish();
+}
+
+typedef struct OnlineUsersContext
+{
+	const char *session_id;
+	Tuplestorestate *store;
+	TupleDesc	desc;
+} OnlineUsersContext;
+
+static void
+emit_online_user(const char *user_id, const char *username, const char *role, void *context)
+{
+	OnlineUsersContext *out = context;
+	LiveUserEntry live;
+	Datum		values[7];
+	bool		nulls[7] = {false};
+
+	if (presence_live_lookup(out->session_id, user_id, &live) == 0)
+		return;
+	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(user_id));
+	values[1] = CStringGetTextDatum(live.username[0] ? live.username : username);
+	values[2] = CStringGetTextDatum(role);
+	values[3] = CStringGetTextDatum(live.status);
+	values[4] = TimestampTzGetDatum(live.last_seen_ms * 1000 -
+									(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+	if (live.has_cursor)
+	{
+		char	   *cursor = psprintf("{\"eventId\": %s, \"position\": " INT64_FORMAT "}",
+									  text_to_cstring(DatumGetTextPP(DirectFunctionCall1(to_json,
+																						   CStringGetTextDatum(live.cursor_event_id)))),
+									  live.cursor_position);
+
+		values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(cursor));
+	}
+	else
+		nulls[5] = true;
+	if (live.activity[0])
+		values[6] = CStringGetTextDatum(live.activity);
+	else
+		nulls[6] = true;
+	tuplestore_putvalues(out->store, out->desc, values, nulls);
+}
+
+/* online_users(session_id) from this node's workers (embedded mode). */
+Datum
+presence_online_users(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	OnlineUsersContext context;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("presence: session_id must not be null")));
+	InitMaterializedSRF(fcinfo, 0);
+	context.session_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	context.store = rsinfo->setResult;
+	context.desc = rsinfo->setDesc;
+	for_each_participant(context.session_id, emit_online_user, &context);
+	return (Datum) 0;
+}
+
+typedef struct SessionTally
+{
+	const char *session_id;
+	int			connections;
+} SessionTally;
+
+static void
+count_connections(const char *user_id, const char *username, const char *role, void *context)
+{
+	SessionTally *tally = context;
+	LiveUserEntry live;
+
+	tally->connections += presence_live_lookup(tally->session_id, user_id, &live);
+}
+
+/* Connections on this node joined to a session: what broadcast() reaches. */
+Datum
+presence_local_session_connections(PG_FUNCTION_ARGS)
+{
+	SessionTally tally = {text_to_cstring(PG_GETARG_TEXT_PP(0)), 0};
+
+	for_each_participant(tally.session_id, count_connections, &tally);
+	PG_RETURN_INT32(tally.connections);
+}
+
+/* stats(): counters since start and gauges summed over the workers. */
+Datum
+presence_stats(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
+	int			nworkers;
+	int64		sessions = 0,
+				users = 0;
+	bool		redis_connected = false;
+	Datum		values[16];
+	bool		nulls[16] = {false};
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "presence: stats must return a record");
+	desc = BlessTupleDesc(desc);
+	presence_worker_snapshot(workers, &nworkers);
+	for (int i = 0; i < nworkers; i++)
+	{
+		sessions += workers[i].sessions;
+		users += workers[i].users;
+		redis_connected |= workers[i].redis_connected;
+	}
+	values[0] = Int64GetDatum(presence_connections_total());
+	values[1] = Int64GetDatum(sessions);
+	values[2] = Int64GetDatum(users);
+	values[3] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_IN));
+	values[4] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_OUT));
+	values[5] = Int64GetDatum((int64) presence_counter_value(CTR_HEARTBEATS_MISSED));
+	values[6] = BoolGetDatum(redis_connected);
+	values[7] = Int64GetDatum((int64) presence_counter_value(CTR_REDIS_ERRORS));
+	values[8] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_QUEUED));
+	values[9] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_WRITTEN));
+	values[10] = Float8GetDatum(presence_latency_quantile_ms(0.95));
+	values[11] = Int64GetDatum((int64) presence_counter_value(CTR_ERRORS_SENT));
+	values[12] = Int64GetDatum((int64) presence_counter_value(CTR_CONNECTIONS_REFUSED));
+	values[13] = Int64GetDatum((int64) presence_counter_value(CTR_AUTH_FAILURES));
+	values[14] = Int32GetDatum(nworkers);
+	values[15] = Int64GetDatum((int64) presence_counter_value(CTR_COMMANDS_DROPPED));
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
+}
+
+/*
+ * _notify_workers(command, session_id, user_id, payload): queue a command
+ * for the workers, delivered if and when this transaction commits.
+ */
+Datum
+presence_notify_workers(PG_FUNCTION_ARGS)
+{
+	static const struct
+	{
+		const char *name;
+		PresenceCommandKind kind;
+	}			commands[] = {
+		{"broadcast", CMD_BROADCAST},
+		{"session_ended", CMD_SESSION_ENDED},
+		{"participant_removed", CMD_PARTICIPANT_REMOVED},
+		{"participant_changed", CMD_PARTICIPANT_CHANGED},
+	};
+	char	   *name;
+	char	   *user_id = NULL;
+	char	   *payload = NULL;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+						errmsg("presence: command and session_id must not be null")));
+	name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (!PG_ARGISNULL(2))
+		user_id = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(2)));
+	if (!PG_ARGISNULL(3))
+		payload = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
+	for (size_t i = 0; i < lengthof(commands); i++)
+		if (strcmp(name, commands[i].name) == 0)
+		{
+			presence_command_enqueue(commands[i].kind, text_to_cstring(PG_GETARG_TEXT_PP(1)),
+									 user_id, payload);
+			PG_RETURN_VOID();
+		}
+	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					errmsg("presence: unknown worker command \"%s\"", name)));
+	PG_RETURN_VOID();
+}
+
+/* _config_int(name): an integer presence.* setting. */
+Datum
+presence_config_int(PG_FUNCTION_ARGS)
+{
+	char	   *name = text_to_cstring(PG_GETARG_TEXT_PP(0));
+
+	if (strncmp(name, "presence.", 9) != 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("presence: \"%s\" is not a presence setting", name)));
+	PG_RETURN_INT32(pg_strtoint32(GetConfigOption(name, false, false)));
+}

@@ -1,0 +1,333 @@
+/*-------------------------------------------------------------------------
+ * worker_db.c
+ *	  SQL run by a ws worker: resolving users at authentication, checking
+ *	  who may join a session, creating and ending sessions.
+ *
+ * db_run() wraps one unit of work in its own transaction, the way
+ * contrib's worker_spi does (StartTransactionCommand, SPI_connect,
+ * PushActiveSnapshot, ... CommitTransactionCommand), and catches any
+ * error: it is logged, the transaction is aborted, and the caller gets a
+ * DbResult.  That makes the calls safe inside libwebsockets callbacks,
+ * where an escaping longjmp would corrupt lws's frames.  Session and
+ * permission logic is the SQL API's own (create_session, end_session),
+ * so SQL and WebSocket clients obey the same rules.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "pgstat.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+
+#include "worker_db.h"
+
+/* SQLSTATE classes that mean the data was refused, not that the database failed. */
+static DbResult
+classify_error(int sqlerrcode)
+{
+	switch (sqlerrcode)
+	{
+		case ERRCODE_UNIQUE_VIOLATION:
+			return DB_CONFLICT;
+		case ERRCODE_NO_DATA_FOUND:
+			return DB_NOT_FOUND;
+		case ERRCODE_INSUFFICIENT_PRIVILEGE:
+			return DB_FORBIDDEN;
+	}
+	switch (ERRCODE_TO_CATEGORY(sqlerrcode))
+	{
+		case ERRCODE_DATA_EXCEPTION:
+		case ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION:
+		case ERRCODE_PLPGSQL_ERROR:
+		case ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE:
+		case ERRCODE_PROGRAM_LIMIT_EXCEEDED:
+			return DB_INVALID;
+	}
+	return DB_FAILED;
+}
+
+DbResult
+db_run(const char *activity, DbWork work, void *arg)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	volatile DbResult result = DB_FAILED;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PG_TRY();
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "presence: SPI_connect failed");
+		PushActiveSnapshot(GetTransactionSnapshot());
+		pgstat_report_activity(STATE_RUNNING, activity);
+		result = work(arg);
+		SPI_finish();
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *error;
+
+		MemoryContextSwitchTo(caller_context);
+		error = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		result = classify_error(error->sqlerrcode);
+		ereport(result == DB_FAILED ? WARNING : DEBUG1,
+				(errmsg("presence: %s failed: %s", activity, error->message)));
+		FreeErrorData(error);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(caller_context);
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return result;
+}
+
+/* A statement prepared once per worker and kept across transactions. */
+static SPIPlanPtr
+prepared(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+{
+	if (*slot == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+		if (plan == NULL)
+			elog(ERROR, "presence: could not prepare \"%s\": %s", sql, SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		*slot = plan;
+	}
+	return *slot;
+}
+
+static void
+execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only)
+{
+	int			ret = SPI_execute_plan(plan, args, nulls, read_only, 0);
+
+	if (ret < 0)
+		elog(ERROR, "presence: statement failed: %s", SPI_result_code_string(ret));
+}
+
+static DbResult
+extension_ready_work(void *arg)
+{
+	bool	   *ready = arg;
+
+	*ready = SPI_execute("SELECT 1 FROM pg_extension WHERE extname = 'presence'", true, 1) == SPI_OK_SELECT &&
+		SPI_processed == 1;
+	return DB_OK;
+}
+
+/* Whether presence.database has CREATE EXTENSION presence. */
+bool
+db_extension_ready(void)
+{
+	bool		ready = false;
+
+	return db_run("presence: checking the extension", extension_ready_work, &ready) == DB_OK && ready;
+}
+
+typedef struct ResolveUser
+{
+	const char *user_id;
+	const char *token_name;
+	char	   *username;
+} ResolveUser;
+
+static DbResult
+resolve_user_work(void *arg)
+{
+	static SPIPlanPtr lookup_plan = NULL;
+	static SPIPlanPtr ensure_plan = NULL;
+	ResolveUser *resolve = arg;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(resolve->user_id), 0};
+	char	   *username;
+
+	execute(prepared(&lookup_plan, "SELECT username FROM presence.users WHERE id = $1::uuid", 1, types),
+			args, NULL, true);
+	if (SPI_processed == 0)
+	{
+		if (!presence_auto_create_users)
+			return DB_NOT_FOUND;
+		args[1] = CStringGetTextDatum(resolve->token_name[0] ? resolve->token_name : resolve->user_id);
+		execute(prepared(&ensure_plan, "SELECT presence._ensure_user($1::uuid, $2)", 2, types),
+				args, NULL, false);
+	}
+	username = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+	if (username == NULL)
+		return DB_FAILED;
+	strlcpy(resolve->username, username, PRESENCE_USERNAME_MAX + 1);
+	return DB_OK;
+}
+
+/*
+ * Finds (or, with auto_create_users, adds) the token's user.  username
+ * receives the stored name, used when the token carries none.
+ */
+DbResult
+db_resolve_user(const char *user_id, const char *token_name, char *username)
+{
+	ResolveUser resolve = {user_id, token_name, username};
+
+	return db_run("presence: authenticating", resolve_user_work, &resolve);
+}
+
+typedef struct SessionAccess
+{
+	const char *session_id;
+	const char *user_id;
+	char	   *role;
+	bool	   *is_owner;
+} SessionAccess;
+
+static DbResult
+session_access_work(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	SessionAccess *access = arg;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(access->session_id), CStringGetTextDatum(access->user_id)};
+	bool		isnull;
+	char	   *status;
+	char	   *role;
+
+	execute(prepared(&plan,
+					 "SELECT s.status, s.owner_id = $2::uuid, p.role"
+					 "  FROM presence.collaboration_sessions s"
+					 "  LEFT JOIN presence.session_participants p"
+					 "    ON p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL"
+					 " WHERE s.session_id = $1",
+					 2, types),
+			args, NULL, true);
+	if (SPI_processed == 0)
+		return DB_NOT_FOUND;
+	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	*access->is_owner = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	role = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
+	if (role == NULL && !*access->is_owner)
+		return DB_FORBIDDEN;
+	strlcpy(access->role, role ? role : "operator", 16);
+	return strcmp(status, "active") == 0 ? DB_OK : DB_INVALID;
+}
+
+/*
+ * May user_id join session_id?  DB_OK with the user's role; DB_NOT_FOUND,
+ * DB_FORBIDDEN (not a participant), DB_INVALID (session not active).
+ */
+DbResult
+db_session_access(const char *session_id, const char *user_id, char *role, bool *is_owner)
+{
+	SessionAccess access = {session_id, user_id, role, is_owner};
+
+	return db_run("presence: checking session access", session_access_work, &access);
+}
+
+typedef struct CreateSession
+{
+	const char *owner_id;
+	const ClientRequest *request;
+	json_t	   *session;
+} CreateSession;
+
+static Datum
+optional_text(const char *value, char *null_flag)
+{
+	*null_flag = value ? ' ' : 'n';
+	return value ? CStringGetTextDatum(value) : (Datum) 0;
+}
+
+static DbResult
+create_session_work(void *arg)
+{
+	static SPIPlanPtr create_plan = NULL;
+	static SPIPlanPtr describe_plan = NULL;
+	CreateSession *create = arg;
+	const ClientRequest *request = create->request;
+	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
+	Datum		args[6];
+	char		nulls[7] = "      ";
+	char	   *metadata = request->metadata ? json_dumps(request->metadata, JSON_COMPACT) : NULL;
+	char	   *description;
+
+	args[0] = CStringGetTextDatum(create->owner_id);
+	args[1] = optional_text(request->operation_id, &nulls[1]);
+	args[2] = optional_text(metadata, &nulls[2]);
+	args[3] = optional_text(request->target, &nulls[3]);
+	args[4] = optional_text(request->objective, &nulls[4]);
+	args[5] = optional_text(request->session_id, &nulls[5]);
+	free(metadata);
+	execute(prepared(&create_plan,
+					 "SELECT presence.create_session($1::uuid, $2, coalesce($3::jsonb, '{}'), $4, $5, $6)",
+					 6, types),
+			args, nulls, false);
+	args[0] = CStringGetTextDatum(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
+	execute(prepared(&describe_plan,
+					 "SELECT json_build_object('sessionId', session_id, 'operationId', operation_id,"
+					 " 'ownerId', owner_id, 'status', status, 'target', target, 'objective', objective,"
+					 " 'metadata', metadata,"
+					 " 'startTime', (extract(epoch FROM start_time) * 1000)::bigint)::text"
+					 "  FROM presence.collaboration_sessions WHERE session_id = $1",
+					 1, types),
+			args, NULL, false);
+	description = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+	create->session = json_loads(description, 0, NULL);
+	return create->session ? DB_OK : DB_FAILED;
+}
+
+/* Creates a session owned by owner_id through presence.create_session(). */
+DbResult
+db_create_session(const char *owner_id, const ClientRequest *request, json_t **session)
+{
+	CreateSession create = {owner_id, request, NULL};
+	DbResult	result = db_run("presence: creating a session", create_session_work, &create);
+
+	if (result != DB_OK && create.session)
+		json_decref(create.session);
+	*session = result == DB_OK ? create.session : NULL;
+	return result;
+}
+
+typedef struct EndSession
+{
+	const char *session_id;
+	const char *user_id;
+	const char *status;
+} EndSession;
+
+static DbResult
+end_session_work(void *arg)
+{
+	static SPIPlanPtr owner_plan = NULL;
+	static SPIPlanPtr end_plan = NULL;
+	EndSession *end = arg;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(end->session_id), CStringGetTextDatum(end->user_id)};
+	bool		isnull;
+
+	execute(prepared(&owner_plan,
+					 "SELECT owner_id = $2::uuid FROM presence.collaboration_sessions WHERE session_id = $1",
+					 2, types),
+			args, NULL, true);
+	if (SPI_processed == 0)
+		return DB_NOT_FOUND;
+	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+		return DB_FORBIDDEN;
+	args[1] = CStringGetTextDatum(end->status);
+	execute(prepared(&end_plan, "SELECT presence.end_session($1, $2)", 2, types), args, NULL, false);
+	return DB_OK;
+}
+
+/* Ends a session as its owner; connected clients hear of it at commit. */
+DbResult
+db_end_session(const char *session_id, const char *user_id, const char *status)
+{
+	EndSession	end = {session_id, user_id, status};
+
+	return db_run("presence: ending a session", end_session_work, &end);
+}

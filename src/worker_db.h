@@ -1,0 +1,36 @@
+/*-------------------------------------------------------------------------
+ * worker_db.h
+ *	  The SQL a ws worker runs: each call is one short transaction whose
+ *	  errors are caught and turned into a DbResult, so it is safe to call
+ *	  from inside a libwebsockets callback.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_WORKER_DB_H
+#define PRESENCE_WORKER_DB_H
+
+#include <jansson.h>
+
+#include "protocol.h"
+
+typedef enum DbResult
+{
+	DB_OK,
+	DB_NOT_FOUND,				/* no such session / user */
+	DB_FORBIDDEN,				/* exists, but not for this user */
+	DB_CONFLICT,				/* e.g. the session id is taken */
+	DB_INVALID,					/* the data itself was refused (SQLSTATE class 22, 23, P0, 55) */
+	DB_FAILED					/* anything else: transient, worth retrying */
+} DbResult;
+
+typedef DbResult (*DbWork) (void *arg);
+
+extern DbResult db_run(const char *activity, DbWork work, void *arg);
+extern bool db_extension_ready(void);
+extern DbResult db_resolve_user(const char *user_id, const char *token_name, char *username);
+extern DbResult db_session_access(const char *session_id, const char *user_id,
+								  char *role, bool *is_owner);
+extern DbResult db_create_session(const char *owner_id, const ClientRequest *request,
+								  json_t **session);
+extern DbResult db_end_session(const char *session_id, const char *user_id, const char *status);
+
+#endif							/* PRESENCE_WORKER_DB_H */

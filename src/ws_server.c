@@ -1,0 +1,873 @@
+/*-------------------------------------------------------------------------
+ * ws_server.c
+ *	  The libwebsockets vhost of a ws worker: the upgrade gate (path,
+ *	  Origin, connection limit), frames in (size, binary, rate limits)
+ *	  and out (shared frames, one write per WRITEABLE), and plain HTTP on
+ *	  the same port: /healthz, /metrics and presence.static_dir.
+ *
+ * lws runs on the worker's own libuv loop as a foreign loop, so it
+ * installs no signal handlers of its own (PostgreSQL owns signals) and
+ * shares the loop with everything else the worker waits on.  Every
+ * callback here returns normally: nothing may raise a PostgreSQL error
+ * through lws's stack frames.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <libwebsockets.h>
+
+#include "postmaster/postmaster.h"
+
+#include "live_state.h"
+#include "protocol.h"
+#include "requests.h"
+#include "shmem.h"
+#include "ws_server.h"
+
+/* A client whose unsent output passes this is too slow to keep. */
+#define MAX_PENDING_OUTPUT_BYTES (4 * 1024 * 1024)
+/* Sustained rate above this multiple of presence.rate_limit closes with 4029. */
+#define ABUSE_FACTOR 5
+
+/* lws per-connection data: what the handshake told us, then the Connection. */
+typedef struct HandshakeData
+{
+	Connection *connection;
+	bool		header_token;
+	JwtVerdict	verdict;
+	JwtIdentity identity;
+	char		ip[64];
+	char		user_agent[256];
+} HandshakeData;
+
+static struct lws_context *ws_context = NULL;
+static dlist_head ws_connections = DLIST_STATIC_INIT(ws_connections);
+static uint64 ws_next_serial = 1;
+static int	ws_worker_index;
+static lws_retry_bo_t ping_policy;
+static char ws_node_id[64];
+
+static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
+						void *in, size_t len);
+
+static struct lws_protocols ws_protocols[] = {
+	{"presence.v1", ws_callback, sizeof(HandshakeData), 4096, 0, NULL, 0},
+	{NULL, NULL, 0, 0, 0, NULL, 0}
+};
+
+static const struct lws_extension ws_extensions[] = {
+	{"permessage-deflate", lws_extension_callback_pm_deflate,
+	"permessage-deflate; client_no_context_takeover; client_max_window_bits"},
+	{NULL, NULL, NULL}
+};
+
+int64
+presence_now_us(void)
+{
+	struct timeval tv;
+
+	gettimeofday(&tv, NULL);
+	return (int64) tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+int64
+presence_now_ms(void)
+{
+	return presence_now_us() / 1000;
+}
+
+dlist_head *
+ws_server_connections(void)
+{
+	return &ws_connections;
+}
+
+const char *
+ws_server_node_id(void)
+{
+	return ws_node_id;
+}
+
+void
+connection_hold(Connection *connection)
+{
+	connection->refs++;
+}
+
+void
+connection_release(Connection *connection)
+{
+	if (--connection->refs > 0)
+		return;
+	for (int i = 0; i < connection->out_count; i++)
+		frame_release(connection->out[(connection->out_head + i) % connection->out_capacity]);
+	free(connection->out);
+	free(connection->rx);
+	free(connection);
+}
+
+/*
+ * Serialises a server message once, with LWS_PRE bytes of headroom, so
+ * every connection it goes to shares the same bytes.
+ */
+OutFrame *
+frame_from_json(json_t *message, int64 created_us)
+{
+	size_t		len = json_dumpb(message, NULL, 0, JSON_COMPACT);
+	OutFrame   *frame;
+	json_t	   *type = json_object_get(message, "type");
+
+	if (len == 0)
+		return NULL;
+	frame = malloc(offsetof(OutFrame, buffer) + LWS_PRE + len);
+	if (frame == NULL)
+		return NULL;
+	frame->refs = 1;
+	frame->created_us = created_us;
+	frame->len = len;
+	frame->payload = frame->buffer + LWS_PRE;
+	frame->type_index = json_is_string(type) ? server_message_type_index(json_string_value(type)) : -1;
+	json_dumpb(message, (char *) frame->payload, len, JSON_COMPACT);
+	return frame;
+}
+
+void
+frame_release(OutFrame *frame)
+{
+	if (--frame->refs == 0)
+		free(frame);
+}
+
+/* Queues a frame for a connection; it goes out on the next WRITEABLE. */
+void
+ws_send_frame(Connection *connection, OutFrame *frame)
+{
+	if (connection->wsi == NULL)
+		return;
+	if (connection->out_bytes + frame->len > MAX_PENDING_OUTPUT_BYTES)
+	{
+		ws_close(connection, 1008, "client is not reading fast enough");
+		return;
+	}
+	if (connection->out_count == connection->out_capacity)
+	{
+		int			capacity = Max(4, connection->out_capacity * 2);
+		OutFrame  **grown = malloc(capacity * sizeof(OutFrame *));
+
+		if (grown == NULL)
+		{
+			ws_close(connection, 1011, "out of memory");
+			return;
+		}
+		for (int i = 0; i < connection->out_count; i++)
+			grown[i] = connection->out[(connection->out_head + i) % connection->out_capacity];
+		free(connection->out);
+		connection->out = grown;
+		connection->out_capacity = capacity;
+		connection->out_head = 0;
+	}
+	frame->refs++;
+	connection->out[(connection->out_head + connection->out_count++) % connection->out_capacity] = frame;
+	connection->out_bytes += frame->len;
+	lws_callback_on_writable(connection->wsi);
+}
+
+/* Sends one message to one connection; takes ownership of message. */
+void
+ws_send_json(Connection *connection, json_t *message)
+{
+	OutFrame   *frame;
+
+	if (message == NULL)
+		return;
+	frame = frame_from_json(message, 0);
+	json_decref(message);
+	if (frame)
+	{
+		ws_send_frame(connection, frame);
+		frame_release(frame);
+	}
+}
+
+/*
+ * Closes a connection with a WebSocket close code.  Frames already
+ * queued go first; the close itself happens on the next WRITEABLE.
+ */
+void
+ws_close(Connection *connection, int code, const char *reason)
+{
+	if (connection->wsi == NULL || connection->close_code != 0)
+		return;
+	connection->close_code = code;
+	strlcpy(connection->close_reason, reason, sizeof(connection->close_reason));
+	lws_callback_on_writable(connection->wsi);
+}
+
+/* Does the request's Origin (when sent) match presence.allowed_origins? */
+static bool
+origin_allowed(struct lws *wsi)
+{
+	char		origin[512];
+	char	   *list;
+	char	   *item;
+	char	   *save = NULL;
+	bool		allowed = false;
+
+	if (lws_hdr_total_length(wsi, WSI_TOKEN_ORIGIN) <= 0)
+		return true;
+	if (lws_hdr_copy(wsi, origin, sizeof(origin), WSI_TOKEN_ORIGIN) < 0)
+		return false;
+	list = strdup(presence_allowed_origins ? presence_allowed_origins : "");
+	if (list == NULL)
+		return false;
+	for (item = strtok_r(list, ",", &save); item && !allowed; item = strtok_r(NULL, ",", &save))
+	{
+		while (*item == ' ')
+			item++;
+		for (char *end = item + strlen(item); end > item && end[-1] == ' ';)
+			*--end = '\0';
+		allowed = strcmp(item, "*") == 0 || strcasecmp(item, origin) == 0;
+	}
+	free(list);
+	return allowed;
+}
+
+/* Reads the Authorization header; verifies a Bearer token if there is one. */
+static void
+read_handshake(struct lws *wsi, HandshakeData *handshake)
+{
+	int			len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
+
+	lws_get_peer_simple(wsi, handshake->ip, sizeof(handshake->ip));
+	if (lws_hdr_copy(wsi, handshake->user_agent, sizeof(handshake->user_agent),
+					 WSI_TOKEN_HTTP_USER_AGENT) < 0)
+		handshake->user_agent[0] = '\0';
+	if (len > 0)
+	{
+		char	   *header = malloc(len + 1);
+
+		handshake->header_token = true;
+		handshake->verdict = JWT_MALFORMED;
+		if (header && lws_hdr_copy(wsi, header, len + 1, WSI_TOKEN_HTTP_AUTHORIZATION) > 0 &&
+			strncasecmp(header, "Bearer ", 7) == 0)
+		{
+			const char *token = header + 7;
+
+			while (*token == ' ')
+				token++;
+			handshake->verdict = jwt_verify(token, strlen(token), presence_jwt_secret,
+											presence_jwt_audience, presence_jwt_leeway_s,
+											presence_now_ms() / 1000, &handshake->identity);
+		}
+		free(header);
+	}
+}
+
+static Connection *
+connection_open(struct lws *wsi, HandshakeData *handshake)
+{
+	Connection *connection = calloc(1, sizeof(Connection));
+
+	if (connection == NULL)
+		return NULL;
+	connection->wsi = wsi;
+	connection->refs = 1;
+	connection->serial = ws_next_serial++;
+	snprintf(connection->id, sizeof(connection->id), "%s:%d:" UINT64_FORMAT,
+			 ws_node_id, ws_worker_index, connection->serial);
+	strlcpy(connection->ip, handshake->ip, sizeof(connection->ip));
+	strlcpy(connection->user_agent, handshake->user_agent, sizeof(connection->user_agent));
+	connection->opened_ms = presence_now_ms();
+	connection->last_message_ms = connection->opened_ms;
+	connection->tokens = 2.0 * presence_rate_limit;
+	connection->tokens_at_ms = connection->opened_ms;
+	connection->abuse_window_start_ms = connection->opened_ms;
+	dlist_init(&connection->memberships);
+	dlist_push_tail(&ws_connections, &connection->all_node);
+	return connection;
+}
+
+/*
+ * Token bucket of presence.rate_limit per second with a burst of twice
+ * that.  Returns false when the message must be refused; closes the
+ * connection when it keeps sending at ABUSE_FACTOR times the limit.
+ */
+static bool
+rate_allows(Connection *connection, int64 now_ms)
+{
+	double		burst = 2.0 * presence_rate_limit;
+
+	connection->tokens = Min(burst, connection->tokens +
+							 (double) (now_ms - connection->tokens_at_ms) * presence_rate_limit / 1000.0);
+	connection->tokens_at_ms = now_ms;
+	if (now_ms - connection->abuse_window_start_ms >= 1000)
+	{
+		connection->abuse_window_start_ms = now_ms;
+		connection->abuse_window_messages = 0;
+	}
+	if (++connection->abuse_window_messages > ABUSE_FACTOR * presence_rate_limit)
+	{
+		ws_close(connection, 4029, "rate limit exceeded");
+		return false;
+	}
+	if (connection->tokens < 1.0)
+		return false;
+	connection->tokens -= 1.0;
+	return true;
+}
+
+/* A data chunk of a WebSocket message; whole messages go to request_handle. */
+static int
+receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t len)
+{
+	int64		now_ms;
+
+	if (connection->close_code != 0)
+		return 0;
+	if (lws_frame_is_binary(wsi))
+	{
+		ws_close(connection, 1003, "binary frames are not supported");
+		return 0;
+	}
+	if (connection->rx_len + len > (size_t) presence_max_message_bytes)
+	{
+		ws_close(connection, 1009, "message too big");
+		return 0;
+	}
+	presence_count(CTR_BYTES_IN, len);
+	if (!lws_is_final_fragment(wsi) || connection->rx_len > 0)
+	{
+		if (connection->rx_capacity < connection->rx_len + len + 1)
+		{
+			size_t		capacity = Max(connection->rx_len + len + 1, 2 * connection->rx_capacity);
+			char	   *grown = realloc(connection->rx, capacity);
+
+			if (grown == NULL)
+			{
+				ws_close(connection, 1011, "out of memory");
+				return 0;
+			}
+			connection->rx = grown;
+			connection->rx_capacity = capacity;
+		}
+		memcpy(connection->rx + connection->rx_len, in, len);
+		connection->rx_len += len;
+		if (!lws_is_final_fragment(wsi))
+			return 0;
+		in = connection->rx;
+		len = connection->rx_len;
+	}
+
+	now_ms = presence_now_ms();
+	if (!rate_allows(connection, now_ms))
+	{
+		if (connection->close_code == 0)
+			request_fail(connection, NULL, "rate_limited", "too many messages; slow down");
+	}
+	else
+		request_handle(connection, in, len);
+	connection->rx_len = 0;
+	if (connection->rx_capacity > 65536)
+	{
+		free(connection->rx);
+		connection->rx = NULL;
+		connection->rx_capacity = 0;
+	}
+	return 0;
+}
+
+/* SERVER_WRITEABLE: a pending close, or the oldest queued frame. */
+static int
+write_next(struct lws *wsi, Connection *connection)
+{
+	OutFrame   *frame;
+
+	if (connection->out_count == 0 && connection->close_code != 0)
+	{
+		lws_close_reason(wsi, (enum lws_close_status) connection->close_code,
+						 (unsigned char *) connection->close_reason, strlen(connection->close_reason));
+		return -1;
+	}
+	if (connection->out_count == 0)
+		return 0;
+	frame = connection->out[connection->out_head];
+	connection->out_head = (connection->out_head + 1) % connection->out_capacity;
+	connection->out_count--;
+	connection->out_bytes -= frame->len;
+	if (lws_write(wsi, frame->payload, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
+	{
+		frame_release(frame);
+		return -1;
+	}
+	presence_count_message_out(frame->type_index);
+	presence_count(CTR_BYTES_OUT, frame->len);
+	if (frame->created_us != 0)
+		presence_record_latency(presence_now_us() - frame->created_us);
+	frame_release(frame);
+	if (connection->out_count > 0 || connection->close_code != 0)
+		lws_callback_on_writable(wsi);
+	return 0;
+}
+
+static int
+http_respond(struct lws *wsi, int status, const char *content_type, const char *body, size_t len)
+{
+	unsigned char buffer[LWS_PRE + 1024];
+	unsigned char *start = buffer + LWS_PRE;
+	unsigned char *p = start;
+	unsigned char *end = buffer + sizeof(buffer) - 1;
+
+	if (lws_add_http_common_headers(wsi, (unsigned int) status, content_type, (lws_filepos_t) len, &p, end) ||
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CACHE_CONTROL,
+									 (const unsigned char *) "no-store", 8, &p, end) ||
+		lws_finalize_write_http_header(wsi, start, &p, end))
+		return -1;
+	if (len > 0)
+	{
+		unsigned char *copy = malloc(LWS_PRE + len);
+		int			written;
+
+		if (copy == NULL)
+			return -1;
+		memcpy(copy + LWS_PRE, body, len);
+		written = lws_write(wsi, copy + LWS_PRE, len, LWS_WRITE_HTTP_FINAL);
+		free(copy);
+		if (written < (int) len)
+			return -1;
+	}
+	return lws_http_transaction_completed(wsi) ? -1 : 0;
+}
+
+/* Appends printf output to a growing malloc'd buffer. */
+static void
+append(char **buffer, size_t *len, size_t *capacity, const char *format,...)
+	pg_attribute_printf(4, 5);
+
+static void
+append(char **buffer, size_t *len, size_t *capacity, const char *format,...)
+{
+	va_list		args;
+	int			needed;
+
+	if (*buffer == NULL)
+		return;
+	va_start(args, format);
+	needed = vsnprintf(*buffer + *len, *capacity - *len, format, args);
+	va_end(args);
+	if (needed < 0)
+		return;
+	if ((size_t) needed >= *capacity - *len)
+	{
+		size_t		capacity_needed = Max(*capacity * 2, *len + needed + 1);
+		char	   *grown = realloc(*buffer, capacity_needed);
+
+		if (grown == NULL)
+		{
+			free(*buffer);
+			*buffer = NULL;
+			return;
+		}
+		*buffer = grown;
+		*capacity = capacity_needed;
+		va_start(args, format);
+		vsnprintf(*buffer + *len, *capacity - *len, format, args);
+		va_end(args);
+	}
+	*len += needed;
+}
+
+/* Prometheus text exposition of the node's counters (all workers). */
+static int
+serve_metrics(struct lws *wsi)
+{
+	static const struct
+	{
+		PresenceCounter counter;
+		const char *name;
+		const char *help;
+	}			counters[] = {
+		{CTR_MESSAGES_IN, "presence_messages_in_total", "Client messages received."},
+		{CTR_MESSAGES_OUT, "presence_messages_out_total", "Frames sent to clients."},
+		{CTR_CONNECTIONS_OPENED, "presence_connections_opened_total", "WebSocket connections accepted."},
+		{CTR_CONNECTIONS_REFUSED, "presence_connections_refused_total", "Upgrades refused (origin, limit, path)."},
+		{CTR_AUTH_FAILURES, "presence_auth_failures_total", "Connections closed for failed authentication."},
+		{CTR_HEARTBEATS_MISSED, "presence_heartbeat_timeouts_total", "Connections that went silent."},
+		{CTR_ERRORS_SENT, "presence_errors_total", "Error replies sent."},
+		{CTR_ACTIVITY_QUEUED, "presence_activity_queued_total", "Activity rows queued by workers."},
+		{CTR_ACTIVITY_WRITTEN, "presence_activity_written_total", "Activity rows committed by workers."},
+		{CTR_REDIS_ERRORS, "presence_redis_errors_total", "Redis errors."},
+		{CTR_COMMANDS_DROPPED, "presence_live_entries_dropped_total", "Live users online_users() could not list (table full)."},
+		{CTR_BYTES_IN, "presence_bytes_in_total", "Payload bytes received."},
+		{CTR_BYTES_OUT, "presence_bytes_out_total", "Payload bytes sent."},
+	};
+	size_t		len = 0,
+				capacity = 8192;
+	char	   *body = malloc(capacity);
+	uint64		buckets[LATENCY_BUCKETS];
+	uint64		count,
+				cumulative = 0;
+	int64		sum_us;
+	PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
+	int			nworkers,
+				sessions = 0,
+				users = 0;
+	int			status;
+
+	if (body == NULL)
+		return -1;
+	body[0] = '\0';
+	presence_worker_snapshot(workers, &nworkers);
+	for (int i = 0; i < nworkers; i++)
+	{
+		sessions += workers[i].sessions;
+		users += workers[i].users;
+	}
+	append(&body, &len, &capacity,
+		   "# HELP presence_connections Open WebSocket connections on this node.\n"
+		   "# TYPE presence_connections gauge\npresence_connections %d\n"
+		   "# HELP presence_sessions Sessions with joined clients on this node.\n"
+		   "# TYPE presence_sessions gauge\npresence_sessions %d\n"
+		   "# HELP presence_users Users present in sessions on this node.\n"
+		   "# TYPE presence_users gauge\npresence_users %d\n"
+		   "# HELP presence_workers Running ws workers.\n"
+		   "# TYPE presence_workers gauge\npresence_workers %d\n",
+		   presence_connections_total(), sessions, users, nworkers);
+	for (size_t i = 0; i < lengthof(counters); i++)
+		append(&body, &len, &capacity, "# HELP %s %s\n# TYPE %s counter\n%s " UINT64_FORMAT "\n",
+			   counters[i].name, counters[i].help, counters[i].name, counters[i].name,
+			   presence_counter_value(counters[i].counter));
+	append(&body, &len, &capacity,
+		   "# HELP presence_messages_in_by_type_total Client messages by type.\n"
+		   "# TYPE presence_messages_in_by_type_total counter\n");
+	for (int i = 0; i < REQ_TYPE_COUNT; i++)
+		append(&body, &len, &capacity, "presence_messages_in_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
+			   request_type_names[i], presence_typed_count(0, i));
+	append(&body, &len, &capacity,
+		   "# HELP presence_messages_out_by_type_total Frames sent by message type.\n"
+		   "# TYPE presence_messages_out_by_type_total counter\n");
+	for (int i = 0; i < SERVER_MESSAGE_TYPES; i++)
+		append(&body, &len, &capacity, "presence_messages_out_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
+			   server_message_types[i], presence_typed_count(1, i));
+	append(&body, &len, &capacity,
+		   "# HELP presence_errors_by_code_total Error replies by code.\n"
+		   "# TYPE presence_errors_by_code_total counter\n");
+	for (int i = 0; i < REQUEST_ERROR_CODES; i++)
+		append(&body, &len, &capacity, "presence_errors_by_code_total{code=\"%s\"} " UINT64_FORMAT "\n",
+			   request_error_codes[i], presence_typed_count(2, i));
+	presence_latency_snapshot(buckets, &count, &sum_us);
+	append(&body, &len, &capacity,
+		   "# HELP presence_fanout_latency_seconds From event to the write of each delivery.\n"
+		   "# TYPE presence_fanout_latency_seconds histogram\n");
+	for (int i = 0; i < LATENCY_BUCKETS; i++)
+	{
+		cumulative += buckets[i];
+		if (i == LATENCY_BUCKETS - 1)
+			append(&body, &len, &capacity, "presence_fanout_latency_seconds_bucket{le=\"+Inf\"} " UINT64_FORMAT "\n",
+				   cumulative);
+		else
+			append(&body, &len, &capacity, "presence_fanout_latency_seconds_bucket{le=\"%g\"} " UINT64_FORMAT "\n",
+				   (double) presence_latency_bounds_us[i] / 1e6, cumulative);
+	}
+	append(&body, &len, &capacity, "presence_fanout_latency_seconds_sum %.6f\npresence_fanout_latency_seconds_count " UINT64_FORMAT "\n",
+		   (double) sum_us / 1e6, count);
+	if (body == NULL)
+		return -1;
+	status = http_respond(wsi, HTTP_STATUS_OK, "text/plain; version=0.0.4", body, len);
+	free(body);
+	return status;
+}
+
+static const char *
+content_type_for(const char *path)
+{
+	static const struct
+	{
+		const char *suffix;
+		const char *type;
+	}			types[] = {
+		{".html", "text/html; charset=utf-8"}, {".js", "text/javascript; charset=utf-8"},
+		{".mjs", "text/javascript; charset=utf-8"}, {".css", "text/css; charset=utf-8"},
+		{".json", "application/json"}, {".svg", "image/svg+xml"}, {".png", "image/png"},
+		{".ico", "image/x-icon"}, {".txt", "text/plain; charset=utf-8"}, {".map", "application/json"},
+	};
+	size_t		len = strlen(path);
+
+	for (size_t i = 0; i < lengthof(types); i++)
+	{
+		size_t		suffix_len = strlen(types[i].suffix);
+
+		if (len > suffix_len && strcmp(path + len - suffix_len, types[i].suffix) == 0)
+			return types[i].type;
+	}
+	return "application/octet-stream";
+}
+
+/*
+ * A file under presence.static_dir.  The resolved path (symlinks
+ * followed) must stay inside the directory: no "..", no symlink out.
+ */
+static int
+serve_static(struct lws *wsi, const char *uri)
+{
+	char		root[PATH_MAX];
+	char		wanted[PATH_MAX * 2];
+	char		resolved[PATH_MAX];
+	struct stat st;
+	size_t		root_len;
+	int			n;
+
+	if (presence_static_dir == NULL || presence_static_dir[0] == '\0' ||
+		realpath(presence_static_dir, root) == NULL || strstr(uri, "..") != NULL || uri[0] != '/')
+		return http_respond(wsi, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
+	snprintf(wanted, sizeof(wanted), "%s%s%s", root, uri,
+			 uri[strlen(uri) - 1] == '/' ? "index.html" : "");
+	root_len = strlen(root);
+	if (realpath(wanted, resolved) == NULL || strncmp(resolved, root, root_len) != 0 ||
+		resolved[root_len] != '/' || stat(resolved, &st) != 0 || !S_ISREG(st.st_mode))
+		return http_respond(wsi, HTTP_STATUS_NOT_FOUND, "text/plain", "not found\n", 10);
+	n = lws_serve_http_file(wsi, resolved, content_type_for(resolved), NULL, 0);
+	if (n < 0 || (n > 0 && lws_http_transaction_completed(wsi)))
+		return -1;
+	return 0;
+}
+
+static int
+serve_http(struct lws *wsi, const char *uri)
+{
+	if (strcmp(uri, "/healthz") == 0)
+	{
+		PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
+		int			nworkers;
+		bool		database_ready = true;
+
+		presence_worker_snapshot(workers, &nworkers);
+		for (int i = 0; i < nworkers; i++)
+			database_ready &= workers[i].database_ready;
+		if (database_ready)
+			return http_respond(wsi, HTTP_STATUS_OK, "text/plain", "ok\n", 3);
+		return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+							"degraded: database unavailable\n", 30);
+	}
+	if (strcmp(uri, "/metrics") == 0)
+		return serve_metrics(wsi);
+	return serve_static(wsi, uri);
+}
+
+/*
+ * The upgrade gate, while the request headers are still readable: path
+ * /ws, Origin, the node's connection limit.  Refusals are plain HTTP.
+ */
+static int
+confirm_upgrade(struct lws *wsi)
+{
+	char		uri[256];
+	int			status = 0;
+	const char *message = NULL;
+
+	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 ||
+		(strcmp(uri, "/ws") != 0 && strcmp(uri, "/") != 0))
+	{
+		status = HTTP_STATUS_NOT_FOUND;
+		message = "WebSocket endpoint is /ws";
+	}
+	else if (!origin_allowed(wsi))
+	{
+		status = HTTP_STATUS_FORBIDDEN;
+		message = "origin not allowed";
+	}
+	else if (presence_connections_total() >= presence_max_connections)
+	{
+		status = HTTP_STATUS_SERVICE_UNAVAILABLE;
+		message = "too many connections";
+	}
+	if (status == 0)
+		return 0;
+	presence_count(CTR_CONNECTIONS_REFUSED, 1);
+	lws_return_http_status(wsi, (unsigned int) status, message);
+	return 1;
+}
+
+static int
+ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
+{
+	HandshakeData *handshake = user;
+	Connection *connection = handshake ? handshake->connection : NULL;
+
+	switch (reason)
+	{
+		case LWS_CALLBACK_HTTP:
+			return serve_http(wsi, in ? (const char *) in : "/");
+
+		case LWS_CALLBACK_HTTP_FILE_COMPLETION:
+			return lws_http_transaction_completed(wsi) ? -1 : 0;
+
+		case LWS_CALLBACK_HTTP_CONFIRM_UPGRADE:
+			return confirm_upgrade(wsi);
+
+		case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
+			read_handshake(wsi, handshake);
+			return 0;
+
+		case LWS_CALLBACK_ESTABLISHED:
+			if (!presence_connection_admit())
+			{
+				presence_count(CTR_CONNECTIONS_REFUSED, 1);
+				lws_close_reason(wsi, (enum lws_close_status) 1013, (unsigned char *) "too many connections", 20);
+				return -1;
+			}
+			connection = connection_open(wsi, handshake);
+			if (connection == NULL)
+			{
+				presence_connection_release();
+				return -1;
+			}
+			handshake->connection = connection;
+			presence_count(CTR_CONNECTIONS_OPENED, 1);
+			if (presence_compression)
+			{
+				lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "10");
+				lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
+			}
+			if (handshake->header_token)
+			{
+				if (handshake->verdict == JWT_VALID)
+					request_admit(connection, &handshake->identity, NULL);
+				else
+				{
+					presence_count(CTR_AUTH_FAILURES, 1);
+					ws_close(connection, 4001, jwt_verdict_message(handshake->verdict));
+				}
+			}
+			return 0;
+
+		case LWS_CALLBACK_RECEIVE:
+			if (connection == NULL)
+				return -1;
+			return receive_chunk(wsi, connection, in, len);
+
+		case LWS_CALLBACK_SERVER_WRITEABLE:
+			if (connection == NULL)
+				return -1;
+			return write_next(wsi, connection);
+
+		case LWS_CALLBACK_CLOSED:
+			if (connection == NULL)
+				return 0;
+			live_connection_closed(connection);
+			dlist_delete(&connection->all_node);
+			connection->wsi = NULL;
+			handshake->connection = NULL;
+			presence_connection_release();
+			connection_release(connection);
+			return 0;
+
+		default:
+			break;
+	}
+	return lws_callback_http_dummy(wsi, reason, user, in, len);
+}
+
+/* lws's log lines go to the server log; never ERROR from here. */
+static void
+lws_log_to_postgres(int level, const char *line)
+{
+	size_t		len = strlen(line);
+
+	while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+		len--;
+	ereport(level == LLL_ERR ? WARNING : LOG,
+			(errmsg("presence: libwebsockets: %.*s", (int) len, line)));
+}
+
+/* Creates the lws context on the worker's libuv loop and starts listening. */
+bool
+ws_server_start(uv_loop_t *loop, int worker_index)
+{
+	struct lws_context_creation_info info;
+	void	   *foreign_loops[1] = {loop};
+	char		hostname[48];
+
+	ws_worker_index = worker_index;
+	if (gethostname(hostname, sizeof(hostname)) != 0)
+		strlcpy(hostname, "localhost", sizeof(hostname));
+	hostname[sizeof(hostname) - 1] = '\0';
+	snprintf(ws_node_id, sizeof(ws_node_id), "%s-%d", hostname, PostPortNumber);
+
+	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_postgres);
+	memset(&info, 0, sizeof(info));
+	info.port = presence_port;
+	info.iface = presence_listen_address;
+	info.protocols = ws_protocols;
+	info.extensions = presence_compression ? ws_extensions : NULL;
+	info.options = LWS_SERVER_OPTION_LIBUV |
+		LWS_SERVER_OPTION_VALIDATE_UTF8 |
+		LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE |
+		LWS_SERVER_OPTION_SKIP_PROTOCOL_INIT;
+	info.foreign_loops = foreign_loops;
+	if (presence_ping_interval_s > 0)
+	{
+		ping_policy.secs_since_valid_ping = (uint16_t) presence_ping_interval_s;
+		ping_policy.secs_since_valid_hangup = (uint16_t) Min(presence_ping_interval_s * 2 + 10, 65535);
+		info.retry_and_idle_policy = &ping_policy;
+	}
+	info.timeout_secs = 30;
+	info.max_http_header_data = 16384;
+	info.max_http_header_pool = 64;
+	info.server_string = "presence";
+	info.vhost_name = "presence";
+	if (presence_ssl_cert_file && presence_ssl_cert_file[0])
+	{
+		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
+		info.ssl_cert_filepath = presence_ssl_cert_file;
+		info.ssl_private_key_filepath = presence_ssl_key_file;
+	}
+	ws_context = lws_create_context(&info);
+	return ws_context != NULL;
+}
+
+/* Shutdown: every client gets the close code; frames already queued go first. */
+void
+ws_server_close_all(int code, const char *reason)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &ws_connections)
+		ws_close(dlist_container(Connection, all_node, iter.cur), code, reason);
+}
+
+void
+ws_server_destroy(void)
+{
+	if (ws_context)
+		lws_context_destroy(ws_context);
+	ws_context = NULL;
+}
+
+/*
+ * Connection timers: authentication deadline (4008) and token expiry
+ * (4001, so a client reconnects with a fresh token).
+ */
+void
+ws_server_sweep(int64 now_ms)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &ws_connections)
+	{
+		Connection *connection = dlist_container(Connection, all_node, iter.cur);
+
+		if (!connection->authenticated)
+		{
+			if (now_ms - connection->opened_ms >= presence_auth_timeout_ms)
+				ws_close(connection, 4008, "authentication timeout");
+		}
+		else if (now_ms / 1000 > connection->token_expires_at + presence_jwt_leeway_s)
+			ws_close(connection, 4001, "token expired");
+	}
+}

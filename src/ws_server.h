@@ -1,0 +1,42 @@
+/*-------------------------------------------------------------------------
+ * ws_server.h
+ *	  The libwebsockets side of a ws worker: the listening vhost, HTTP
+ *	  endpoints, frames in and out.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_WS_SERVER_H
+#define PRESENCE_WS_SERVER_H
+
+#include <jansson.h>
+#include <uv.h>
+
+#include "connection.h"
+
+/* A serialised server message shared by every connection it goes to. */
+struct OutFrame
+{
+	int			refs;
+	int64		created_us;		/* when its oldest event happened; 0 for replies */
+	int			type_index;		/* server_message_types[] index, for /metrics */
+	size_t		len;
+	unsigned char *payload;		/* points LWS_PRE bytes into buffer */
+	unsigned char buffer[FLEXIBLE_ARRAY_MEMBER];
+};
+
+extern OutFrame *frame_from_json(json_t *message, int64 created_us);
+extern void frame_release(OutFrame *frame);
+extern void ws_send_frame(Connection *connection, OutFrame *frame);
+extern void ws_send_json(Connection *connection, json_t *message);
+extern void ws_close(Connection *connection, int code, const char *reason);
+
+extern bool ws_server_start(uv_loop_t *loop, int worker_index);
+extern void ws_server_close_all(int code, const char *reason);
+extern void ws_server_destroy(void);
+extern void ws_server_sweep(int64 now_ms);
+extern dlist_head *ws_server_connections(void);
+extern const char *ws_server_node_id(void);
+
+extern int64 presence_now_ms(void);
+extern int64 presence_now_us(void);
+
+#endif							/* PRESENCE_WS_SERVER_H */

@@ -1,0 +1,275 @@
+/*-------------------------------------------------------------------------
+ * ws_worker.c
+ *	  The ws worker process: start-up, the event loop, signals, shutdown.
+ *
+ * The loop waits the PostgreSQL way, on one WaitEventSet holding MyLatch,
+ * postmaster death and the libuv loop's backend fd, with a timeout from
+ * uv_backend_timeout() and our own deadlines (sweeps, timed batches,
+ * activity flush).  Each pass then runs libuv once without blocking
+ * (libwebsockets callbacks happen there), applies commands from SQL,
+ * sends the pass's presence events, writes due activity and publishes
+ * live users to shared memory.  An idle worker sleeps in the kernel.
+ *
+ * SIGTERM only sets a flag (as autoprewarm does) so the worker can close
+ * its clients with 1001 and write its queued activity before it exits.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include <uv.h>
+
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/wait_event.h"
+
+#include "activity.h"
+#include "live_state.h"
+#include "shmem.h"
+#include "worker_db.h"
+#include "workers.h"
+#include "ws_server.h"
+
+/* How long shutdown may spend closing clients and writing activity. */
+#define SHUTDOWN_BUDGET_MS 4000
+/* How often a worker whose database lacks the extension looks again. */
+#define EXTENSION_RETRY_MS 10000
+
+static volatile sig_atomic_t shutdown_requested = false;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	shutdown_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Sweep often enough to honour the shortest timeout within about 5%. */
+static int64
+sweep_period_ms(void)
+{
+	int64		shortest = Min(presence_heartbeat_interval_ms + presence_heartbeat_timeout_ms,
+							   Min(presence_away_threshold_ms, presence_auth_timeout_ms));
+
+	return Max(Min(shortest / 20, 1000), 20);
+}
+
+/*
+ * Waits until presence.database has the extension, saying so once, so a
+ * misconfigured database costs a log line, not a crash loop.  Returns
+ * false when asked to shut down meanwhile.
+ */
+static bool
+wait_for_extension(void)
+{
+	bool		reported = false;
+
+	while (!shutdown_requested)
+	{
+		if (db_extension_ready())
+			return true;
+		if (!reported)
+			ereport(LOG,
+					(errmsg("presence: database \"%s\" does not have the presence extension; waiting for CREATE EXTENSION presence",
+							presence_database)));
+		reported = true;
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 EXTENSION_RETRY_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+	}
+	return false;
+}
+
+/* Applies what SQL sent: broadcast, end_session, participant changes. */
+static void
+apply_commands(int worker_index)
+{
+	PresenceCommand command;
+
+	while (presence_command_next(worker_index, &command))
+	{
+		json_t	   *payload = command.payload ? json_loads(command.payload, JSON_DECODE_ANY, NULL) : NULL;
+
+		switch (command.kind)
+		{
+			case CMD_BROADCAST:
+				if (payload)
+				{
+					json_t	   *message = json_pack("{s:s, s:s, s:O}", "type", "broadcast",
+													"sessionId", command.session_id, "payload", payload);
+
+					if (message)
+					{
+						live_send_to_session(command.session_id, message);
+						json_decref(message);
+					}
+				}
+				break;
+			case CMD_SESSION_ENDED:
+				live_end_session(command.session_id,
+								 json_is_string(payload) ? json_string_value(payload) : "completed");
+				break;
+			case CMD_PARTICIPANT_REMOVED:
+				live_remove_participant(command.session_id, command.user_id);
+				break;
+			case CMD_PARTICIPANT_CHANGED:
+				live_change_role(command.session_id, command.user_id,
+								 json_is_string(payload) ? json_string_value(payload) : NULL);
+				break;
+		}
+		if (payload)
+			json_decref(payload);
+		if (command.payload)
+			pfree(command.payload);
+	}
+}
+
+/* The wait timeout: libuv's own, or sooner when one of our deadlines is. */
+static long
+wait_timeout_ms(uv_loop_t *loop, int64 now_ms, int64 next_sweep_ms)
+{
+	int64		deadline = Min(next_sweep_ms, Min(live_next_deadline(now_ms), activity_next_deadline()));
+	long		uv_timeout = uv_backend_timeout(loop);
+	long		ours = (long) Max(deadline - now_ms, 0);
+
+	return uv_timeout < 0 ? ours : Min(uv_timeout, ours);
+}
+
+static void
+publish_gauges(PresenceWorkerSlot *slot, bool database_ready)
+{
+	int			connections = 0;
+	dlist_iter	iter;
+
+	dlist_foreach(iter, ws_server_connections())
+		connections++;
+	slot->connections = connections;
+	live_gauges(&slot->sessions, &slot->users);
+	slot->database_ready = database_ready;
+}
+
+/*
+ * Graceful stop: close every client with 1001 and let the closes go out,
+ * then write what is queued (their leaves included), within the budget.
+ */
+static void
+shut_down(uv_loop_t *loop, WaitEventSet *set)
+{
+	int64		deadline = presence_now_ms() + SHUTDOWN_BUDGET_MS;
+	WaitEvent	events[3];
+
+	ws_server_close_all(1001, "server shutting down");
+	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
+	{
+		(void) WaitEventSetWait(set, Min(uv_backend_timeout(loop) < 0 ? 50 : uv_backend_timeout(loop), 50),
+								events, lengthof(events), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		uv_run(loop, UV_RUN_NOWAIT);
+	}
+	live_flush(INT64_MAX);
+	while (activity_pending() > 0 && presence_now_ms() < deadline)
+		if (!activity_flush())
+			pg_usleep(100 * 1000L);
+	if (activity_pending() > 0)
+		ereport(WARNING,
+				(errmsg("presence: %d activity rows could not be written before shutdown",
+						activity_pending())));
+	ws_server_destroy();
+	for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++)
+		pg_usleep(1000L);
+	(void) uv_loop_close(loop);
+}
+
+void
+presence_ws_worker_main(Datum main_arg)
+{
+	int			worker_index = DatumGetInt32(main_arg);
+	PresenceWorkerSlot *slot;
+	uv_loop_t	loop;
+	WaitEventSet *set;
+	WaitEvent	events[3];
+	MemoryContext pass_context;
+	int64		next_sweep_ms;
+	bool		database_ready = true;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(presence_database, NULL, 0);
+	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
+
+	slot = presence_worker_attach(worker_index);
+	if (!wait_for_extension())
+		proc_exit(0);
+
+	if (uv_loop_init(&loop) != 0)
+		ereport(ERROR, (errmsg("presence: could not create an event loop")));
+	live_state_init(worker_index);
+	if (!ws_server_start(&loop, worker_index))
+		ereport(ERROR,
+				(errmsg("presence: could not listen on %s:%d", presence_listen_address, presence_port),
+				 errhint("Check that presence.port is free and presence.listen_address is local.")));
+	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
+						 presence_listen_address, presence_port)));
+
+	set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(set, WL_SOCKET_READABLE, uv_backend_fd(&loop), NULL, NULL);
+	pass_context = AllocSetContextCreate(TopMemoryContext, "presence pass", ALLOCSET_DEFAULT_SIZES);
+	next_sweep_ms = presence_now_ms() + sweep_period_ms();
+
+	while (!shutdown_requested)
+	{
+		int64		now_ms = presence_now_ms();
+
+		(void) WaitEventSetWait(set, wait_timeout_ms(&loop, now_ms, next_sweep_ms),
+								events, lengthof(events), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		if (shutdown_requested)
+			break;
+
+		MemoryContextSwitchTo(pass_context);
+		uv_run(&loop, UV_RUN_NOWAIT);
+		apply_commands(worker_index);
+		now_ms = presence_now_ms();
+		if (now_ms >= next_sweep_ms)
+		{
+			ws_server_sweep(now_ms);
+			live_sweep(now_ms);
+			next_sweep_ms = now_ms + sweep_period_ms();
+		}
+		live_flush(now_ms);
+		if (activity_flush_due(now_ms))
+			database_ready = activity_flush();
+		live_publish();
+		publish_gauges(slot, database_ready);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(pass_context);
+	}
+
+	ereport(LOG, (errmsg("presence: ws worker %d shutting down", worker_index)));
+	shut_down(&loop, set);
+	proc_exit(0);
+}
