@@ -22,4 +22,4 @@ PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
 # No LLVM bitcode: nothing here benefits from JIT inlining.
-with_llvm = no
+override with_llvm = no

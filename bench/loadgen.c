@@ -899,6 +899,13 @@ cpu_ms(const ProcUsage *from, const ProcUsage *to)
 	return (double) (to->cpu_ticks - from->cpu_ticks) * 1000.0 / sysconf(_SC_CLK_TCK);
 }
 
+/* Resident memory of a sample in KB, NAN if the sample is invalid. */
+static double
+rss_kb(const ProcUsage *u)
+{
+	return u->valid ? (double) u->rss_kb : NAN;
+}
+
 /* Sample the server worker(s). */
 static ProcUsage
 server_usage(void)
@@ -1034,13 +1041,16 @@ setup_database(PGconn *pg)
 }
 
 /*
- * Find the ws worker processes through pg_stat_activity, waiting a little
- * for them to appear after a fresh start.
+ * Find the ws worker processes through pg_stat_activity, waiting up to
+ * --wait-ready for them to appear after a fresh start (a worker that
+ * started before its database existed is restarted a few seconds later).
  */
 static void
 find_server_pids(PGconn *pg)
 {
-	for (int attempt = 0; attempt < 50 && run.n_server_pids == 0; attempt++)
+	int64_t		give_up = now_us() + (int64_t) (run.opt.wait_ready * 1e6);
+
+	while (run.n_server_pids == 0)
 	{
 		PGresult   *res = pg_exec(pg,
 								  "SELECT pid FROM pg_stat_activity "
@@ -1049,8 +1059,9 @@ find_server_pids(PGconn *pg)
 		for (int i = 0; i < PQntuples(res) && i < MAX_SERVER_PIDS; i++)
 			run.server_pids[run.n_server_pids++] = atoi(PQgetvalue(res, i, 0));
 		PQclear(res);
-		if (run.n_server_pids == 0)
-			usleep(100000);
+		if (run.n_server_pids > 0 || now_us() >= give_up)
+			break;
+		usleep(100000);
 	}
 	if (run.n_server_pids == 0)
 		fprintf(stderr, "loadgen: warning: no 'presence ws' worker in pg_stat_activity; "
@@ -2053,18 +2064,17 @@ print_progress(int64_t now)
 	Traffic    *last = &run.at_last_progress;
 
 	printf("[%6.1fs] %-7s conns %d joined %d failed %llu dropped %llu | "
-		   "sent %.0f/s deliv %.0f/s | lat p50 %.2f p99 %.2f max %.2f ms | "
-		   "cpu server %.1f%% gen %.1f%%\n",
+		   "sent %.0f/s deliv %.0f/s | lat p50 %.2f p99 %.2f max %.2f ms | cpu",
 		   now / 1e6, phase_names[run.phase], run.opened, run.state_count[CONN_JOINED],
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
 		   (run.total.messages_sent - last->messages_sent) / secs,
 		   (run.total.deliveries - last->deliveries) / secs,
 		   hist_percentile_ms(&run.progress_latency, 50),
 		   hist_percentile_ms(&run.progress_latency, 99),
-		   run.progress_latency.max / 1000.0,
-		   cpu_percent(&run.server_at_last_progress, &server),
-		   cpu_percent(&run.self_at_last_progress, &self));
-	fflush(stdout);
+		   run.progress_latency.max / 1000.0);
+	if (run.n_server_pids > 0)
+		printf(" server %.1f%%", cpu_percent(&run.server_at_last_progress, &server));
+	printf(" gen %.1f%%\n", cpu_percent(&run.self_at_last_progress, &self));
 	if (run.n_server_pids > 0 && !server.valid)
 		fprintf(stderr, "loadgen: warning: a server worker pid is gone (crash or restart?)\n");
 	*last = run.total;
@@ -2284,9 +2294,8 @@ print_report(void)
 	double		ms_per_1k_deliveries = w->deliveries ? server_cpu_ms * 1000.0 / w->deliveries : NAN;
 	double		rss_per_conn = NAN;
 
-	if (run.server_before_connect.valid && run.server_after_connect.valid &&
-		run.joined_at_ramp_end > 0)
-		rss_per_conn = (double) (run.server_after_connect.rss_kb - run.server_before_connect.rss_kb) /
+	if (run.joined_at_ramp_end > 0)
+		rss_per_conn = (rss_kb(&run.server_after_connect) - rss_kb(&run.server_before_connect)) /
 			run.joined_at_ramp_end;
 
 	printf("\n== presence loadgen: %d connections, %d sessions (%.1f users each), "
@@ -2339,9 +2348,8 @@ print_report(void)
 		printf("server          pid");
 		for (int i = 0; i < run.n_server_pids; i++)
 			printf("%s%d", i ? "," : " ", (int) run.server_pids[i]);
-		printf("; RSS %lld KB before connecting, %lld KB all connected: %.2f KB/connection\n",
-			   (long long) run.server_before_connect.rss_kb,
-			   (long long) run.server_after_connect.rss_kb, rss_per_conn);
+		printf("; RSS %.0f KB before connecting, %.0f KB all connected: %.2f KB/connection\n",
+			   rss_kb(&run.server_before_connect), rss_kb(&run.server_after_connect), rss_per_conn);
 		printf("                CPU idle %.2f%%, under load %.1f%% of one core; "
 			   "%.2f ms per 1,000 messages in, %.3f ms per 1,000 deliveries\n",
 			   idle_cpu, server_cpu, ms_per_1k_msgs, ms_per_1k_deliveries);
@@ -2357,7 +2365,7 @@ print_report(void)
 		   "attempted=%d joined=%llu held=%d failed=%llu dropped=%llu "
 		   "msgs_in_per_s=%.1f cursor_per_s=%.1f deliveries_per_s=%.1f delivery_ratio=%.4f "
 		   "lat_p50_ms=%.3f lat_p95_ms=%.3f lat_p99_ms=%.3f lat_max_ms=%.3f lat_samples=%llu "
-		   "server_rss_before_kb=%lld server_rss_after_kb=%lld rss_per_conn_kb=%.2f "
+		   "server_rss_before_kb=%.0f server_rss_after_kb=%.0f rss_per_conn_kb=%.2f "
 		   "server_cpu_pct=%.1f server_idle_cpu_pct=%.2f server_cpu_ms_per_1k_msgs=%.3f "
 		   "server_cpu_ms_per_1k_deliveries=%.3f gen_cpu_pct=%.1f gen_longest_pass_ms=%.2f "
 		   "errors=%llu",
@@ -2366,8 +2374,7 @@ print_report(void)
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
 		   msgs_per_s, cursor_per_s, deliveries_per_s, delivery_ratio,
 		   p50, p95, p99, h->max / 1000.0, (unsigned long long) h->total,
-		   (long long) run.server_before_connect.rss_kb, (long long) run.server_after_connect.rss_kb,
-		   rss_per_conn, server_cpu, idle_cpu, ms_per_1k_msgs, ms_per_1k_deliveries, gen_cpu,
+		   rss_kb(&run.server_before_connect), rss_kb(&run.server_after_connect), rss_per_conn, server_cpu, idle_cpu, ms_per_1k_msgs, ms_per_1k_deliveries, gen_cpu,
 		   run.longest_pass_us / 1000.0, (unsigned long long) counter_total(&run.errors));
 	printf(" errors_by_code=");
 	counter_print(stdout, &run.errors, ",", ":");
@@ -2413,7 +2420,7 @@ usage(const Options *d)
 		   "  --no-setup                do not create users, sessions, participants\n"
 		   "  --server-pid PID[,PID]    ws worker pid(s); default: found through --pg\n"
 		   "  --idle-seconds SEC        server idle CPU sample before the load (default %.0f)\n"
-		   "  --wait-ready SEC          wait this long for the port to accept (default %.0f)\n"
+		   "  --wait-ready SEC          wait this long for the worker and its port (default %.0f)\n"
 		   "Output:\n"
 		   "  --progress SEC            seconds between progress lines (default %.0f)\n"
 		   "  --tick-us N               event-loop period in microseconds (default %d)\n"
@@ -2476,7 +2483,7 @@ parse_options(int argc, char **argv)
 		.host = "127.0.0.1", .port = 8765, .path = "/ws", .subprotocol = "presence.v1",
 		.connections = 100, .sessions = 10, .rate = 100, .duration = 30, .warmup = 5,
 		.heartbeat_interval = 0, .ramp_rate = 2000, .connect_timeout = 15,
-		.idle_seconds = 3, .drain = 2, .close_timeout = 5, .progress = 5, .tick_us = 1000, .wait_ready = 10,
+		.idle_seconds = 3, .drain = 2, .close_timeout = 5, .progress = 5, .tick_us = 1000, .wait_ready = 20,
 		.jwt_secret = "test-secret-0123456789abcdef0123456789", .token_ttl = 3600,
 		.setup = true, .max_message = 16 * 1024 * 1024,
 	};
@@ -2688,9 +2695,9 @@ sample_idle_server(void)
 	run.server_idle_start = server_usage();
 	usleep((useconds_t) (run.opt.idle_seconds * 1e6));
 	run.server_before_connect = server_usage();
-	printf("server idle: %.2f%% CPU over %.1f s, RSS %lld KB\n",
+	printf("server idle: %.2f%% CPU over %.1f s, RSS %.0f KB\n",
 		   cpu_percent(&run.server_idle_start, &run.server_before_connect),
-		   run.opt.idle_seconds, (long long) run.server_before_connect.rss_kb);
+		   run.opt.idle_seconds, rss_kb(&run.server_before_connect));
 }
 
 /*

@@ -251,7 +251,7 @@ insert_batch_work(void *arg)
 	args[6] = text_array(batch, TIMESTAMPTZOID, field_created);
 	if (plan == NULL)
 	{
-		plan = SPI_prepare("SELECT id::text FROM presence.log_activity_batch($1, $2, $3, $4, $5, $6, $7)",
+		plan = SPI_prepare("SELECT id::text FROM presence.log_activity_batch($1, $2, $3, $4, $5, $6, $7) AS id",
 						   BATCH_COLUMNS, types);
 		if (plan == NULL)
 			elog(ERROR, "presence: could not prepare the activity insert");
@@ -272,7 +272,7 @@ row_committed(QueuedActivity *row)
 {
 	if (row->announce)
 	{
-		json_t	   *details = row->details ? json_loads(row->details, 0, NULL) : json_object();
+		json_t	   *details = row->details ? json_loads(row->details, 0, NULL) : protocol_object();
 		json_t	   *event = json_pack("{s:s, s:s, s:{s:s, s:s?, s:s, s:o, s:I}}",
 									  "type", "activity", "sessionId", row->session_id, "activity",
 									  "id", row->id, "userId", row->user_id[0] ? row->user_id : NULL,

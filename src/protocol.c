@@ -339,11 +339,24 @@ protocol_request_free(ClientRequest *request)
 	request->root = NULL;
 }
 
+/*
+ * A new empty JSON object.  jansson's json_object() must not be called
+ * from this library: the postgres executable exports a function of the
+ * same name (the SQL json_object()), and the dynamic linker binds our
+ * call to it.  jansson's own internal calls are bound directly, so
+ * building through json_pack() is safe.
+ */
+json_t *
+protocol_object(void)
+{
+	return json_pack("{}");
+}
+
 /* {"type": type, "ref": ref} with ref omitted when NULL. */
 json_t *
 protocol_reply(const char *type, json_t *ref)
 {
-	json_t	   *message = json_object();
+	json_t	   *message = protocol_object();
 
 	if (message == NULL)
 		return NULL;

@@ -12,6 +12,9 @@
 #include <stdint.h>
 #include <jansson.h>
 
+/* see protocol_object(): never call jansson's json_object() from here */
+#define json_object() use_protocol_object_instead
+
 #define PROTOCOL_VERSION 1
 #define PROTOCOL_REF_MAX 64
 
@@ -75,6 +78,7 @@ extern bool protocol_parse(const char *text, size_t len, ClientRequest *request,
 extern void protocol_request_free(ClientRequest *request);
 extern bool protocol_valid_session_id(const char *session_id);
 
+extern json_t *protocol_object(void);
 extern json_t *protocol_error(json_t *ref, const char *code, const char *message);
 extern json_t *protocol_reply(const char *type, json_t *ref);
 

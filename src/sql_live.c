@@ -14,6 +14,7 @@
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 
 #include "shmem.h"
@@ -87,12 +88,13 @@ emit_online_user(const char *user_id, const char *username, const char *role, vo
 									(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
 	if (live.has_cursor)
 	{
-		char	   *cursor = psprintf("{\"eventId\": %s, \"position\": " INT64_FORMAT "}",
-									  text_to_cstring(DatumGetTextPP(DirectFunctionCall1(to_json,
-																						   CStringGetTextDatum(live.cursor_event_id)))),
-									  live.cursor_position);
+		StringInfoData cursor;
 
-		values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(cursor));
+		initStringInfo(&cursor);
+		appendStringInfoString(&cursor, "{\"eventId\": ");
+		escape_json(&cursor, live.cursor_event_id);
+		appendStringInfo(&cursor, ", \"position\": " INT64_FORMAT "}", live.cursor_position);
+		values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(cursor.data));
 	}
 	else
 		nulls[5] = true;

@@ -79,7 +79,7 @@ db_run(const char *activity, DbWork work, void *arg)
 		AbortCurrentTransaction();
 		result = classify_error(error->sqlerrcode);
 		ereport(result == DB_FAILED ? WARNING : DEBUG1,
-				(errmsg("presence: %s failed: %s", activity, error->message)));
+				(errmsg("%s failed: %s", activity, error->message)));
 		FreeErrorData(error);
 	}
 	PG_END_TRY();
