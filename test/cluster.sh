@@ -4,8 +4,10 @@
 # ordinary user.
 #
 #   test/cluster.sh start DIR PGPORT WSPORT [GUC=VALUE ...]
-#       initdb DIR (once), write presence settings, start, create database
-#       "presence" with the extension.  Returns when the server accepts SQL.
+#       initdb DIR (once), write presence settings, start (or reload when
+#       already running), create database "presence" with the extension.
+#       Returns when the server accepts SQL.  Use ports below 32768: the
+#       ephemeral range can collide with outgoing connections.
 #   test/cluster.sh stop DIR [MODE]     pg_ctl stop (-m MODE, default fast)
 #   test/cluster.sh restart DIR         pg_ctl restart
 #   test/cluster.sh reload DIR          pg_ctl reload
@@ -68,7 +70,11 @@ EOF
 		echo "port = $pgport" > "$dir/data/postgresql.auto.conf.presence"
 	fi
 	write_gucs "$@"
-	as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+	if as_owner "$PGBIN/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+		as_owner "$PGBIN/pg_ctl" -D "$dir/data" reload >/dev/null
+	else
+		as_owner "$PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+	fi
 	if ! as_owner "$PGBIN/psql" -h "$dir" -p "$pgport" -U postgres -XtAc \
 		"SELECT 1 FROM pg_database WHERE datname = 'presence'" postgres | grep -q 1; then
 		as_owner "$PGBIN/psql" -h "$dir" -p "$pgport" -U postgres -Xq -v ON_ERROR_STOP=1 \

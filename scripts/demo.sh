@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds and installs presence, starts a demo PostgreSQL cluster (owned by
+# postgres, in ./.demo) with the WebSocket worker on 127.0.0.1:8765,
+# creates a demo session with three users and prints how to connect.
+# Running it again reuses the cluster.
+#   PRESENCE_DEMO_DIR   where the cluster lives (default ./.demo)
+#   PRESENCE_DEMO_PGPORT, PRESENCE_DEMO_WSPORT   (default 15432, 8765)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+dir=${PRESENCE_DEMO_DIR:-$root/.demo}
+pgport=${PRESENCE_DEMO_PGPORT:-15432}
+wsport=${PRESENCE_DEMO_WSPORT:-8765}
+
+scripts/install-deps.sh build
+make -s
+make -s install
+
+www="$dir/www"
+mkdir -p "$www"
+if [ -x demo/assemble.sh ]; then
+	demo/assemble.sh "$www"
+fi
+[ "$(id -u)" = 0 ] && chown -R postgres: "$dir"
+# the postgres user must be able to reach the demo page
+chmod o+x "$dir" "$(dirname "$dir")" 2>/dev/null || true
+
+# a secret of the demo's own, kept across runs so issued tokens stay valid
+[ -s "$dir/jwt_secret" ] || (umask 077 && openssl rand -hex 32 > "$dir/jwt_secret")
+test/cluster.sh start "$dir" "$pgport" "$wsport" presence.jwt_secret="$(cat "$dir/jwt_secret")" \
+	presence.static_dir="$www" presence.away_threshold=30s
+
+sql() { test/cluster.sh psql "$dir" -v ON_ERROR_STOP=1 -XtAq -c "$1"; }
+sql "INSERT INTO presence.users (id, username) VALUES
+	('a11ce000-0000-4000-8000-000000000001', 'Alice'),
+	('b0b00000-0000-4000-8000-000000000002', 'Bob'),
+	('ca401000-0000-4000-8000-000000000003', 'Carol')
+	ON CONFLICT (id) DO NOTHING"
+if [ "$(sql "SELECT count(*) FROM presence.collaboration_sessions WHERE session_id = 'demo'")" = 0 ]; then
+	sql "SELECT presence.create_session('a11ce000-0000-4000-8000-000000000001', 'demo-operation',
+		'{\"title\": \"Demo incident review\"}', 'timeline', 'Show live presence', 'demo')" >/dev/null
+fi
+sql "SELECT presence.add_participant('demo', 'b0b00000-0000-4000-8000-000000000002', 'operator')" >/dev/null
+sql "SELECT presence.add_participant('demo', 'ca401000-0000-4000-8000-000000000003', 'commenter')" >/dev/null
+
+echo
+echo "presence demo is running."
+echo "  PostgreSQL:  test/cluster.sh psql $dir      (or psql -h $dir -p $pgport -U postgres presence)"
+echo "  WebSocket:   ws://127.0.0.1:$wsport/ws"
+echo "  health:      http://127.0.0.1:$wsport/healthz   metrics: http://127.0.0.1:$wsport/metrics"
+echo
+echo "Open one URL per user (tokens last 8 hours):"
+for user in a11ce000-0000-4000-8000-000000000001 b0b00000-0000-4000-8000-000000000002 ca401000-0000-4000-8000-000000000003; do
+	name=$(sql "SELECT username FROM presence.users WHERE id = '$user'")
+	token=$(sql "SELECT presence.issue_token('$user', '8 hours')")
+	printf '  %-6s http://127.0.0.1:%s/?session=demo&token=%s\n' "$name" "$wsport" "$token"
+done
+echo
+echo "Stop it with: test/cluster.sh stop $dir"

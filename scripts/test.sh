@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs every test: pg_regress
+# suites, the integration and fault tests, and the client tests.
+# Exits non-zero when any test fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh test
+make -s
+make -s install
+
+echo "== pg_regress (SQL API)"
+test/run-regress.sh
+
+echo "== integration tests (pytest)"
+/usr/bin/python3 -m pytest -q -p no:cacheprovider test/
+
+if [ -x clients/test.sh ]; then
+	echo "== clients (JavaScript, React, browser)"
+	clients/test.sh
+fi
+echo "all tests passed"
