@@ -39,44 +39,41 @@ if [ ! -f "$(pg_config --pkglibdir)/presence.so" ]; then
 	exit 1
 fi
 
-# Every client connection is one descriptor in the ws worker.  The
-# postmaster inherits this shell's open-files limit, except when
-# cluster.sh runs it through runuser as root: PAM (pam_limits) then resets
-# the soft limit to 1024.  raise_server_fd_limit below covers that case.
+# Every client connection is one descriptor in the ws worker, and the
+# postmaster (so the worker) inherits this shell's open-files limit.  As
+# root, cluster.sh would switch to postgres through runuser, whose PAM
+# session (pam_limits) resets the soft limit to 1024; so run cluster.sh
+# itself as postgres through setpriv, which keeps the limit.
 ulimit -n "$(ulimit -Hn)"
-fd_limit=$(ulimit -n)
-if [ "$fd_limit" -lt $((CONNECTIONS + 1000)) ]; then
-	echo "run-fanout: warning: open files limited to $fd_limit, fewer than $CONNECTIONS connections need" >&2
+if [ "$(ulimit -n)" -lt $((CONNECTIONS + 1000)) ]; then
+	echo "run-fanout: warning: open files limited to $(ulimit -n), fewer than $CONNECTIONS connections need" >&2
 fi
-
-# Raise the open-files limit of the running postmaster and of its children
-# (the ws worker among them) to this shell's; workers it starts later
-# inherit it.
-raise_server_fd_limit() {
-	local postmaster child
-	postmaster=$(head -1 "$1/data/postmaster.pid")
-	prlimit --pid "$postmaster" --nofile="$fd_limit:$fd_limit"
-	for child in $(pgrep -P "$postmaster"); do
-		prlimit --pid "$child" --nofile="$fd_limit:$fd_limit" 2>/dev/null || true
-	done
+cluster_sh() {
+	if [ "$(id -u)" = 0 ]; then
+		setpriv --reuid=postgres --regid=postgres --init-groups -- bash "$cluster" "$@"
+	else
+		bash "$cluster" "$@"
+	fi
 }
 
 cluster_dir=$(mktemp -d /tmp/presence-fanout.XXXXXX)
+if [ "$(id -u)" = 0 ]; then
+	chown postgres: "$cluster_dir"
+fi
 cleanup() {
 	if [ "${KEEP_CLUSTER:-0}" = 1 ]; then
 		echo "run-fanout: cluster left running in $cluster_dir (bash $cluster destroy $cluster_dir)"
 	else
-		bash "$cluster" destroy "$cluster_dir" || true
+		cluster_sh destroy "$cluster_dir" || true
 	fi
 }
 trap cleanup EXIT
 
 # shellcheck disable=SC2086  # PRESENCE_GUCS is a list of words
-bash "$cluster" start "$cluster_dir" "$PGPORT" "$WSPORT" \
+cluster_sh start "$cluster_dir" "$PGPORT" "$WSPORT" \
 	presence.max_connections=$((CONNECTIONS + 1000)) \
 	presence.max_participants=$(( (CONNECTIONS + SESSIONS - 1) / SESSIONS + 10 )) \
 	$PRESENCE_GUCS
-raise_server_fd_limit "$cluster_dir"
 
 echo "run-fanout: cluster in $cluster_dir, SQL port $PGPORT, WebSocket port $WSPORT"
 "$bench_dir/loadgen" \
