@@ -258,13 +258,14 @@ presence_ws_worker_main(Datum main_arg)
 		{
 			ws_server_sweep(now_ms);
 			live_sweep(now_ms);
+			/* gauges walk every connection: once per sweep, not per pass */
+			publish_gauges(slot, database_ready);
 			next_sweep_ms = now_ms + sweep_period_ms();
 		}
 		live_flush(now_ms);
 		if (activity_flush_due(now_ms))
 			database_ready = activity_flush();
 		live_publish();
-		publish_gauges(slot, database_ready);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_context);
 	}
