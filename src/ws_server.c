@@ -148,7 +148,8 @@ frame_release(OutFrame *frame)
 void
 ws_send_frame(Connection *connection, OutFrame *frame)
 {
-	if (connection->wsi == NULL)
+	/* once a close is decided nothing more is queued, so it is not delayed */
+	if (connection->wsi == NULL || connection->close_code != 0)
 		return;
 	if (connection->out_bytes + frame->len > MAX_PENDING_OUTPUT_BYTES)
 	{
