@@ -100,9 +100,10 @@ presence_define_gucs(void)
 							   NULL, &presence_allowed_origins, "*",
 							   PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.max_connections",
-							"Connections one node accepts over all its workers; further upgrades get 503.",
+							"Connections one node accepts over all its workers; further upgrades get 503. "
+							"Also sizes the shared table online_users() reads, hence a restart to change.",
 							NULL, &presence_max_connections, 10000, 1, 1000000,
-							PGC_SIGHUP, 0, NULL, NULL, NULL);
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.max_message_bytes",
 							"Largest inbound message, after decompression; larger ones close the connection with 1009.",
 							NULL, &presence_max_message_bytes, 16384, 1024, 1048576,
