@@ -25,19 +25,8 @@
 #include "utils/wait_event.h"
 
 #include "worker_db.h"
+#include "worker_process.h"
 #include "workers.h"
-
-static volatile sig_atomic_t shutdown_requested = false;
-
-static void
-handle_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	shutdown_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
 
 static long
 maintenance_period_ms(void)
@@ -95,14 +84,8 @@ presence_maintenance_main(Datum main_arg)
 {
 	bool		extension_reported = false;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(presence_database, NULL, 0);
-	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
-	pgstat_report_appname(MyBgworkerEntry->bgw_name);
-
-	while (!shutdown_requested)
+	worker_process_start();
+	do
 	{
 		if (!RecoveryInProgress())
 		{
@@ -130,15 +113,6 @@ presence_maintenance_main(Datum main_arg)
 				extension_reported = true;
 			}
 		}
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 maintenance_period_ms(), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-	}
+	} while (worker_process_sleep(maintenance_period_ms()));
 	proc_exit(0);
 }

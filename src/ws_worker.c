@@ -10,8 +10,8 @@
  * sends the pass's presence events, writes due activity and publishes
  * live users to shared memory.  An idle worker sleeps in the kernel.
  *
- * SIGTERM only sets a flag (as autoprewarm does) so the worker can close
- * its clients with 1001 and write its queued activity before it exits.
+ * SIGTERM only sets a flag (worker_process.c) so the worker can close its
+ * clients with 1001 and write its queued activity before it exits.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -32,6 +32,7 @@
 #include "live_state.h"
 #include "shmem.h"
 #include "worker_db.h"
+#include "worker_process.h"
 #include "workers.h"
 #include "ws_server.h"
 
@@ -39,18 +40,6 @@
 #define SHUTDOWN_BUDGET_MS 4000
 /* How often a worker whose database lacks the extension looks again. */
 #define EXTENSION_RETRY_MS 10000
-
-static volatile sig_atomic_t shutdown_requested = false;
-
-static void
-handle_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	shutdown_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
 
 /* Sweep often enough to honour the shortest timeout within about 5%. */
 static int64
@@ -72,7 +61,7 @@ wait_for_extension(void)
 {
 	bool		reported = false;
 
-	while (!shutdown_requested)
+	do
 	{
 		if (db_extension_ready())
 			return true;
@@ -81,16 +70,7 @@ wait_for_extension(void)
 					(errmsg("presence: database \"%s\" does not have the presence extension; waiting for CREATE EXTENSION presence",
 							presence_database)));
 		reported = true;
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 EXTENSION_RETRY_MS, PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-	}
+	} while (worker_process_sleep(EXTENSION_RETRY_MS));
 	return false;
 }
 
@@ -206,13 +186,7 @@ presence_ws_worker_main(Datum main_arg)
 	int64		next_sweep_ms;
 	bool		database_ready = true;
 
-	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
-	BackgroundWorkerUnblockSignals();
-	BackgroundWorkerInitializeConnection(presence_database, NULL, 0);
-	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
-	pgstat_report_appname(MyBgworkerEntry->bgw_name);
-
+	worker_process_start();
 	slot = presence_worker_attach(worker_index);
 	if (!wait_for_extension())
 		proc_exit(0);
@@ -234,20 +208,15 @@ presence_ws_worker_main(Datum main_arg)
 	pass_context = AllocSetContextCreate(TopMemoryContext, "presence pass", ALLOCSET_DEFAULT_SIZES);
 	next_sweep_ms = presence_now_ms() + sweep_period_ms();
 
-	while (!shutdown_requested)
+	while (!worker_shutdown_requested)
 	{
 		int64		now_ms = presence_now_ms();
 
 		(void) WaitEventSetWait(set, wait_timeout_ms(&loop, now_ms, next_sweep_ms),
 								events, lengthof(events), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
-		if (shutdown_requested)
+		worker_process_interrupts();
+		if (worker_shutdown_requested)
 			break;
 
 		MemoryContextSwitchTo(pass_context);

@@ -1,0 +1,74 @@
+/*-------------------------------------------------------------------------
+ * worker_process.c
+ *	  What every presence background worker does the same way: signal
+ *	  handling, connecting to presence.database, answering interrupts and
+ *	  reloads after each wake-up.
+ *
+ * SIGTERM sets a flag instead of PostgreSQL's default die(), as contrib's
+ * autoprewarm does: a ws worker has clients to close and activity to
+ * write on its way out, so it must leave its loop itself.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/latch.h"
+#include "utils/guc.h"
+#include "utils/wait_event.h"
+
+#include "worker_process.h"
+
+volatile sig_atomic_t worker_shutdown_requested = false;
+
+static void
+handle_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	worker_shutdown_requested = true;
+	SetLatch(MyLatch);
+	errno = save_errno;
+}
+
+/* Signals, the database connection and the name pg_stat_activity shows. */
+void
+worker_process_start(void)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, handle_sigterm);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(presence_database, NULL, 0);
+	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
+	pgstat_report_appname(MyBgworkerEntry->bgw_name);
+}
+
+/*
+ * After every wake-up: interrupts (cancel, ProcSignalBarriers such as
+ * DROP DATABASE elsewhere) and a pending configuration reload.
+ */
+void
+worker_process_interrupts(void)
+{
+	CHECK_FOR_INTERRUPTS();
+	if (ConfigReloadPending)
+	{
+		ConfigReloadPending = false;
+		ProcessConfigFile(PGC_SIGHUP);
+	}
+}
+
+/*
+ * Sleeps on the latch for up to timeout_ms (exiting if the postmaster
+ * dies), then handles interrupts.  Returns false once shutdown was asked.
+ */
+bool
+worker_process_sleep(long timeout_ms)
+{
+	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					 timeout_ms, PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	worker_process_interrupts();
+	return !worker_shutdown_requested;
+}

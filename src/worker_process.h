@@ -1,0 +1,17 @@
+/*-------------------------------------------------------------------------
+ * worker_process.h
+ *	  What every presence background worker does the same way.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_WORKER_PROCESS_H
+#define PRESENCE_WORKER_PROCESS_H
+
+#include <signal.h>
+
+extern volatile sig_atomic_t worker_shutdown_requested;
+
+extern void worker_process_start(void);
+extern void worker_process_interrupts(void);
+extern bool worker_process_sleep(long timeout_ms);
+
+#endif							/* PRESENCE_WORKER_PROCESS_H */
