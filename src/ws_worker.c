@@ -16,6 +16,7 @@
  */
 #include "presence.h"
 
+#include <sys/resource.h>
 #include <uv.h>
 
 #include "pgstat.h"
@@ -72,6 +73,27 @@ wait_for_extension(void)
 		reported = true;
 	} while (worker_process_sleep(EXTENSION_RETRY_MS));
 	return false;
+}
+
+/*
+ * Every client is a descriptor: take the whole hard limit, since the
+ * postmaster usually inherits a soft limit of 1024 from its session.
+ */
+static void
+raise_open_files_limit(void)
+{
+	struct rlimit limit;
+
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max)
+	{
+		limit.rlim_cur = limit.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &limit) != 0)
+			ereport(LOG, (errmsg("presence: could not raise the open files limit: %m")));
+	}
+	if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < (rlim_t) presence_max_connections + 64)
+		ereport(LOG,
+				(errmsg("presence: open files limit %lu is below presence.max_connections (%d)",
+						(unsigned long) limit.rlim_cur, presence_max_connections)));
 }
 
 /* Applies what SQL sent: broadcast, end_session, participant changes. */
@@ -187,6 +209,7 @@ presence_ws_worker_main(Datum main_arg)
 	bool		database_ready = true;
 
 	worker_process_start();
+	raise_open_files_limit();
 	slot = presence_worker_attach(worker_index);
 	if (!wait_for_extension())
 		proc_exit(0);

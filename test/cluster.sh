@@ -19,9 +19,11 @@ set -euo pipefail
 PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
 [ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
 
+# setpriv rather than runuser: runuser's PAM session resets the open
+# files limit, and the ws worker needs one descriptor per client.
 as_owner() {
 	if [ "$(id -u)" = 0 ]; then
-		runuser -u postgres -- "$@"
+		setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
 	else
 		"$@"
 	fi
