@@ -37,6 +37,7 @@ typedef struct Connection
 	int64		last_message_ms;
 	bool		silent;			/* heartbeat timeout fired */
 	int			close_code;		/* non-zero: close on the next WRITEABLE */
+	bool		closing;		/* the closing handshake has started */
 	char		close_reason[120];
 
 	/* token bucket (presence.rate_limit, burst 2x) and abuse window */

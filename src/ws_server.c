@@ -383,17 +383,28 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 	return 0;
 }
 
-/* SERVER_WRITEABLE: a pending close, or the oldest queued frame. */
+/*
+ * SERVER_WRITEABLE: a pending close, or the oldest queued frame.
+ *
+ * A close starts lws's closing handshake directly (LWS_TO_KILL_SYNC with
+ * the reason set) instead of returning -1: on that path the libuv build
+ * of lws 4.1 closes the socket a second time before the close frame is
+ * written, and the client would see 1006 instead of our close code.
+ */
 static int
 write_next(struct lws *wsi, Connection *connection)
 {
 	OutFrame   *frame;
 
+	if (connection->closing)
+		return 0;
 	if (connection->out_count == 0 && connection->close_code != 0)
 	{
 		lws_close_reason(wsi, (enum lws_close_status) connection->close_code,
 						 (unsigned char *) connection->close_reason, strlen(connection->close_reason));
-		return -1;
+		connection->closing = true;
+		lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
+		return 0;
 	}
 	if (connection->out_count == 0)
 		return 0;
