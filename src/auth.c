@@ -22,6 +22,7 @@
 #include "auth.h"
 
 #define HS256_MAC_BYTES 32
+#define HS256_SIGNATURE_CHARS 43	/* unpadded base64url of 32 bytes */
 
 static const char base64url_alphabet[] =
 "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -179,6 +180,7 @@ jwt_verify(const char *token, size_t token_len, const char *secret, const char *
 	unsigned int expected_len = 0;
 	unsigned char given_mac[HS256_MAC_BYTES + 3];
 	long		given_len;
+	size_t		signature_len;
 	int64_t		exp = 0,
 				nbf = 0,
 				iat = 0;
@@ -209,7 +211,10 @@ jwt_verify(const char *token, size_t token_len, const char *secret, const char *
 		goto done;
 	}
 
-	given_len = base64url_decode(second_dot + 1, token_len - (size_t) (second_dot + 1 - token), given_mac);
+	/* 43 base64url characters encode the 32-byte MAC; more would overrun given_mac */
+	signature_len = token_len - (size_t) (second_dot + 1 - token);
+	given_len = signature_len == HS256_SIGNATURE_CHARS ?
+		base64url_decode(second_dot + 1, signature_len, given_mac) : -1;
 	if (given_len != HS256_MAC_BYTES)
 	{
 		verdict = JWT_BAD_SIGNATURE;
