@@ -53,6 +53,7 @@ static int	ws_worker_index;
 static lws_retry_bo_t ping_policy;
 static char ws_node_id[64];
 
+static bool frame_write(struct lws *wsi, OutFrame *frame);
 static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 						void *in, size_t len);
 
@@ -154,6 +155,19 @@ ws_send_frame(Connection *connection, OutFrame *frame)
 	if (connection->out_bytes + frame->len > MAX_PENDING_OUTPUT_BYTES)
 	{
 		ws_close(connection, 1008, "client is not reading fast enough");
+		return;
+	}
+
+	/*
+	 * Nothing queued and nothing half-sent: write at once.  Going through
+	 * lws_callback_on_writable would cost two epoll_ctl calls per frame,
+	 * more than the send itself; a send the kernel cannot take whole is
+	 * kept by lws, and later frames then queue until WRITEABLE.
+	 */
+	if (connection->out_count == 0 && !lws_partial_buffered(connection->wsi))
+	{
+		if (!frame_write(connection->wsi, frame))
+			ws_close(connection, 1011, "write failed");
 		return;
 	}
 	if (connection->out_count == connection->out_capacity)
@@ -383,6 +397,19 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 	return 0;
 }
 
+/* Writes one frame now and counts it; false when the connection failed. */
+static bool
+frame_write(struct lws *wsi, OutFrame *frame)
+{
+	if (lws_write(wsi, frame->payload, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
+		return false;
+	presence_count_message_out(frame->type_index);
+	presence_count(CTR_BYTES_OUT, frame->len);
+	if (frame->created_us != 0)
+		presence_record_latency(presence_now_us() - frame->created_us);
+	return true;
+}
+
 /*
  * SERVER_WRITEABLE: a pending close, or the oldest queued frame.
  *
@@ -395,6 +422,7 @@ static int
 write_next(struct lws *wsi, Connection *connection)
 {
 	OutFrame   *frame;
+	bool		written;
 
 	if (connection->closing)
 		return 0;
@@ -412,16 +440,10 @@ write_next(struct lws *wsi, Connection *connection)
 	connection->out_head = (connection->out_head + 1) % connection->out_capacity;
 	connection->out_count--;
 	connection->out_bytes -= frame->len;
-	if (lws_write(wsi, frame->payload, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
-	{
-		frame_release(frame);
-		return -1;
-	}
-	presence_count_message_out(frame->type_index);
-	presence_count(CTR_BYTES_OUT, frame->len);
-	if (frame->created_us != 0)
-		presence_record_latency(presence_now_us() - frame->created_us);
+	written = frame_write(wsi, frame);
 	frame_release(frame);
+	if (!written)
+		return -1;
 	if (connection->out_count > 0 || connection->close_code != 0)
 		lws_callback_on_writable(wsi);
 	return 0;
