@@ -7,6 +7,7 @@
 #
 #   clients/test.sh            everything
 #   clients/test.sh FILE...    only these test files (paths under clients/)
+#   PRESENCE_INSTALLED=1 clients/test.sh   skip building and installing the extension
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -20,11 +21,26 @@ fi
 npm ci --no-audit --no-fund --loglevel=error
 
 # The real-server tests need the extension installed where test/cluster.sh's
-# PostgreSQL finds it.
-make -C "$root" -s
-make -C "$root" -s install >/dev/null
+# PostgreSQL finds it; a caller that just did that sets PRESENCE_INSTALLED=1.
+if [ "${PRESENCE_INSTALLED:-0}" != 1 ]; then
+	make -C "$root" -s
+	make -C "$root" -s install >/dev/null
+fi
 
 npx tsc -p test/types
+
+# Clusters and browser profiles go under one directory, so that whatever a
+# killed run leaves behind is stopped and removed on exit.
+scratch=$(mktemp -d /tmp/presence-clients-run.XXXXXX)
+chmod 755 "$scratch"
+cleanup() {
+	for cluster in "$scratch"/presence-clients-*/; do
+		if [ -d "$cluster" ]; then bash "$root/test/cluster.sh" destroy "$cluster"; fi
+	done
+	rm -rf "$scratch"
+}
+trap cleanup EXIT
+export TMPDIR=$scratch
 
 if [ $# -eq 0 ]; then
 	set -- test/unit/*.test.js test/react/*.test.js test/integration/*.test.js test/e2e/*.test.js

@@ -176,9 +176,10 @@ function rank(user, me) {
 function participantItem(user, isMine) {
 	const item = element('li', { class: 'participant', 'data-testid': 'participant', 'data-user-id': user.userId, 'data-status': user.status });
 	item.style.setProperty('--user-color', colorOf(user.userId));
-	const name = element('span', { class: 'participant-name', 'data-testid': 'participant-name' }, [user.username]);
-	if (isMine) name.append(element('span', { class: 'you' }, [' (you)']));
-	name.append(element('span', { class: 'participant-role' }, [user.role ?? '']));
+	const name = element('span', { class: 'participant-name', 'data-testid': 'participant-name' }, [
+		user.username,
+		element('span', { class: 'participant-role' }, [isMine ? `${user.role ?? ''} · you` : (user.role ?? '')]),
+	]);
 	item.append(
 		element('span', { class: 'avatar' }, [initials(user.username)]),
 		name,
@@ -227,7 +228,7 @@ function cursorMarker(user, cursor, isMine) {
 		class: isMine ? 'cursor-marker mine' : 'cursor-marker',
 		'data-testid': isMine ? 'my-cursor' : 'cursor-marker',
 		'data-user-id': user.userId,
-		'data-username': user.username,
+		'data-username': isMine ? 'You' : user.username,
 		'data-event-id': cursor.eventId,
 		'data-position': String(cursor.position),
 		'data-status': user.status,

@@ -6,12 +6,10 @@ import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
-import { repoRoot, startCluster } from '../support/cluster.js';
+import { artifacts, repoRoot, startCluster } from '../support/cluster.js';
 
-const artifacts = fileURLToPath(new URL('../../artifacts/', import.meta.url));
 const AWAY_SECONDS = 3;
 const STEP_TIMEOUT_MS = 20_000;
 const CHROMIUM_ARGS = [
@@ -34,12 +32,7 @@ before(async () => {
 	const staticDir = await mkdtemp(path.join(os.tmpdir(), 'presence-demo-'));
 	await promisify(execFile)('bash', [path.join(repoRoot, 'demo/assemble.sh'), staticDir]);
 	await mkdir(artifacts, { recursive: true });
-	cluster = await startCluster({
-		'presence.static_dir': staticDir,
-		// Makes a vanished page go offline within seconds even without a close frame.
-		'presence.heartbeat_interval': '2s',
-		'presence.heartbeat_timeout': '2s',
-	});
+	cluster = await startCluster('e2e', { 'presence.static_dir': staticDir });
 	alice = await cluster.createUser('Alice');
 	bob = await cluster.createUser('Bob');
 	sessionId = await cluster.createSession('demo', alice, [{ user: bob, role: 'operator' }]);
@@ -102,7 +95,7 @@ test('two users see each other\'s cursor, away status and departure', { timeout:
 	// A closes the page: B sees A leave and A's marker disappear.
 	await pageA.context().close();
 	await participant(pageB, alice).and(pageB.locator('[data-status="offline"]')).waitFor();
-	await pageB.locator('[data-testid="feed-item"][data-kind="leave"], [data-testid="feed-item"][data-kind="timeout"]').first().waitFor();
+	await pageB.locator('[data-testid="feed-item"][data-kind="leave"]', { hasText: 'Alice left' }).waitFor();
 	assert.equal(await markerOf(pageB, alice).count(), 0);
 	await pageB.screenshot({ path: path.join(artifacts, '4-alice-left.png') });
 });

@@ -19,7 +19,7 @@ const clients = new Set();
 let sessionCount = 0;
 
 before(async () => {
-	cluster = await startCluster({
+	cluster = await startCluster('integration', {
 		'presence.heartbeat_interval': `${HEARTBEAT_INTERVAL_MS}ms`,
 		'presence.heartbeat_timeout': '1s',
 	});

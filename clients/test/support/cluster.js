@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { copyFile, mkdir, mkdtemp } from 'node:fs/promises';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
@@ -10,19 +10,21 @@ import { promisify } from 'node:util';
 const run = promisify(execFile);
 export const repoRoot = fileURLToPath(new URL('../../../', import.meta.url));
 const clusterScript = path.join(repoRoot, 'test/cluster.sh');
+export const artifacts = fileURLToPath(new URL('../../artifacts/', import.meta.url));
 const READY_TIMEOUT_MS = 60_000;
 
 /**
  * A throwaway PostgreSQL with the presence extension and its WebSocket
  * worker on 127.0.0.1, made by the project's test/cluster.sh. `settings`
- * are GUCs (`{'presence.heartbeat_interval': '1s'}`).
+ * are GUCs (`{'presence.heartbeat_interval': '1s'}`). The server log is
+ * kept as clients/artifacts/NAME-server.log when the cluster is destroyed.
  */
-export async function startCluster(settings = {}) {
+export async function startCluster(name, settings = {}) {
 	const dir = await mkdtemp(path.join(os.tmpdir(), 'presence-clients-'));
 	const pgPort = await freePort();
 	const wsPort = await freePort();
 	const gucs = Object.entries(settings).map(([name, value]) => `${name}=${value}`);
-	const cluster = new Cluster(dir, wsPort);
+	const cluster = new Cluster(name, dir, wsPort);
 	try {
 		await cluster.script('start', String(pgPort), String(wsPort), ...gucs);
 		await cluster.waitUntilListening();
@@ -34,7 +36,8 @@ export async function startCluster(settings = {}) {
 }
 
 class Cluster {
-	constructor(dir, wsPort) {
+	constructor(name, dir, wsPort) {
+		this.name = name;
 		this.dir = dir;
 		this.wsPort = wsPort;
 		this.httpUrl = `http://127.0.0.1:${wsPort}`;
@@ -74,6 +77,8 @@ class Cluster {
 	}
 
 	async destroy() {
+		await mkdir(artifacts, { recursive: true });
+		await copyFile(path.join(this.dir, 'server.log'), path.join(artifacts, `${this.name}-server.log`)).catch(() => {});
 		await run('bash', [clusterScript, 'destroy', this.dir], { timeout: 120_000 }).catch(() => {});
 	}
 
