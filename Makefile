@@ -16,7 +16,7 @@ PG_CONFIG ?= pg_config
 # by design.
 PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = -lwebsockets -luv -ljansson -lcrypto
+SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lcrypto
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

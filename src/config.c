@@ -46,6 +46,9 @@ int			presence_log_flush_max = 100;
 int			presence_activity_retention_s = 0;
 int			presence_ping_interval_s = 60;
 int			presence_max_pending_activity = 100000;
+char	   *presence_redis_url = NULL;
+char	   *presence_redis_prefix = NULL;
+int			presence_redis_connect_timeout_ms = 2000;
 
 /* A SIGHUP-reloadable time GUC in milliseconds; most timing GUCs are this. */
 static void
@@ -182,6 +185,19 @@ presence_define_gucs(void)
 							"Activity rows a worker may hold unwritten; past it new activity is refused with unavailable.",
 							NULL, &presence_max_pending_activity, 100000, 100, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+
+	DefineCustomStringVariable("presence.redis_url",
+							   "Redis shared by every ws worker and node, redis://[[user:]password@]host[:port][/db]; "
+							   "empty runs from memory on one worker.",
+							   NULL, &presence_redis_url, "",
+							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.redis_prefix",
+							   "Prefix of every Redis key and channel presence uses.",
+							   NULL, &presence_redis_prefix, "",
+							   PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	define_ms("presence.redis_connect_timeout",
+			  "How long a Redis connection attempt may take before it is abandoned and retried.",
+			  &presence_redis_connect_timeout_ms, 2000, 100, 60000);
 
 	MarkGUCPrefixReserved("presence");
 }

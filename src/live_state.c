@@ -17,6 +17,17 @@
  * user, latest wins) until it is quiet again.  A client never receives
  * the events its own connection caused.
  *
+ * With Redis (presence.redis_url), a session also mirrors the users
+ * present through other workers and nodes: each SessionUser keeps the ids
+ * of its connections elsewhere (remote_conns), learnt from a snapshot when
+ * the worker starts watching the session and kept current by the
+ * session's channel.  A user is visible while they have a live local
+ * connection or any remote one; join, leave and timeout events are the
+ * changes of that visibility, so a user with a tab on two nodes leaves
+ * only when both are gone.  Every local change is also written to Redis
+ * (redis_link.c), per connection, and published for the others.  When
+ * Redis is down the local view simply goes on.
+ *
  * Everything here is plain C on malloc: it runs inside libwebsockets
  * callbacks, where a PostgreSQL error (longjmp) must never be raised.
  *-------------------------------------------------------------------------
@@ -27,6 +38,8 @@
 
 #include "activity.h"
 #include "live_state.h"
+#include "redis_layout.h"
+#include "redis_link.h"
 #include "shmem.h"
 #include "ws_server.h"
 
@@ -48,8 +61,12 @@ typedef struct SessionUser
 	int64		last_activity_ms;
 	CursorPosition cursor;
 	char		activity[PRESENCE_ACTIVITY_MAX + 1];
-	int			connections;	/* joined connections */
-	int			live_connections;	/* joined connections not silent */
+	int			connections;	/* joined local connections */
+	int			live_connections;	/* joined local connections not silent */
+	char	  **remote_conns;	/* ids of the user's connections elsewhere */
+	int			remote_count;
+	int			remote_capacity;
+	bool		visible_before_snapshot;
 } SessionUser;
 
 typedef struct Membership
@@ -58,6 +75,9 @@ typedef struct Membership
 	dlist_node	session_node;	/* LiveSession.members */
 	Connection *connection;
 	SessionUser *user;
+	bool		awaiting_snapshot;	/* session_joined is owed once the snapshot is in */
+	json_t	   *join_ref;
+	int64		refreshed_ms;	/* last time Redis heard of this connection here */
 } Membership;
 
 typedef struct PendingEvent
@@ -87,6 +107,8 @@ struct LiveSession
 	int			bursts_in_window;
 	bool		timed;
 	int64		next_timed_flush_ms;
+	bool		snapshot_pending;	/* watching in Redis, snapshot not in yet */
+	int64		snapshot_requested_ms;
 };
 
 static int	live_worker_index;
@@ -101,6 +123,10 @@ static int	live_removed_capacity;
 
 static void user_event(SessionUser *user, const char *kind, Connection *origin);
 static void mark_dirty(SessionUser *user);
+static void user_free(SessionUser *user);
+static void send_session_joined(Membership *membership, json_t *ref);
+static void redis_announce(Membership *membership, const char *kind, bool always);
+static void redis_withdraw(Membership *membership, const char *kind);
 
 void
 live_state_init(int worker_index)
@@ -184,6 +210,9 @@ session_release_if_empty(LiveSession *session)
 
 	if (!dlist_is_empty(&session->members) || session->queued || session->pinned)
 		return;
+	while (!dlist_is_empty(&session->users))
+		user_free(dlist_container(SessionUser, node, dlist_head_node(&session->users)));
+	redis_link_unwatch(session->session_id);
 	link = &live_buckets[session_hash(session->session_id) & (live_bucket_count - 1)];
 	while (*link != session)
 		link = &(*link)->hash_next;
@@ -225,11 +254,18 @@ membership_find(Connection *connection, const char *session_id)
 	return NULL;
 }
 
+/* Present here or anywhere else: what other clients should see. */
+static bool
+user_visible(SessionUser *user)
+{
+	return user->live_connections > 0 || user->remote_count > 0;
+}
+
 /* The user's PresenceData (PROTOCOL.md); offline while no connection is live. */
 static json_t *
 presence_data(SessionUser *user)
 {
-	PresenceStatus status = user->live_connections > 0 ? user->status : STATUS_OFFLINE;
+	PresenceStatus status = user_visible(user) ? user->status : STATUS_OFFLINE;
 	json_t	   *data = json_pack("{s:s, s:s, s:s, s:s, s:I}",
 								 "userId", user->user_id,
 								 "username", user->username,
@@ -319,148 +355,363 @@ mark_dirty(SessionUser *user)
 	}
 }
 
+/* Frees a user that has no connection here or elsewhere any more. */
+static void
+user_free(SessionUser *user)
+{
+	LiveSession *session = user->session;
+
+	if (live_removed_count == live_removed_capacity)
+	{
+		int			capacity = Max(64, live_removed_capacity * 2);
+		LiveUserKey *keys = realloc(live_removed_keys, capacity * sizeof(LiveUserKey));
+
+		if (keys)
+		{
+			live_removed_keys = keys;
+			live_removed_capacity = capacity;
+		}
+	}
+	if (live_removed_count < live_removed_capacity)
+	{
+		LiveUserKey *key = &live_removed_keys[live_removed_count++];
+
+		memset(key, 0, sizeof(*key));
+		strlcpy(key->session_id, session->session_id, sizeof(key->session_id));
+		strlcpy(key->user_id, user->user_id, sizeof(key->user_id));
+		key->worker = live_worker_index;
+	}
+	if (user->dirty)
+		dlist_delete(&user->dirty_node);
+	dlist_delete(&user->node);
+	for (int i = 0; i < user->remote_count; i++)
+		free(user->remote_conns[i]);
+	free(user->remote_conns);
+	free(user);
+}
+
+static void
+user_free_if_gone(SessionUser *user)
+{
+	if (user->connections == 0 && user->remote_count == 0)
+		user_free(user);
+}
+
 /*
- * Joins connection to a session with the role the database granted.
- * Returns the session's present users (PresenceData array, including
- * this one) through *users.
+ * After any change to a user's connections, here or elsewhere: when the
+ * user became visible or stopped being visible, that is the join, or the
+ * leave / timeout (gone_kind), others see.
+ */
+static void
+visibility_changed(SessionUser *user, bool was_visible, const char *gone_kind, Connection *origin)
+{
+	bool		visible = user_visible(user);
+
+	if (visible == was_visible)
+		return;
+	user->session->present_users += visible ? 1 : -1;
+	user_event(user, visible ? "join" : gone_kind, origin);
+}
+
+static SessionUser *
+session_user_add(LiveSession *session, const char *user_id)
+{
+	SessionUser *user = calloc(1, sizeof(SessionUser));
+
+	if (user == NULL)
+		return NULL;
+	user->session = session;
+	strlcpy(user->user_id, user_id, sizeof(user->user_id));
+	user->status = STATUS_ONLINE;
+	user->last_activity_ms = presence_now_ms();
+	dlist_push_tail(&session->users, &user->node);
+	return user;
+}
+
+/* This worker's connections carry its origin as their id prefix. */
+static bool
+connection_is_ours(const char *connection_id)
+{
+	const char *origin = redis_link_origin();
+	size_t		len = strlen(origin);
+
+	return strncmp(connection_id, origin, len) == 0 && connection_id[len] == ':';
+}
+
+static void
+remote_add(SessionUser *user, const char *connection_id)
+{
+	char	  **grown;
+
+	for (int i = 0; i < user->remote_count; i++)
+		if (strcmp(user->remote_conns[i], connection_id) == 0)
+			return;
+	if (user->remote_count == user->remote_capacity)
+	{
+		int			capacity = Max(4, user->remote_capacity * 2);
+
+		grown = realloc(user->remote_conns, capacity * sizeof(char *));
+		if (grown == NULL)
+			return;
+		user->remote_conns = grown;
+		user->remote_capacity = capacity;
+	}
+	if ((user->remote_conns[user->remote_count] = strdup(connection_id)) != NULL)
+		user->remote_count++;
+}
+
+/* Forgets one remote connection, or all of them for "*". */
+static void
+remote_remove(SessionUser *user, const char *connection_id)
+{
+	for (int i = user->remote_count - 1; i >= 0; i--)
+		if (strcmp(connection_id, "*") == 0 || strcmp(user->remote_conns[i], connection_id) == 0)
+		{
+			free(user->remote_conns[i]);
+			user->remote_conns[i] = user->remote_conns[--user->remote_count];
+		}
+}
+
+/*
+ * Tells Redis this connection is present as the user: refreshes its entry
+ * and the user's PresenceData, and publishes a message of kind (always,
+ * or only when Redis did not know the connection: see the touch script).
+ */
+static void
+redis_announce(Membership *membership, const char *kind, bool always)
+{
+	SessionUser *user = membership->user;
+	json_t	   *data;
+	char	   *presence_json;
+	char	   *message = NULL;
+
+	if (!redis_link_ready())
+		return;
+	data = presence_data(user);
+	presence_json = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	if (presence_json && kind)
+	{
+		json_t	   *envelope = json_pack("{s:s, s:s, s:s, s:s, s:O}", "o", redis_link_origin(),
+										 "k", kind, "c", membership->connection->id,
+										 "uid", user->user_id, "u", data);
+
+		message = envelope ? json_dumps(envelope, JSON_COMPACT) : NULL;
+		if (envelope)
+			json_decref(envelope);
+	}
+	if (presence_json)
+		redis_link_touch(user->session->session_id, user->user_id, membership->connection->id,
+						 presence_json, presence_now_ms(), message, always);
+	membership->refreshed_ms = presence_now_ms();
+	free(message);
+	free(presence_json);
+	if (data)
+		json_decref(data);
+}
+
+/* Tells Redis this connection is gone from the session (kind: leave / timeout). */
+static void
+redis_withdraw(Membership *membership, const char *kind)
+{
+	SessionUser *user = membership->user;
+	json_t	   *envelope;
+	char	   *message;
+
+	if (!redis_link_ready())
+		return;
+	envelope = json_pack("{s:s, s:s, s:s, s:s}", "o", redis_link_origin(), "k", kind,
+						 "c", membership->connection->id, "uid", user->user_id);
+	message = envelope ? json_dumps(envelope, JSON_COMPACT) : NULL;
+	redis_link_remove(user->session->session_id, user->user_id, membership->connection->id,
+					  presence_now_ms(), message);
+	free(message);
+	if (envelope)
+		json_decref(envelope);
+}
+
+/*
+ * Takes a remote user's state from their PresenceData; fields that are
+ * missing or malformed keep their value.
+ */
+static void
+copy_presence_data(SessionUser *user, json_t *data)
+{
+	json_t	   *value;
+
+	if ((value = json_object_get(data, "username")) && json_is_string(value))
+		strlcpy(user->username, json_string_value(value), sizeof(user->username));
+	if ((value = json_object_get(data, "role")) && json_is_string(value))
+		strlcpy(user->role, json_string_value(value), sizeof(user->role));
+	if ((value = json_object_get(data, "status")) && json_is_string(value))
+		user->status = strcmp(json_string_value(value), "away") == 0 ? STATUS_AWAY : STATUS_ONLINE;
+	if ((value = json_object_get(data, "lastSeen")) && json_is_integer(value))
+		user->last_seen_ms = (int64) json_integer_value(value);
+	value = json_object_get(data, "cursor");
+	user->cursor.present = json_is_object(value) &&
+		json_is_string(json_object_get(value, "eventId")) &&
+		json_is_integer(json_object_get(value, "position"));
+	if (user->cursor.present)
+	{
+		strlcpy(user->cursor.event_id, json_string_value(json_object_get(value, "eventId")),
+				sizeof(user->cursor.event_id));
+		user->cursor.position = (int64) json_integer_value(json_object_get(value, "position"));
+	}
+	value = json_object_get(data, "activity");
+	strlcpy(user->activity, json_is_string(value) ? json_string_value(value) : "", sizeof(user->activity));
+}
+
+/* Starts mirroring a session from Redis; joins wait for its snapshot. */
+static void
+session_watch(LiveSession *session)
+{
+	if (redis_link_watch(session->session_id))
+	{
+		session->snapshot_pending = true;
+		session->snapshot_requested_ms = presence_now_ms();
+	}
+}
+
+/*
+ * Joins connection to a session with the role the database granted and
+ * answers with session_joined: at once, or, when the session's Redis
+ * snapshot is still on its way, as soon as it arrives, so the list of
+ * users includes those on other workers and nodes.
  */
 JoinOutcome
 live_join(Connection *connection, const char *session_id, const char *role, bool is_owner,
-		  const ClientRequest *request, json_t **users)
+		  const ClientRequest *request)
 {
 	LiveSession *session;
 	SessionUser *user;
 	Membership *membership = membership_find(connection, session_id);
 	int64		now = presence_now_ms();
-	dlist_iter	iter;
-	bool		new_user = false;
+	bool		was_visible;
 
-	*users = NULL;
-	if (membership == NULL)
+	if (membership != NULL)
 	{
-		session = session_find_or_create(session_id);
-		if (session == NULL)
-			return LIVE_JOIN_NO_MEMORY;
-		user = session_user_find(session, connection->user_id);
-		if ((user == NULL || user->live_connections == 0) &&
-			session->present_users >= presence_max_participants)
-		{
-			session_release_if_empty(session);
-			return LIVE_JOIN_FULL;
-		}
-		membership = calloc(1, sizeof(Membership));
-		if (membership == NULL || (user == NULL && (user = calloc(1, sizeof(SessionUser))) == NULL))
-		{
-			free(membership);
-			session_release_if_empty(session);
-			return LIVE_JOIN_NO_MEMORY;
-		}
-		if (user->session == NULL)
-		{
-			new_user = true;
-			user->session = session;
-			strlcpy(user->user_id, connection->user_id, sizeof(user->user_id));
-			strlcpy(user->username, connection->username, sizeof(user->username));
-			user->status = STATUS_ONLINE;
-			user->last_activity_ms = now;
-			dlist_push_tail(&session->users, &user->node);
-		}
-		strlcpy(user->role, role, sizeof(user->role));
-		user->is_owner = is_owner;
-		membership->connection = connection;
-		membership->user = user;
-		dlist_push_tail(&connection->memberships, &membership->connection_node);
-		dlist_push_tail(&session->members, &membership->session_node);
-		user->connections++;
-		if (!connection->silent)
-			user->live_connections++;
-		user->last_seen_ms = now;
-		if (request->status >= 0)
-		{
-			user->status = (PresenceStatus) request->status;
-			user->auto_away = false;
-		}
-		if (request->activity)
-			strlcpy(user->activity, request->activity, sizeof(user->activity));
-		if (request->cursor.present)
-			user->cursor = request->cursor;
-		if (user->live_connections == 1 && !connection->silent)
-		{
-			session->present_users++;
-			user_event(user, "join", connection);
-			log_user_activity(user, "user_joined", NULL, connection);
-		}
-		else if (!new_user && (request->status >= 0 || request->activity || request->cursor.present))
-			user_event(user, "update", connection);
-		mark_dirty(user);
+		send_session_joined(membership, request->ref);
+		return LIVE_JOIN_OK;
 	}
-	session = membership->user->session;
-
-	*users = json_array();
-	if (*users == NULL)
+	session = session_find_or_create(session_id);
+	if (session == NULL)
 		return LIVE_JOIN_NO_MEMORY;
+	user = session_user_find(session, connection->user_id);
+	if ((user == NULL || !user_visible(user)) && session->present_users >= presence_max_participants)
+	{
+		session_release_if_empty(session);
+		return LIVE_JOIN_FULL;
+	}
+	membership = calloc(1, sizeof(Membership));
+	if (membership == NULL || (user == NULL && (user = session_user_add(session, connection->user_id)) == NULL))
+	{
+		free(membership);
+		session_release_if_empty(session);
+		return LIVE_JOIN_NO_MEMORY;
+	}
+	if (dlist_is_empty(&session->members))
+		session_watch(session);
+
+	was_visible = user_visible(user);
+	strlcpy(user->username, connection->username, sizeof(user->username));
+	strlcpy(user->role, role, sizeof(user->role));
+	user->is_owner = is_owner;
+	membership->connection = connection;
+	membership->user = user;
+	dlist_push_tail(&connection->memberships, &membership->connection_node);
+	dlist_push_tail(&session->members, &membership->session_node);
+	user->connections++;
+	user->live_connections++;
+	user->last_seen_ms = now;
+	if (request->status >= 0)
+	{
+		user->status = (PresenceStatus) request->status;
+		user->auto_away = false;
+	}
+	if (request->activity)
+		strlcpy(user->activity, request->activity, sizeof(user->activity));
+	if (request->cursor.present)
+		user->cursor = request->cursor;
+	if (!was_visible)
+	{
+		visibility_changed(user, false, "leave", connection);
+		log_user_activity(user, "user_joined", NULL, connection);
+	}
+	else if (request->status >= 0 || request->activity || request->cursor.present)
+		user_event(user, "update", connection);
+	mark_dirty(user);
+	redis_announce(membership, "join", true);
+
+	if (session->snapshot_pending)
+	{
+		membership->awaiting_snapshot = true;
+		membership->join_ref = request->ref ? json_incref(request->ref) : NULL;
+	}
+	else
+		send_session_joined(membership, request->ref);
+	return LIVE_JOIN_OK;
+}
+
+/* session_joined: the session's visible users, this one included. */
+static void
+send_session_joined(Membership *membership, json_t *ref)
+{
+	LiveSession *session = membership->user->session;
+	json_t	   *reply = protocol_reply("session_joined", ref);
+	json_t	   *users = json_array();
+	dlist_iter	iter;
+
+	if (reply == NULL || users == NULL)
+	{
+		if (reply)
+			json_decref(reply);
+		if (users)
+			json_decref(users);
+		return;
+	}
 	dlist_foreach(iter, &session->users)
 	{
 		SessionUser *present = dlist_container(SessionUser, node, iter.cur);
 
-		if (present->live_connections > 0 || present == membership->user)
-			json_array_append_new(*users, presence_data(present));
+		if (user_visible(present) || present == membership->user)
+			json_array_append_new(users, presence_data(present));
 	}
-	return LIVE_JOIN_OK;
+	json_object_set_new(reply, "sessionId", json_string(session->session_id));
+	json_object_set_new(reply, "role", json_string(membership->user->role));
+	json_object_set_new(reply, "users", users);
+	ws_send_json(membership->connection, reply);
 }
 
-/* Removes one membership; the user leaves when it was their last connection. */
+/*
+ * Removes one membership.  The user leaves when it was their last live
+ * connection here and they have none elsewhere.
+ */
 static void
 membership_remove(Membership *membership, bool announce)
 {
 	SessionUser *user = membership->user;
 	LiveSession *session = user->session;
 	Connection *connection = membership->connection;
+	bool		was_visible = user_visible(user);
 
+	if (!connection->silent)
+		redis_withdraw(membership, "leave");
 	dlist_delete(&membership->connection_node);
 	dlist_delete(&membership->session_node);
+	if (membership->join_ref)
+		json_decref(membership->join_ref);
 	free(membership);
 	user->connections--;
 	if (!connection->silent)
-	{
 		user->live_connections--;
-		if (user->live_connections == 0)
-		{
-			session->present_users--;
-			if (announce)
-			{
-				user_event(user, "leave", connection);
-				log_user_activity(user, "user_left", NULL, connection);
-			}
-		}
-	}
-	if (user->connections == 0)
+	if (announce)
 	{
-		if (live_removed_count == live_removed_capacity)
-		{
-			int			capacity = Max(64, live_removed_capacity * 2);
-			LiveUserKey *keys = realloc(live_removed_keys, capacity * sizeof(LiveUserKey));
-
-			if (keys)
-			{
-				live_removed_keys = keys;
-				live_removed_capacity = capacity;
-			}
-		}
-		if (live_removed_count < live_removed_capacity)
-		{
-			LiveUserKey *key = &live_removed_keys[live_removed_count++];
-
-			memset(key, 0, sizeof(*key));
-			strlcpy(key->session_id, session->session_id, sizeof(key->session_id));
-			strlcpy(key->user_id, user->user_id, sizeof(key->user_id));
-			key->worker = live_worker_index;
-		}
-		if (user->dirty)
-			dlist_delete(&user->dirty_node);
-		dlist_delete(&user->node);
-		free(user);
+		visibility_changed(user, was_visible, "leave", connection);
+		if (was_visible && !user_visible(user))
+			log_user_activity(user, "user_left", NULL, connection);
 	}
+	else if (was_visible && !user_visible(user))
+		session->present_users--;
+	user_free_if_gone(user);
 	session_release_if_empty(session);
 }
 
@@ -506,6 +757,7 @@ live_set_status(Connection *connection, const char *session_id, PresenceStatus s
 	if (activity)
 		strlcpy(user->activity, activity, sizeof(user->activity));
 	user_event(user, "update", connection);
+	redis_announce(membership, "update", true);
 	if (status_changed)
 		log_user_activity(user, "status_changed",
 						  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 0),
@@ -522,6 +774,7 @@ live_set_cursor(Connection *connection, const char *session_id, const CursorPosi
 		return false;
 	membership->user->cursor = *cursor;
 	user_event(membership->user, "cursor", connection);
+	redis_announce(membership, "cursor", true);
 	return true;
 }
 
@@ -551,6 +804,7 @@ live_heartbeat(Connection *connection, const char *session_id, const CursorPosit
 		{
 			user->cursor = *cursor;
 			user_event(user, "cursor", connection);
+			redis_announce(membership, "cursor", true);
 		}
 	}
 }
@@ -576,27 +830,39 @@ live_message_received(Connection *connection, RequestType type)
 
 		user->last_seen_ms = now;
 		mark_dirty(user);
-		if (resumed && user->live_connections++ == 0)
+		if (resumed)
 		{
-			user->status = STATUS_ONLINE;
-			user->auto_away = false;
+			bool		was_visible = user_visible(user);
+
+			user->live_connections++;
+			if (!was_visible)
+			{
+				user->status = STATUS_ONLINE;
+				user->auto_away = false;
+				user->last_activity_ms = now;
+				visibility_changed(user, false, "leave", connection);
+				log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
+			}
+			redis_announce(membership, "join", true);
+			continue;
+		}
+		if (type != REQ_HEARTBEAT)
+		{
 			user->last_activity_ms = now;
-			user->session->present_users++;
-			user_event(user, "join", connection);
-			log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
-			continue;
+			if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
+			{
+				user->status = STATUS_ONLINE;
+				user->auto_away = false;
+				user_event(user, "update", connection);
+				redis_announce(membership, "update", true);
+				log_user_activity(user, "status_changed",
+								  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
+				continue;
+			}
 		}
-		if (type == REQ_HEARTBEAT)
-			continue;
-		user->last_activity_ms = now;
-		if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
-		{
-			user->status = STATUS_ONLINE;
-			user->auto_away = false;
-			user_event(user, "update", connection);
-			log_user_activity(user, "status_changed",
-							  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
-		}
+		/* keep Redis's view of this connection fresh, well within the TTL */
+		if (now - membership->refreshed_ms >= presence_presence_ttl_ms / 3)
+			redis_announce(membership, "join", false);
 	}
 }
 
@@ -631,32 +897,38 @@ live_sweep(int64 now_ms)
 		presence_count(CTR_HEARTBEATS_MISSED, 1);
 		dlist_foreach(member_iter, &connection->memberships)
 		{
-			SessionUser *user = dlist_container(Membership, connection_node, member_iter.cur)->user;
+			Membership *membership = dlist_container(Membership, connection_node, member_iter.cur);
+			SessionUser *user = membership->user;
+			bool		was_visible = user_visible(user);
 
-			if (--user->live_connections == 0)
-			{
-				user->session->present_users--;
-				user_event(user, "timeout", NULL);
+			redis_withdraw(membership, "timeout");
+			user->live_connections--;
+			visibility_changed(user, was_visible, "timeout", NULL);
+			if (was_visible && !user_visible(user))
 				log_user_activity(user, "user_timeout",
 								  json_pack("{s:I}", "silent_ms", (json_int_t) (now_ms - connection->last_message_ms)),
 								  connection);
-			}
 		}
 	}
 
 	for (int b = 0; b < live_bucket_count; b++)
 		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
 		{
-			dlist_foreach(iter, &session->users)
+			if (session->snapshot_pending &&
+				now_ms - session->snapshot_requested_ms >= 2 * presence_redis_connect_timeout_ms)
+				live_apply_snapshot(session->session_id, NULL, 0);
+			dlist_foreach(iter, &session->members)
 			{
-				SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+				Membership *membership = dlist_container(Membership, session_node, iter.cur);
+				SessionUser *user = membership->user;
 
-				if (user->live_connections > 0 && user->status == STATUS_ONLINE &&
+				if (!membership->connection->silent && user->status == STATUS_ONLINE &&
 					now_ms - user->last_activity_ms >= presence_away_threshold_ms)
 				{
 					user->status = STATUS_AWAY;
 					user->auto_away = true;
 					user_event(user, "update", NULL);
+					redis_announce(membership, "update", true);
 					log_user_activity(user, "status_changed",
 									  json_pack("{s:s, s:b}", "status", "away", "automatic", 1), NULL);
 				}
@@ -714,8 +986,12 @@ session_deliver(LiveSession *session)
 
 	dlist_foreach(iter, &session->members)
 	{
-		Connection *connection = dlist_container(Membership, session_node, iter.cur)->connection;
+		Membership *membership = dlist_container(Membership, session_node, iter.cur);
+		Connection *connection = membership->connection;
 
+		/* its session_joined, still to come, will carry the state */
+		if (membership->awaiting_snapshot)
+			continue;
 		if (caused_any_event(session, connection->serial))
 		{
 			OutFrame   *others = session_frame(session, connection->serial);
@@ -914,14 +1190,14 @@ live_publish(void)
 		entry->key.worker = live_worker_index;
 		strlcpy(entry->username, user->username, sizeof(entry->username));
 		strlcpy(entry->role, user->role, sizeof(entry->role));
-		strlcpy(entry->status, presence_status_names[user->live_connections > 0 ? user->status : STATUS_OFFLINE],
+		strlcpy(entry->status, presence_status_names[user_visible(user) ? user->status : STATUS_OFFLINE],
 				sizeof(entry->status));
 		entry->last_seen_ms = user->last_seen_ms;
 		entry->has_cursor = user->cursor.present;
 		strlcpy(entry->cursor_event_id, user->cursor.event_id, sizeof(entry->cursor_event_id));
 		entry->cursor_position = user->cursor.position;
 		strlcpy(entry->activity, user->activity, sizeof(entry->activity));
-		entry->connections = user->connections;
+		entry->connections = user->connections + user->remote_count;
 	}
 	presence_live_publish(entries, count, live_removed_keys, live_removed_count);
 	live_removed_count = 0;
@@ -936,4 +1212,221 @@ live_gauges(int *sessions, int *users)
 	for (int b = 0; b < live_bucket_count; b++)
 		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
 			*users += session->present_users;
+}
+
+/*
+ * A session's snapshot from Redis (or NULL when it could not be read):
+ * entries alternate PresenceData JSON and the space-separated ids of the
+ * user's fresh connections.  Remote connections are replaced wholesale,
+ * so a reconnect after an outage converges; then the joins that waited
+ * for the snapshot are answered.
+ */
+void
+live_apply_snapshot(const char *session_id, const char **entries, int count)
+{
+	LiveSession *session = session_find(session_id);
+	dlist_mutable_iter iter;
+
+	if (session == NULL)
+		return;
+	session->pinned++;
+	if (entries != NULL)
+	{
+		dlist_foreach_modify(iter, &session->users)
+		{
+			SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+
+			user->visible_before_snapshot = user_visible(user);
+			remote_remove(user, "*");
+		}
+		for (int i = 0; i + 1 < count; i += 2)
+		{
+			json_t	   *data = json_loads(entries[i], 0, NULL);
+			json_t	   *user_id = json_object_get(data, "userId");
+			SessionUser *user;
+			char	   *conns;
+			char	   *save = NULL;
+
+			if (!json_is_string(user_id) ||
+				((user = session_user_find(session, json_string_value(user_id))) == NULL &&
+				 (user = session_user_add(session, json_string_value(user_id))) == NULL))
+			{
+				if (data)
+					json_decref(data);
+				continue;
+			}
+			if (user->connections == 0)
+				copy_presence_data(user, data);
+			conns = strdup(entries[i + 1]);
+			for (char *id = conns ? strtok_r(conns, " ", &save) : NULL; id; id = strtok_r(NULL, " ", &save))
+				if (!connection_is_ours(id))
+					remote_add(user, id);
+			free(conns);
+			json_decref(data);
+		}
+		dlist_foreach_modify(iter, &session->users)
+		{
+			SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+
+			visibility_changed(user, user->visible_before_snapshot, "leave", NULL);
+			user_free_if_gone(user);
+		}
+	}
+	session->snapshot_pending = false;
+	dlist_foreach_modify(iter, &session->members)
+	{
+		Membership *membership = dlist_container(Membership, session_node, iter.cur);
+
+		if (!membership->awaiting_snapshot)
+			continue;
+		membership->awaiting_snapshot = false;
+		send_session_joined(membership, membership->join_ref);
+		if (membership->join_ref)
+			json_decref(membership->join_ref);
+		membership->join_ref = NULL;
+	}
+	session->pinned--;
+	session_release_if_empty(session);
+}
+
+/*
+ * A change published by another worker or node on a session's channel.
+ * join / update / cursor add the connection and take the user's state;
+ * leave / timeout remove it ("*": all of the user's).  Local clients see
+ * what changed in the session's visible users.
+ */
+void
+live_apply_remote_event(const char *session_id, const char *payload, size_t len)
+{
+	LiveSession *session = session_find(session_id);
+	json_t	   *message;
+	const char *origin,
+			   *kind,
+			   *connection_id,
+			   *user_id;
+	SessionUser *user;
+	bool		was_visible;
+
+	if (session == NULL || (message = json_loadb(payload, len, 0, NULL)) == NULL)
+		return;
+	origin = json_string_value(json_object_get(message, "o"));
+	kind = json_string_value(json_object_get(message, "k"));
+	connection_id = json_string_value(json_object_get(message, "c"));
+	user_id = json_string_value(json_object_get(message, "uid"));
+	if (origin == NULL || kind == NULL || connection_id == NULL || user_id == NULL ||
+		strcmp(origin, redis_link_origin()) == 0 || connection_is_ours(connection_id))
+	{
+		json_decref(message);
+		return;
+	}
+	user = session_user_find(session, user_id);
+	if (strcmp(kind, "leave") == 0 || strcmp(kind, "timeout") == 0)
+	{
+		if (user)
+		{
+			was_visible = user_visible(user);
+			remote_remove(user, connection_id);
+			visibility_changed(user, was_visible, kind, NULL);
+			user_free_if_gone(user);
+		}
+	}
+	else if (json_is_object(json_object_get(message, "u")) &&
+			 (user != NULL || (user = session_user_add(session, user_id)) != NULL))
+	{
+		PresenceStatus old_status = user->status;
+		char		old_role[sizeof(user->role)];
+		char		old_activity[sizeof(user->activity)];
+
+		strlcpy(old_role, user->role, sizeof(old_role));
+		strlcpy(old_activity, user->activity, sizeof(old_activity));
+		was_visible = user_visible(user);
+		copy_presence_data(user, json_object_get(message, "u"));
+		remote_add(user, connection_id);
+		if (!was_visible)
+			visibility_changed(user, false, "leave", NULL);
+		else if (strcmp(kind, "cursor") == 0)
+			user_event(user, "cursor", NULL);
+		else if (user->status != old_status || strcmp(user->role, old_role) != 0 ||
+				 strcmp(user->activity, old_activity) != 0)
+			user_event(user, "update", NULL);
+		mark_dirty(user);
+	}
+	json_decref(message);
+}
+
+/*
+ * A command from SQL (presence._notify_workers): broadcast, session_ended,
+ * participant_removed, participant_changed, for this worker's clients.
+ */
+void
+live_apply_command(const char *command, const char *session_id, const char *user_id, json_t *payload)
+{
+	if (strcmp(command, "broadcast") == 0 && payload)
+	{
+		json_t	   *message = json_pack("{s:s, s:s, s:O}", "type", "broadcast",
+										"sessionId", session_id, "payload", payload);
+
+		if (message)
+		{
+			live_send_to_session(session_id, message);
+			json_decref(message);
+		}
+	}
+	else if (strcmp(command, "session_ended") == 0)
+		live_end_session(session_id, json_is_string(payload) ? json_string_value(payload) : "completed");
+	else if (strcmp(command, "participant_removed") == 0 && user_id)
+		live_remove_participant(session_id, user_id);
+	else if (strcmp(command, "participant_changed") == 0 && user_id)
+		live_change_role(session_id, user_id, json_is_string(payload) ? json_string_value(payload) : NULL);
+}
+
+/*
+ * A SQL command another node published; this node's own commands came
+ * through shared memory already.
+ */
+void
+live_apply_remote_command(const char *payload, size_t len)
+{
+	json_t	   *message = json_loadb(payload, len, 0, NULL);
+	const char *node = json_string_value(json_object_get(message, "o"));
+	const char *command = json_string_value(json_object_get(message, "cmd"));
+	const char *session_id = json_string_value(json_object_get(message, "sessionId"));
+
+	if (node && command && session_id && strcmp(node, ws_server_node_id()) != 0 &&
+		protocol_valid_session_id(session_id))
+		live_apply_command(command, session_id, json_string_value(json_object_get(message, "userId")),
+						   json_object_get(message, "payload"));
+	if (message)
+		json_decref(message);
+}
+
+/*
+ * Redis came back (up) or went away.  Back: watch every session again
+ * (their snapshots reconcile what changed meanwhile) and publish every
+ * local connection, so the other nodes see this worker's users again.
+ * Gone: joins waiting for a snapshot are answered from the local view.
+ */
+void
+live_redis_changed(bool up)
+{
+	for (int b = 0; b < live_bucket_count; b++)
+		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
+		{
+			dlist_iter	iter;
+
+			if (!up)
+			{
+				if (session->snapshot_pending)
+					live_apply_snapshot(session->session_id, NULL, 0);
+				continue;
+			}
+			session_watch(session);
+			dlist_foreach(iter, &session->members)
+			{
+				Membership *membership = dlist_container(Membership, session_node, iter.cur);
+
+				if (!membership->connection->silent)
+					redis_announce(membership, "join", true);
+			}
+		}
 }

@@ -12,6 +12,7 @@
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 
+#include "redis_layout.h"
 #include "shmem.h"
 #include "workers.h"
 
@@ -50,11 +51,11 @@ presence_register_workers(void)
 	BackgroundWorker worker;
 	int			ws_workers = presence_port > 0 ? presence_workers : 0;
 
-	if (ws_workers > 1)
+	if (ws_workers > 1 && !redis_configured())
 	{
 		ereport(LOG,
 				(errmsg("presence: starting 1 ws worker, not %d", ws_workers),
-				 errdetail("Workers share presence through Redis, and presence.redis_url is not available in this build.")));
+				 errdetail("Workers share presence through Redis, and presence.redis_url is not set.")));
 		ws_workers = 1;
 	}
 

@@ -61,6 +61,9 @@ extern int	presence_log_flush_max;
 extern int	presence_activity_retention_s;
 extern int	presence_ping_interval_s;
 extern int	presence_max_pending_activity;
+extern char *presence_redis_url;
+extern char *presence_redis_prefix;
+extern int	presence_redis_connect_timeout_ms;
 
 extern void presence_define_gucs(void);
 

@@ -157,8 +157,6 @@ handle_session_join(Connection *connection, ClientRequest *request)
 	char		role[16] = "";
 	bool		is_owner = false;
 	DbResult	result = db_session_access(request->session_id, connection->user_id, role, &is_owner);
-	json_t	   *users = NULL;
-	json_t	   *reply;
 
 	if (result != DB_OK)
 	{
@@ -166,27 +164,17 @@ handle_session_join(Connection *connection, ClientRequest *request)
 				"not a participant of this session", "session is not active");
 		return;
 	}
-	switch (live_join(connection, request->session_id, role, is_owner, request, &users))
+	switch (live_join(connection, request->session_id, role, is_owner, request))
 	{
 		case LIVE_JOIN_OK:
 			break;
 		case LIVE_JOIN_FULL:
 			request_fail(connection, request->ref, "session_full", "the session has reached its participant limit");
-			return;
+			break;
 		case LIVE_JOIN_NO_MEMORY:
 			request_fail(connection, request->ref, "internal", "out of memory");
-			return;
+			break;
 	}
-	reply = protocol_reply("session_joined", request->ref);
-	if (reply == NULL)
-	{
-		json_decref(users);
-		return;
-	}
-	json_object_set_new(reply, "sessionId", json_string(request->session_id));
-	json_object_set_new(reply, "role", json_string(role));
-	json_object_set_new(reply, "users", users);
-	ws_send_json(connection, reply);
 }
 
 /* Whether the connection's role in the session allows an activity type. */

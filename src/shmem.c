@@ -98,6 +98,24 @@ static void commands_finish(RecordState state);
 static CommandRecord *record_at(uint64 position);
 static void worker_detach(int code, Datum arg);
 
+/* The names SQL uses for commands (presence._notify_workers). */
+const char *
+presence_command_name(PresenceCommandKind kind)
+{
+	switch (kind)
+	{
+		case CMD_BROADCAST:
+			return "broadcast";
+		case CMD_SESSION_ENDED:
+			return "session_ended";
+		case CMD_PARTICIPANT_REMOVED:
+			return "participant_removed";
+		case CMD_PARTICIPANT_CHANGED:
+			return "participant_changed";
+	}
+	return "unknown";
+}
+
 static int
 live_user_capacity(void)
 {

@@ -110,6 +110,7 @@ extern bool presence_connection_admit(void);
 extern void presence_connection_release(void);
 extern int	presence_connections_total(void);
 
+extern const char *presence_command_name(PresenceCommandKind kind);
 extern void presence_command_enqueue(PresenceCommandKind kind, const char *session_id,
 									 const char *user_id, const char *payload);
 extern bool presence_command_next(int worker_index, PresenceCommand *command);

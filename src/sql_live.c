@@ -157,7 +157,7 @@ presence_stats(PG_FUNCTION_ARGS)
 	int			nworkers;
 	int64		sessions = 0,
 				users = 0;
-	bool		redis_connected = false;
+	bool		redis_connected = true;
 	Datum		values[16];
 	bool		nulls[16] = {false};
 
@@ -169,7 +169,7 @@ presence_stats(PG_FUNCTION_ARGS)
 	{
 		sessions += workers[i].sessions;
 		users += workers[i].users;
-		redis_connected |= workers[i].redis_connected;
+		redis_connected &= workers[i].redis_connected;
 	}
 	values[0] = Int64GetDatum(presence_connections_total());
 	values[1] = Int64GetDatum(sessions);
@@ -177,7 +177,7 @@ presence_stats(PG_FUNCTION_ARGS)
 	values[3] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_IN));
 	values[4] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_OUT));
 	values[5] = Int64GetDatum((int64) presence_counter_value(CTR_HEARTBEATS_MISSED));
-	values[6] = BoolGetDatum(redis_connected);
+	values[6] = BoolGetDatum(nworkers > 0 && redis_connected);
 	values[7] = Int64GetDatum((int64) presence_counter_value(CTR_REDIS_ERRORS));
 	values[8] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_QUEUED));
 	values[9] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_WRITTEN));
@@ -197,16 +197,6 @@ presence_stats(PG_FUNCTION_ARGS)
 Datum
 presence_notify_workers(PG_FUNCTION_ARGS)
 {
-	static const struct
-	{
-		const char *name;
-		PresenceCommandKind kind;
-	}			commands[] = {
-		{"broadcast", CMD_BROADCAST},
-		{"session_ended", CMD_SESSION_ENDED},
-		{"participant_removed", CMD_PARTICIPANT_REMOVED},
-		{"participant_changed", CMD_PARTICIPANT_CHANGED},
-	};
 	char	   *name;
 	char	   *user_id = NULL;
 	char	   *payload = NULL;
@@ -219,11 +209,10 @@ presence_notify_workers(PG_FUNCTION_ARGS)
 		user_id = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(2)));
 	if (!PG_ARGISNULL(3))
 		payload = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
-	for (size_t i = 0; i < lengthof(commands); i++)
-		if (strcmp(name, commands[i].name) == 0)
+	for (PresenceCommandKind kind = CMD_BROADCAST; kind <= CMD_PARTICIPANT_CHANGED; kind++)
+		if (strcmp(name, presence_command_name(kind)) == 0)
 		{
-			presence_command_enqueue(commands[i].kind, text_to_cstring(PG_GETARG_TEXT_PP(1)),
-									 user_id, payload);
+			presence_command_enqueue(kind, text_to_cstring(PG_GETARG_TEXT_PP(1)), user_id, payload);
 			PG_RETURN_VOID();
 		}
 	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -25,6 +25,7 @@
 #include "postmaster/postmaster.h"
 
 #include "live_state.h"
+#include "redis_layout.h"
 #include "protocol.h"
 #include "requests.h"
 #include "shmem.h"
@@ -52,6 +53,7 @@ static uint64 ws_next_serial = 1;
 static int	ws_worker_index;
 static lws_retry_bo_t ping_policy;
 static char ws_node_id[64];
+static char ws_origin[96];
 
 static bool frame_write(struct lws *wsi, OutFrame *frame);
 static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
@@ -93,6 +95,13 @@ const char *
 ws_server_node_id(void)
 {
 	return ws_node_id;
+}
+
+/* node:worker.start, the prefix of this worker's connection ids. */
+const char *
+ws_server_origin(void)
+{
+	return ws_origin;
 }
 
 void
@@ -294,8 +303,7 @@ connection_open(struct lws *wsi, HandshakeData *handshake)
 	connection->wsi = wsi;
 	connection->refs = 1;
 	connection->serial = ws_next_serial++;
-	snprintf(connection->id, sizeof(connection->id), "%s:%d:" UINT64_FORMAT,
-			 ws_node_id, ws_worker_index, connection->serial);
+	snprintf(connection->id, sizeof(connection->id), "%s:" UINT64_FORMAT, ws_origin, connection->serial);
 	strlcpy(connection->ip, handshake->ip, sizeof(connection->ip));
 	strlcpy(connection->user_agent, handshake->user_agent, sizeof(connection->user_agent));
 	connection->opened_ms = presence_now_ms();
@@ -679,14 +687,21 @@ serve_http(struct lws *wsi, const char *uri)
 		PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
 		int			nworkers;
 		bool		database_ready = true;
+		bool		redis_ready = true;
 
 		presence_worker_snapshot(workers, &nworkers);
 		for (int i = 0; i < nworkers; i++)
+		{
 			database_ready &= workers[i].database_ready;
-		if (database_ready)
-			return http_respond(wsi, HTTP_STATUS_OK, "text/plain", "ok\n", 3);
-		return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
-							"degraded: database unavailable\n", 30);
+			redis_ready &= workers[i].redis_connected || !redis_configured();
+		}
+		if (!database_ready)
+			return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+								"degraded: database unavailable\n", 30);
+		if (!redis_ready)
+			return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
+								"degraded: redis unavailable\n", 27);
+		return http_respond(wsi, HTTP_STATUS_OK, "text/plain", "ok\n", 3);
 	}
 	if (strcmp(uri, "/metrics") == 0)
 		return serve_metrics(wsi);
@@ -832,6 +847,9 @@ ws_server_start(uv_loop_t *loop, int worker_index)
 		strlcpy(hostname, "localhost", sizeof(hostname));
 	hostname[sizeof(hostname) - 1] = '\0';
 	snprintf(ws_node_id, sizeof(ws_node_id), "%s-%d", hostname, PostPortNumber);
+	/* the start time tells this run's connections from an earlier one's */
+	snprintf(ws_origin, sizeof(ws_origin), "%s:%d.%llx", ws_node_id, worker_index,
+			 (unsigned long long) presence_now_ms());
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_postgres);
 	memset(&info, 0, sizeof(info));

@@ -35,6 +35,7 @@ extern void ws_server_destroy(void);
 extern void ws_server_sweep(int64 now_ms);
 extern dlist_head *ws_server_connections(void);
 extern const char *ws_server_node_id(void);
+extern const char *ws_server_origin(void);
 
 extern int64 presence_now_ms(void);
 extern int64 presence_now_us(void);

@@ -31,6 +31,8 @@
 
 #include "activity.h"
 #include "live_state.h"
+#include "redis_layout.h"
+#include "redis_link.h"
 #include "shmem.h"
 #include "worker_db.h"
 #include "worker_process.h"
@@ -96,7 +98,11 @@ raise_open_files_limit(void)
 						(unsigned long) limit.rlim_cur, presence_max_connections)));
 }
 
-/* Applies what SQL sent: broadcast, end_session, participant changes. */
+/*
+ * Applies what SQL sent (broadcast, end_session, participant changes) to
+ * this worker's clients.  With Redis, worker 0 also passes each command
+ * on to the other nodes, whose own workers did not see it.
+ */
 static void
 apply_commands(int worker_index)
 {
@@ -104,34 +110,24 @@ apply_commands(int worker_index)
 
 	while (presence_command_next(worker_index, &command))
 	{
+		const char *name = presence_command_name(command.kind);
+		const char *user_id = command.user_id[0] ? command.user_id : NULL;
 		json_t	   *payload = command.payload ? json_loads(command.payload, JSON_DECODE_ANY, NULL) : NULL;
 
-		switch (command.kind)
+		live_apply_command(name, command.session_id, user_id, payload);
+		if (worker_index == 0 && redis_configured())
 		{
-			case CMD_BROADCAST:
-				if (payload)
-				{
-					json_t	   *message = json_pack("{s:s, s:s, s:O}", "type", "broadcast",
-													"sessionId", command.session_id, "payload", payload);
+			json_t	   *message = json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "o", ws_server_node_id(),
+											"cmd", name, "sessionId", command.session_id,
+											"userId", user_id, "payload", payload);
+			char	   *text = message ? json_dumps(message, JSON_COMPACT) : NULL;
 
-					if (message)
-					{
-						live_send_to_session(command.session_id, message);
-						json_decref(message);
-					}
-				}
-				break;
-			case CMD_SESSION_ENDED:
-				live_end_session(command.session_id,
-								 json_is_string(payload) ? json_string_value(payload) : "completed");
-				break;
-			case CMD_PARTICIPANT_REMOVED:
-				live_remove_participant(command.session_id, command.user_id);
-				break;
-			case CMD_PARTICIPANT_CHANGED:
-				live_change_role(command.session_id, command.user_id,
-								 json_is_string(payload) ? json_string_value(payload) : NULL);
-				break;
+			if (text && !redis_link_publish_command(text))
+				ereport(LOG, (errmsg("presence: Redis is unavailable; %s for session \"%s\" reached this node only",
+									 name, command.session_id)));
+			free(text);
+			if (message)
+				json_decref(message);
 		}
 		if (payload)
 			json_decref(payload);
@@ -162,6 +158,7 @@ publish_gauges(PresenceWorkerSlot *slot, bool database_ready)
 	slot->connections = connections;
 	live_gauges(&slot->sessions, &slot->users);
 	slot->database_ready = database_ready;
+	slot->redis_connected = redis_link_ready();
 }
 
 /*
@@ -190,6 +187,7 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 		ereport(WARNING,
 				(errmsg("presence: %d activity rows could not be written before shutdown",
 						activity_pending())));
+	redis_link_stop();
 	ws_server_destroy();
 	for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++)
 		pg_usleep(1000L);
@@ -223,6 +221,7 @@ presence_ws_worker_main(Datum main_arg)
 				 errhint("Check that presence.port is free and presence.listen_address is local.")));
 	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
 						 presence_listen_address, presence_port)));
+	redis_link_start(&loop, ws_server_origin());
 
 	set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);

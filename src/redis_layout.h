@@ -1,0 +1,51 @@
+/*-------------------------------------------------------------------------
+ * redis_layout.h
+ *	  The Redis side of presence, shared by the ws workers (async), the
+ *	  maintenance worker and SQL functions (blocking): where to connect,
+ *	  key and channel names, and the Lua scripts that change them.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_REDIS_LAYOUT_H
+#define PRESENCE_REDIS_LAYOUT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct RedisTarget
+{
+	char		host[256];
+	int			port;
+	char		user[128];		/* "" for AUTH with a password only */
+	char		password[256];	/* "" for no AUTH */
+	int			db;
+} RedisTarget;
+
+/* A Lua script, with the SHA-1 EVALSHA names it by. */
+typedef struct RedisScript
+{
+	const char *name;
+	const char *source;
+	char		sha1[41];
+} RedisScript;
+
+extern RedisScript redis_touch_script;
+extern RedisScript redis_remove_script;
+extern RedisScript redis_snapshot_script;
+extern RedisScript redis_sweep_script;
+
+extern bool redis_configured(void);
+extern bool redis_parse_url(const char *url, RedisTarget *target, const char **problem);
+extern void redis_scripts_init(void);
+
+/* Key and channel names; out has room for REDIS_KEY_MAX bytes. */
+#define REDIS_KEY_MAX 512
+extern void redis_user_key(char *out, const char *session_id, const char *user_id);
+extern void redis_user_key_prefix(char *out, const char *session_id);
+extern void redis_session_key(char *out, const char *session_id);
+extern void redis_conns_key(char *out, const char *session_id, const char *user_id);
+extern void redis_conns_key_prefix(char *out, const char *session_id);
+extern void redis_channel(char *out, const char *session_id);
+extern void redis_commands_channel(char *out);
+extern const char *redis_session_of_channel(const char *channel, size_t len, char *session_id);
+
+#endif							/* PRESENCE_REDIS_LAYOUT_H */

@@ -1,0 +1,504 @@
+/*-------------------------------------------------------------------------
+ * redis_link.c
+ *	  A ws worker's link to Redis: hiredis's async API on the worker's own
+ *	  libuv loop, so nothing here ever blocks the loop.
+ *
+ * Two connections, because a subscribed Redis connection can do nothing
+ * but (un)subscribe: "commands" runs the layout's scripts (redis_layout.c)
+ * and PUBLISH; "subscriptions" listens on the channels of the sessions
+ * this worker has clients in, and on the node-wide commands channel.
+ *
+ * Each connection is a small state machine: DOWN -> CONNECTING (bounded
+ * by presence.redis_connect_timeout) -> handshake (AUTH, SELECT, SCRIPT
+ * LOAD, PING) -> READY.  Any failure drops back to DOWN and schedules a
+ * reconnect with exponential backoff and jitter, 1 s doubling to 30 s.
+ * When both are READY again live_state re-subscribes its sessions and
+ * re-publishes its presence, so views converge after an outage.  While
+ * Redis is down, nothing waits for it: live_state serves local clients
+ * from memory.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libuv.h>
+
+#include "live_state.h"
+#include "redis_layout.h"
+#include "redis_link.h"
+#include "shmem.h"
+#include "ws_server.h"
+
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_CAP_MS 30000
+
+typedef enum LinkState
+{
+	LINK_DOWN,
+	LINK_CONNECTING,
+	LINK_HANDSHAKE,
+	LINK_READY
+} LinkState;
+
+typedef struct RedisConnection
+{
+	const char *role;
+	redisAsyncContext *context;
+	LinkState	state;
+	uv_timer_t	timer;			/* connect timeout, then reconnect backoff */
+	int			failures;		/* consecutive, for the backoff */
+	bool		reported;		/* the current outage was logged */
+} RedisConnection;
+
+static RedisConnection link_commands = {"commands"};
+static RedisConnection link_subscriptions = {"subscriptions"};
+static RedisTarget link_target;
+static uv_loop_t *link_loop;
+static bool link_stopping;
+static char link_origin[128];
+
+static void link_connect(RedisConnection *connection);
+static void on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privdata);
+
+static bool
+link_ready(RedisConnection *connection)
+{
+	return connection->state == LINK_READY && connection->context != NULL;
+}
+
+bool
+redis_link_ready(void)
+{
+	return link_ready(&link_commands) && link_ready(&link_subscriptions);
+}
+
+const char *
+redis_link_origin(void)
+{
+	return link_origin;
+}
+
+static void
+reconnect_timer_fired(uv_timer_t *timer)
+{
+	link_connect(timer->data);
+}
+
+/* Drops to DOWN and tries again later: 1 s doubling to 30 s, with jitter. */
+static void
+link_failed(RedisConnection *connection, const char *what, const char *detail)
+{
+	int64		delay = Min((int64) BACKOFF_FIRST_MS << Min(connection->failures, 5), BACKOFF_CAP_MS);
+	bool		was_ready = connection->state == LINK_READY;
+
+	connection->state = LINK_DOWN;
+	connection->context = NULL;
+	presence_count(CTR_REDIS_ERRORS, 1);
+	if (link_stopping)
+		return;
+	if (!connection->reported)
+		ereport(LOG,
+				(errmsg("presence: Redis %s connection to %s:%d %s: %s; serving local clients from memory and retrying",
+						connection->role, link_target.host, link_target.port, what, detail)));
+	connection->reported = true;
+	connection->failures++;
+	delay = delay / 2 + random() % (delay / 2 + 1);
+	uv_timer_stop(&connection->timer);
+	uv_timer_start(&connection->timer, reconnect_timer_fired, (uint64) delay, 0);
+	if (was_ready)
+		live_redis_changed(false);
+}
+
+static void
+connect_timed_out(uv_timer_t *timer)
+{
+	RedisConnection *connection = timer->data;
+	redisAsyncContext *context = connection->context;
+
+	if (connection->state == LINK_READY || context == NULL)
+		return;
+	connection->context = NULL;
+	/* a context that never connected gets no disconnect callback */
+	context->data = NULL;
+	redisAsyncFree(context);
+	link_failed(connection, "timed out", "no answer within presence.redis_connect_timeout");
+}
+
+static void
+on_connect(const redisAsyncContext *context, int status)
+{
+	RedisConnection *connection = context->data;
+
+	if (connection == NULL)
+		return;
+	if (status != REDIS_OK)
+	{
+		uv_timer_stop(&connection->timer);
+		link_failed(connection, "failed", context->errstr);
+		return;
+	}
+	connection->state = LINK_HANDSHAKE;
+}
+
+static void
+on_disconnect(const redisAsyncContext *context, int status)
+{
+	RedisConnection *connection = context->data;
+
+	if (connection == NULL || connection->context != context)
+		return;
+	uv_timer_stop(&connection->timer);
+	link_failed(connection, "lost", status == REDIS_OK ? "closed" : context->errstr);
+}
+
+/* One handshake step answered; an error ends the attempt. */
+static void
+on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
+{
+	redisReply *reply = reply_ptr;
+	RedisConnection *connection = context->data;
+	const char *step = privdata;
+
+	if (connection == NULL || reply == NULL)
+		return;
+	if (reply->type == REDIS_REPLY_ERROR)
+	{
+		char		detail[256];
+
+		snprintf(detail, sizeof(detail), "%s refused: %s", step, reply->str);
+		connection->context = NULL;
+		uv_timer_stop(&connection->timer);
+		context->data = NULL;
+		redisAsyncDisconnect((redisAsyncContext *) context);
+		link_failed(connection, "was refused", detail);
+		return;
+	}
+	if (strcmp(step, "PING") != 0)
+		return;
+
+	uv_timer_stop(&connection->timer);
+	connection->state = LINK_READY;
+	connection->failures = 0;
+	if (connection->reported)
+		ereport(LOG, (errmsg("presence: Redis %s connection to %s:%d is back",
+							 connection->role, link_target.host, link_target.port)));
+	connection->reported = false;
+	if (connection == &link_subscriptions)
+	{
+		char		channel[REDIS_KEY_MAX];
+
+		redis_commands_channel(channel);
+		redisAsyncCommand(connection->context, on_subscription_message, NULL, "SUBSCRIBE %s", channel);
+	}
+	if (redis_link_ready())
+		live_redis_changed(true);
+}
+
+static void
+link_connect(RedisConnection *connection)
+{
+	redisAsyncContext *context;
+
+	if (link_stopping)
+		return;
+	context = redisAsyncConnect(link_target.host, link_target.port);
+	if (context == NULL || context->err)
+	{
+		const char *detail = context ? context->errstr : "out of memory";
+
+		link_failed(connection, "failed", detail);
+		if (context)
+			redisAsyncFree(context);
+		return;
+	}
+	if (redisLibuvAttach(context, link_loop) != REDIS_OK)
+	{
+		redisAsyncFree(context);
+		link_failed(connection, "failed", "could not attach to the event loop");
+		return;
+	}
+	context->data = connection;
+	connection->context = context;
+	connection->state = LINK_CONNECTING;
+	redisAsyncSetConnectCallback(context, on_connect);
+	redisAsyncSetDisconnectCallback(context, on_disconnect);
+
+	/* queued now, sent as soon as the socket connects */
+	if (link_target.password[0] && link_target.user[0])
+		redisAsyncCommand(context, on_handshake_reply, "AUTH", "AUTH %s %s", link_target.user, link_target.password);
+	else if (link_target.password[0])
+		redisAsyncCommand(context, on_handshake_reply, "AUTH", "AUTH %s", link_target.password);
+	if (link_target.db != 0)
+		redisAsyncCommand(context, on_handshake_reply, "SELECT", "SELECT %d", link_target.db);
+	if (connection == &link_commands)
+	{
+		const RedisScript *scripts[] = {&redis_touch_script, &redis_remove_script, &redis_snapshot_script};
+
+		for (size_t i = 0; i < lengthof(scripts); i++)
+			redisAsyncCommand(context, on_handshake_reply, "SCRIPT LOAD", "SCRIPT LOAD %s", scripts[i]->source);
+	}
+	redisAsyncCommand(context, on_handshake_reply, "PING", "PING");
+	uv_timer_start(&connection->timer, connect_timed_out, (uint64) presence_redis_connect_timeout_ms, 0);
+}
+
+/*
+ * Starts both connections when presence.redis_url is set.  origin names
+ * this worker in published messages, so its own echoes can be ignored.
+ */
+void
+redis_link_start(uv_loop_t *loop, const char *origin)
+{
+	const char *problem = NULL;
+
+	strlcpy(link_origin, origin, sizeof(link_origin));
+	if (!redis_configured())
+		return;
+	if (!redis_parse_url(presence_redis_url, &link_target, &problem))
+	{
+		ereport(LOG, (errmsg("presence: %s; running without Redis", problem)));
+		return;
+	}
+	redis_scripts_init();
+	link_loop = loop;
+	uv_timer_init(loop, &link_commands.timer);
+	link_commands.timer.data = &link_commands;
+	uv_timer_init(loop, &link_subscriptions.timer);
+	link_subscriptions.timer.data = &link_subscriptions;
+	link_connect(&link_commands);
+	link_connect(&link_subscriptions);
+}
+
+/* Shutdown: close both connections and the timers. */
+void
+redis_link_stop(void)
+{
+	RedisConnection *connections[] = {&link_commands, &link_subscriptions};
+
+	if (link_loop == NULL)
+		return;
+	link_stopping = true;
+	for (size_t i = 0; i < lengthof(connections); i++)
+	{
+		redisAsyncContext *context = connections[i]->context;
+
+		connections[i]->context = NULL;
+		if (context)
+		{
+			context->data = NULL;
+			redisAsyncDisconnect(context);
+		}
+		uv_close((uv_handle_t *) &connections[i]->timer, NULL);
+	}
+}
+
+/* Script replies: errors are counted; NOSCRIPT (after SCRIPT FLUSH) reloads. */
+static void
+on_script_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
+{
+	redisReply *reply = reply_ptr;
+	const RedisScript *script = privdata;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ERROR)
+		return;
+	presence_count(CTR_REDIS_ERRORS, 1);
+	if (strncmp(reply->str, "NOSCRIPT", 8) == 0 && context->data)
+		redisAsyncCommand(context, NULL, NULL, "SCRIPT LOAD %s", script->source);
+	else
+		ereport(LOG, (errmsg("presence: Redis %s script failed: %s", script->name, reply->str)));
+}
+
+static bool
+run_script(const RedisScript *script, int nkeys, const char **args, int nargs,
+		   redisCallbackFn *callback, void *privdata)
+{
+	const char *argv[16];
+	size_t		argvlen[16];
+
+	if (!link_ready(&link_commands))
+		return false;
+	argv[0] = "EVALSHA";
+	argv[1] = script->sha1;
+	argv[2] = nkeys == 1 ? "1" : "4";
+	for (int i = 0; i < nargs; i++)
+		argv[3 + i] = args[i];
+	for (int i = 0; i < 3 + nargs; i++)
+		argvlen[i] = strlen(argv[i]);
+	return redisAsyncCommandArgv(link_commands.context, callback ? callback : on_script_reply,
+								 callback ? privdata : (void *) script, 3 + nargs, argv, argvlen) == REDIS_OK;
+}
+
+/*
+ * A live connection of a user: refresh its entry, the user's
+ * PresenceData and lastSeen, and publish message (may be NULL) always or
+ * only when Redis did not know the connection.
+ */
+bool
+redis_link_touch(const char *session_id, const char *user_id, const char *connection_id,
+				 const char *presence_json, int64 now_ms, const char *message, bool publish_always)
+{
+	char		user_key[REDIS_KEY_MAX],
+				session_key[REDIS_KEY_MAX],
+				conns_key[REDIS_KEY_MAX],
+				channel[REDIS_KEY_MAX];
+	char		now[24],
+				ttl[24];
+	const char *args[11] = {user_key, session_key, conns_key, channel,
+		user_id, connection_id, presence_json, now, ttl, message ? message : "",
+	publish_always ? "1" : "0"};
+
+	redis_user_key(user_key, session_id, user_id);
+	redis_session_key(session_key, session_id);
+	redis_conns_key(conns_key, session_id, user_id);
+	redis_channel(channel, session_id);
+	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
+	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	return run_script(&redis_touch_script, 4, args, lengthof(args), NULL, NULL);
+}
+
+/* A connection of a user is gone (left, closed, silent): drop it, publish message. */
+bool
+redis_link_remove(const char *session_id, const char *user_id, const char *connection_id,
+				  int64 now_ms, const char *message)
+{
+	char		user_key[REDIS_KEY_MAX],
+				session_key[REDIS_KEY_MAX],
+				conns_key[REDIS_KEY_MAX],
+				channel[REDIS_KEY_MAX];
+	char		now[24],
+				ttl[24];
+	const char *args[9] = {user_key, session_key, conns_key, channel,
+	user_id, connection_id, now, ttl, message ? message : ""};
+
+	redis_user_key(user_key, session_id, user_id);
+	redis_session_key(session_key, session_id);
+	redis_conns_key(conns_key, session_id, user_id);
+	redis_channel(channel, session_id);
+	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
+	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	return run_script(&redis_remove_script, 4, args, lengthof(args), NULL, NULL);
+}
+
+static void
+on_snapshot(redisAsyncContext *context, void *reply_ptr, void *privdata)
+{
+	redisReply *reply = reply_ptr;
+	char	   *session_id = privdata;
+
+	if (reply && reply->type == REDIS_REPLY_ARRAY)
+	{
+		const char **entries = malloc(Max(reply->elements, 1) * sizeof(char *));
+		int			count = 0;
+
+		for (size_t i = 0; entries && i < reply->elements; i++)
+			if (reply->element[i]->type == REDIS_REPLY_STRING)
+				entries[count++] = reply->element[i]->str;
+		live_apply_snapshot(session_id, entries, entries ? count : 0);
+		free(entries);
+	}
+	else
+	{
+		if (reply)
+			presence_count(CTR_REDIS_ERRORS, 1);
+		live_apply_snapshot(session_id, NULL, 0);
+	}
+	free(session_id);
+}
+
+/* After SUBSCRIBE is confirmed, read who is already there. */
+static void
+request_snapshot(const char *session_id)
+{
+	char		session_key[REDIS_KEY_MAX],
+				user_prefix[REDIS_KEY_MAX],
+				conns_prefix[REDIS_KEY_MAX];
+	char		now[24],
+				ttl[24];
+	const char *args[5] = {session_key, user_prefix, conns_prefix, now, ttl};
+	char	   *privdata = strdup(session_id);
+
+	redis_session_key(session_key, session_id);
+	redis_user_key_prefix(user_prefix, session_id);
+	redis_conns_key_prefix(conns_prefix, session_id);
+	snprintf(now, sizeof(now), INT64_FORMAT, presence_now_ms());
+	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	if (privdata == NULL || !run_script(&redis_snapshot_script, 1, args, lengthof(args), on_snapshot, privdata))
+	{
+		live_apply_snapshot(session_id, NULL, 0);
+		free(privdata);
+	}
+}
+
+/*
+ * Everything the subscriptions connection receives: confirmations of
+ * SUBSCRIBE (then the snapshot is read) and messages, which go to
+ * live_state unless they are this worker's own echo.
+ */
+static void
+on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privdata)
+{
+	redisReply *reply = reply_ptr;
+	char		session_id[PRESENCE_SESSION_ID_MAX + 1];
+	char		commands[REDIS_KEY_MAX];
+	redisReply *kind,
+			   *channel,
+			   *payload;
+
+	if (reply == NULL || reply->type != REDIS_REPLY_ARRAY || reply->elements < 3)
+		return;
+	kind = reply->element[0];
+	channel = reply->element[1];
+	payload = reply->element[2];
+	if (kind->type != REDIS_REPLY_STRING || channel->type != REDIS_REPLY_STRING)
+		return;
+	redis_commands_channel(commands);
+
+	if (strcmp(kind->str, "subscribe") == 0)
+	{
+		if (redis_session_of_channel(channel->str, channel->len, session_id))
+			request_snapshot(session_id);
+		return;
+	}
+	if (strcmp(kind->str, "message") != 0 || payload->type != REDIS_REPLY_STRING)
+		return;
+	if (channel->len == strlen(commands) && memcmp(channel->str, commands, channel->len) == 0)
+		live_apply_remote_command(payload->str, payload->len);
+	else if (redis_session_of_channel(channel->str, channel->len, session_id))
+		live_apply_remote_event(session_id, payload->str, payload->len);
+}
+
+/* Starts receiving a session's events; its snapshot follows the confirmation. */
+bool
+redis_link_watch(const char *session_id)
+{
+	char		channel[REDIS_KEY_MAX];
+
+	if (!link_ready(&link_subscriptions))
+		return false;
+	redis_channel(channel, session_id);
+	return redisAsyncCommand(link_subscriptions.context, on_subscription_message, NULL,
+							 "SUBSCRIBE %s", channel) == REDIS_OK;
+}
+
+void
+redis_link_unwatch(const char *session_id)
+{
+	char		channel[REDIS_KEY_MAX];
+
+	if (!link_ready(&link_subscriptions))
+		return;
+	redis_channel(channel, session_id);
+	redisAsyncCommand(link_subscriptions.context, on_subscription_message, NULL, "UNSUBSCRIBE %s", channel);
+}
+
+/* Sends a SQL command (broadcast, end_session, ...) to the other nodes. */
+bool
+redis_link_publish_command(const char *message)
+{
+	char		channel[REDIS_KEY_MAX];
+
+	if (!link_ready(&link_commands))
+		return false;
+	redis_commands_channel(channel);
+	return redisAsyncCommand(link_commands.context, NULL, NULL, "PUBLISH %s %s", channel, message) == REDIS_OK;
+}
