@@ -68,6 +68,8 @@ function start() {
 	client.on('state', (change) => renderConnection(change));
 	client.on('session', (snapshot) => {
 		if (snapshot.sessionId !== sessionId) return;
+		// While disconnected the last known presence stays on screen, dimmed.
+		document.body.dataset.joined = String(snapshot.joined);
 		updateRoster(snapshot.users);
 		renderParticipants(client);
 		renderMarkers(client);

@@ -45,10 +45,14 @@ after(async () => {
 	await cluster?.destroy();
 });
 
+// Uncaught exceptions in any demo page; each test ends by checking there were none.
+const pageErrors = [];
+
 async function openDemo(user, awaySeconds) {
 	const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
 	const page = await context.newPage();
 	page.setDefaultTimeout(STEP_TIMEOUT_MS);
+	page.on('pageerror', (error) => pageErrors.push(`${user.username}: ${error.message}`));
 	const query = new URLSearchParams({ session: sessionId, token: user.token, away: String(awaySeconds) });
 	await page.goto(`${cluster.httpUrl}/?${query}`);
 	return page;
@@ -98,4 +102,22 @@ test('two users see each other\'s cursor, away status and departure', { timeout:
 	await pageB.locator('[data-testid="feed-item"][data-kind="leave"]', { hasText: 'Alice left' }).waitFor();
 	assert.equal(await markerOf(pageB, alice).count(), 0);
 	await pageB.screenshot({ path: path.join(artifacts, '4-alice-left.png') });
+	await pageB.context().close();
+	assert.deepEqual(pageErrors, []);
+});
+
+test('the page shows reconnecting while the server restarts, then carries on', { timeout: 120_000 }, async () => {
+	const page = await openDemo(bob, 600);
+	await participant(page, bob).and(page.locator('[data-status="online"]')).waitFor();
+	const restarted = cluster.restart();
+	await page.locator('[data-testid="connection-state"][data-state="reconnecting"]').waitFor();
+	assert.match(await page.locator('[data-testid="banner"]').textContent(), /Reconnecting/);
+	await page.screenshot({ path: path.join(artifacts, '5-reconnecting.png') });
+	await restarted;
+	await page.locator('[data-testid="connection-state"][data-state="open"]').waitFor({ timeout: 60_000 });
+	await participant(page, bob).and(page.locator('[data-status="online"]')).waitFor();
+	await page.locator('[data-testid="comment-button"]').click();
+	await page.locator('[data-testid="feed-item"][data-kind="comment"]').first().waitFor();
+	assert.equal(await page.locator('[data-testid="banner"]').isHidden(), true);
+	assert.deepEqual(pageErrors, []);
 });

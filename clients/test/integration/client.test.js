@@ -77,6 +77,11 @@ test('a token provider authenticates; joined users see each other', { timeout: 6
 	assert.equal(aliceClient.users(sessionId).get(bob.id).status, 'online');
 });
 
+test('offering the presence.v1 subprotocol is accepted', { timeout: 60_000 }, async () => {
+	const client = clientFor(alice, { protocols: 'presence.v1' });
+	assert.equal((await client.connect()).userId, alice.id);
+});
+
 test('cursor moves reach the other user, latest wins', { timeout: 60_000 }, async () => {
 	const sessionId = await newSession();
 	const aliceClient = await joined(alice, sessionId);
