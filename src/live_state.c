@@ -127,6 +127,7 @@ static void user_free(SessionUser *user);
 static void send_session_joined(Membership *membership, json_t *ref);
 static void redis_announce(Membership *membership, const char *kind, bool always);
 static void redis_withdraw(Membership *membership, const char *kind);
+static void session_deliver(LiveSession *session);
 
 void
 live_state_init(int worker_index)
@@ -1273,6 +1274,9 @@ live_apply_snapshot(const char *session_id, const char **entries, int count)
 		}
 	}
 	session->snapshot_pending = false;
+	/* what the snapshot changed goes out now, to the members it is news to */
+	if (session->nevents > 0)
+		session_deliver(session);
 	dlist_foreach_modify(iter, &session->members)
 	{
 		Membership *membership = dlist_container(Membership, session_node, iter.cur);

@@ -16,6 +16,8 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <netdb.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -52,6 +54,11 @@ static dlist_head ws_connections = DLIST_STATIC_INIT(ws_connections);
 static uint64 ws_next_serial = 1;
 static int	ws_worker_index;
 static lws_retry_bo_t ping_policy;
+static struct lws_vhost *ws_vhost;
+static int	ws_listen_fd = -1;
+static uv_poll_t ws_listen_poll;
+
+static bool listen_shared(uv_loop_t *loop);
 static char ws_node_id[64];
 static char ws_origin[96];
 
@@ -853,13 +860,12 @@ ws_server_start(uv_loop_t *loop, int worker_index)
 
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_postgres);
 	memset(&info, 0, sizeof(info));
-	info.port = presence_port;
-	info.iface = presence_listen_address;
+	/* we listen ourselves (listen_shared); lws serves what we accept */
+	info.port = CONTEXT_PORT_NO_LISTEN_SERVER;
 	info.protocols = ws_protocols;
 	info.extensions = presence_compression ? ws_extensions : NULL;
 	info.options = LWS_SERVER_OPTION_LIBUV |
 		LWS_SERVER_OPTION_VALIDATE_UTF8 |
-		LWS_SERVER_OPTION_ALLOW_LISTEN_SHARE |
 		LWS_SERVER_OPTION_SKIP_PROTOCOL_INIT;
 	info.foreign_loops = foreign_loops;
 	if (presence_ping_interval_s > 0)
@@ -880,7 +886,82 @@ ws_server_start(uv_loop_t *loop, int worker_index)
 		info.ssl_private_key_filepath = presence_ssl_key_file;
 	}
 	ws_context = lws_create_context(&info);
-	return ws_context != NULL;
+	if (ws_context == NULL || (ws_vhost = lws_get_vhost_by_name(ws_context, "presence")) == NULL)
+		return false;
+	return listen_shared(loop);
+}
+
+/*
+ * Accepts what the listening socket has ready and hands each connection
+ * to lws.  Bounded per call so a connection storm cannot starve the rest
+ * of the loop; libuv calls again while more are pending.
+ */
+static void
+accept_ready(uv_poll_t *poll, int status, int events)
+{
+	for (int i = 0; i < 64; i++)
+	{
+		int			fd = accept4(ws_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		lws_sock_file_fd_type descriptor;
+
+		if (fd < 0)
+			break;
+		descriptor.sockfd = fd;
+		if (lws_adopt_descriptor_vhost(ws_vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
+									   (presence_ssl_cert_file && presence_ssl_cert_file[0] ? LWS_ADOPT_ALLOW_SSL : 0),
+									   descriptor, NULL, NULL) == NULL)
+			close(fd);
+	}
+}
+
+/*
+ * The listening socket, with SO_REUSEPORT so every ws worker of the node
+ * binds the same port and the kernel spreads connections over them (lws
+ * 4.1 sets SO_REUSEPORT on no platform, so it cannot listen for us).
+ */
+static bool
+listen_shared(uv_loop_t *loop)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *address = NULL;
+	char		port[16];
+	int			one = 1;
+
+	snprintf(port, sizeof(port), "%d", presence_port);
+	if (getaddrinfo(presence_listen_address[0] ? presence_listen_address : NULL, port, &hints, &address) != 0)
+		return false;
+	ws_listen_fd = socket(address->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (ws_listen_fd < 0 ||
+		setsockopt(ws_listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+		setsockopt(ws_listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
+		bind(ws_listen_fd, address->ai_addr, address->ai_addrlen) != 0 ||
+		listen(ws_listen_fd, SOMAXCONN) != 0)
+	{
+		int			save_errno = errno;
+
+		freeaddrinfo(address);
+		if (ws_listen_fd >= 0)
+			close(ws_listen_fd);
+		ws_listen_fd = -1;
+		errno = save_errno;
+		return false;
+	}
+	freeaddrinfo(address);
+	uv_poll_init(loop, &ws_listen_poll, ws_listen_fd);
+	uv_poll_start(&ws_listen_poll, UV_READABLE, accept_ready);
+	return true;
+}
+
+/* Stops accepting: the first step of a shutdown. */
+void
+ws_server_stop_listening(void)
+{
+	if (ws_listen_fd < 0)
+		return;
+	uv_poll_stop(&ws_listen_poll);
+	uv_close((uv_handle_t *) &ws_listen_poll, NULL);
+	close(ws_listen_fd);
+	ws_listen_fd = -1;
 }
 
 /* Shutdown: every client gets the close code; frames already queued go first. */

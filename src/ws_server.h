@@ -30,6 +30,7 @@ extern void ws_send_json(Connection *connection, json_t *message);
 extern void ws_close(Connection *connection, int code, const char *reason);
 
 extern bool ws_server_start(uv_loop_t *loop, int worker_index);
+extern void ws_server_stop_listening(void);
 extern void ws_server_close_all(int code, const char *reason);
 extern void ws_server_destroy(void);
 extern void ws_server_sweep(int64 now_ms);

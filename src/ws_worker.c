@@ -171,6 +171,7 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 	int64		deadline = presence_now_ms() + SHUTDOWN_BUDGET_MS;
 	WaitEvent	events[3];
 
+	ws_server_stop_listening();
 	ws_server_close_all(1001, "server shutting down");
 	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
 	{
@@ -217,7 +218,7 @@ presence_ws_worker_main(Datum main_arg)
 	live_state_init(worker_index);
 	if (!ws_server_start(&loop, worker_index))
 		ereport(ERROR,
-				(errmsg("presence: could not listen on %s:%d", presence_listen_address, presence_port),
+				(errmsg("presence: could not listen on %s:%d: %m", presence_listen_address, presence_port),
 				 errhint("Check that presence.port is free and presence.listen_address is local.")));
 	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
 						 presence_listen_address, presence_port)));
