@@ -45,5 +45,7 @@ export TMPDIR=$scratch
 if [ $# -eq 0 ]; then
 	set -- test/unit/*.test.js test/react/*.test.js test/integration/*.test.js test/e2e/*.test.js
 fi
-# Every test has its own timeout; this bounds the run as a whole.
-timeout 900 node --test "$@"
+# One file at a time: the real-server files each run a cluster (and one a
+# browser), too much at once for a 2-core machine. Every test has its own
+# timeout; this bounds the run as a whole.
+timeout 900 node --test --test-concurrency=1 "$@"

@@ -5,7 +5,7 @@ import { execFile } from 'node:child_process';
 import { mkdir, mkdtemp } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, afterEach, before, test } from 'node:test';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
 import { artifacts, repoRoot, startCluster } from '../support/cluster.js';
@@ -38,6 +38,11 @@ before(async () => {
 	sessionId = await cluster.createSession('demo', alice, [{ user: bob, role: 'operator' }]);
 	// launch() gives the browser a fresh temporary profile (user-data-dir) every time.
 	browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+});
+
+// Pages of a failed test would otherwise stay connected into the next one.
+afterEach(async () => {
+	for (const context of browser.contexts()) await context.close();
 });
 
 after(async () => {
@@ -102,7 +107,6 @@ test('two users see each other\'s cursor, away status and departure', { timeout:
 	await pageB.locator('[data-testid="feed-item"][data-kind="leave"]', { hasText: 'Alice left' }).waitFor();
 	assert.equal(await markerOf(pageB, alice).count(), 0);
 	await pageB.screenshot({ path: path.join(artifacts, '4-alice-left.png') });
-	await pageB.context().close();
 	assert.deepEqual(pageErrors, []);
 });
 
