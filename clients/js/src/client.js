@@ -518,12 +518,23 @@ export class PresenceClient extends Emitter {
 			const users = applyPresenceEvent(session.snapshot.users, event ?? {});
 			if (users === session.snapshot.users) continue;
 			this.#updateSnapshot(session, { users });
-			if (event.user.userId === this.#user?.userId) {
-				session.serverStatus = event.kind === 'leave' ? null : users.get(event.user.userId).status;
-			}
+			if (event.user.userId === this.#user?.userId) this.#selfChanged(session, event.kind, users);
 			this.emit(event.kind, { sessionId: session.id, user: users.get(event.user.userId) ?? event.user });
 		}
 		this.emit('session', session.snapshot);
+	}
+
+	/** The server changed this user's own presence: track what it believes, and notice being removed. */
+	#selfChanged(session, kind, users) {
+		if (kind !== 'leave') {
+			session.serverStatus = users.get(this.#user.userId).status;
+			return;
+		}
+		// Removed by the server (e.g. presence.remove_participant): say nothing more
+		// there until join() or a reconnect asks again.
+		session.serverStatus = null;
+		session.joinedOn = 0;
+		this.#updateSnapshot(session, { joined: false });
 	}
 
 	#sessionEnded(message) {
@@ -538,28 +549,27 @@ export class PresenceClient extends Emitter {
 
 	// --- sessions ---------------------------------------------------------
 
+	/** Resolves with the session's snapshot once joined on the current connection, sending session_join if needed. */
 	#ensureJoined(session) {
 		const connection = this.#connection;
-		if (session.joinedOn === connection) return session.joinRequest;
-		const status = this.#effectiveStatus(session);
-		const message = { type: 'session_join', sessionId: session.id, status };
-		if (session.activity !== undefined) message.activity = session.activity;
-		if (session.cursor) message.cursor = session.cursor;
-		session.joinedOn = connection;
-		session.serverStatus = status;
-		session.cursorSent = session.cursor;
-		if (session.cursor) session.cursorSentAt = this.#clock.now();
-		session.joinRequest = this.request(message).then(
-			() => session.snapshot,
-			(error) => {
+		if (session.joinedOn !== connection) {
+			const status = this.#effectiveStatus(session);
+			const message = { type: 'session_join', sessionId: session.id, status };
+			if (session.activity !== undefined) message.activity = session.activity;
+			if (session.cursor) message.cursor = session.cursor;
+			session.joinedOn = connection;
+			session.serverStatus = status;
+			session.cursorSent = session.cursor;
+			if (session.cursor) session.cursorSentAt = this.#clock.now();
+			session.joinRequest = this.request(message).catch((error) => {
 				if (session.joinedOn === connection) session.joinedOn = 0;
 				// A refused join will be refused again: stop rejoining it.
 				if (isPermanent(error) && this.#sessions.get(session.id) === session) this.#sessions.delete(session.id);
 				error.sessionId = session.id;
 				throw error;
-			},
-		);
-		return session.joinRequest;
+			});
+		}
+		return session.joinRequest.then(() => session.snapshot);
 	}
 
 	#effectiveStatus(session) {

@@ -82,8 +82,10 @@ test('activity, broadcast and session_ended reach listeners; other sessions are 
 test('joins are counted: only the last leave sends session_leave', { timeout: 20_000 }, async () => {
 	const { client, connection } = await openClient(server);
 	await joinSession(client, connection, 's1');
+	connection.send({ type: 'presence', sessionId: 's1', events: [{ kind: 'join', user: presenceData('bob') }] });
+	await nextEvent(client, 'join');
 	const second = await client.join('s1');
-	assert.equal(second.joined, true);
+	assert.deepEqual([second.joined, [...second.users.keys()]], [true, ['bob']], 'a second join resolves with the current snapshot');
 	await client.leave('s1');
 	await assertNothingSent(client, connection);
 	const left = client.leave('s1');
@@ -113,4 +115,15 @@ test('a refused join rejects with the server error and is not retried', { timeou
 	connection.send({ type: 'error', ref: join.ref, code: 'forbidden', message: 'not a participant' });
 	await assert.rejects(joining, { code: 'forbidden', sessionId: 'secret' });
 	assert.equal(client.session('secret'), undefined);
+});
+
+test('a leave event for this user means the server removed it: nothing more is sent there', { timeout: 20_000 }, async () => {
+	const { client, connection } = await openClient(server, { welcome: { userId: 'me' } });
+	await joinSession(client, connection, 's1', [presenceData('me'), presenceData('bob')]);
+	connection.send({ type: 'presence', sessionId: 's1', events: [{ kind: 'leave', user: presenceData('me') }] });
+	const removed = await nextEvent(client, 'session');
+	assert.deepEqual([removed.joined, [...removed.users.keys()]], [false, ['bob']]);
+	client.setCursor('s1', { eventId: 'e1', position: 1 });
+	client.markAway();
+	await assertNothingSent(client, connection);
 });
