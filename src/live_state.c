@@ -847,23 +847,18 @@ live_message_received(Connection *connection, RequestType type)
 			redis_announce(membership, "join", true);
 			continue;
 		}
-		if (type != REQ_HEARTBEAT)
+		if (type == REQ_HEARTBEAT)
+			continue;
+		user->last_activity_ms = now;
+		if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
 		{
-			user->last_activity_ms = now;
-			if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
-			{
-				user->status = STATUS_ONLINE;
-				user->auto_away = false;
-				user_event(user, "update", connection);
-				redis_announce(membership, "update", true);
-				log_user_activity(user, "status_changed",
-								  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
-				continue;
-			}
+			user->status = STATUS_ONLINE;
+			user->auto_away = false;
+			user_event(user, "update", connection);
+			redis_announce(membership, "update", true);
+			log_user_activity(user, "status_changed",
+							  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
 		}
-		/* keep Redis's view of this connection fresh, well within the TTL */
-		if (now - membership->refreshed_ms >= presence_presence_ttl_ms / 3)
-			redis_announce(membership, "join", false);
 	}
 }
 
@@ -923,6 +918,10 @@ live_sweep(int64 now_ms)
 				Membership *membership = dlist_container(Membership, session_node, iter.cur);
 				SessionUser *user = membership->user;
 
+				/* keep Redis's view of this live connection fresh, well within the TTL */
+				if (!membership->connection->silent &&
+					now_ms - membership->refreshed_ms >= presence_presence_ttl_ms / 3)
+					redis_announce(membership, "join", false);
 				if (!membership->connection->silent && user->status == STATUS_ONLINE &&
 					now_ms - user->last_activity_ms >= presence_away_threshold_ms)
 				{

@@ -1,12 +1,15 @@
 /*-------------------------------------------------------------------------
  * maintenance.c
  *	  The maintenance worker: marks idle sessions inactive (logging
- *	  session_timeout) and applies presence.activity_retention.
+ *	  session_timeout), applies presence.activity_retention, and with Redis
+ *	  sweeps out the users whose node stopped refreshing them.
  *
- * One worker per node does this, on the primary only (it writes).  It
- * wakes a few times per presence.session_timeout, at most once a minute,
- * and waits on MyLatch like any worker, so DROP DATABASE elsewhere and
- * shutdown are never held up.
+ * One worker per node.  The SQL work happens on the primary only; the
+ * Redis sweep runs on every node, so a dead primary's users time out too
+ * (the sweep script is atomic: with several nodes sweeping, each user
+ * times out once).  It wakes a few times per presence.session_timeout and
+ * per presence.presence_ttl, and waits on MyLatch like any worker, so DROP
+ * DATABASE elsewhere and shutdown are never held up.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -24,7 +27,13 @@
 #include "utils/guc.h"
 #include "utils/wait_event.h"
 
+#include "postmaster/postmaster.h"
+
+#include "protocol.h"
+#include "redis_layout.h"
+#include "redis_sync.h"
 #include "worker_db.h"
+#include "ws_server.h"
 #include "worker_process.h"
 #include "workers.h"
 
@@ -32,9 +41,89 @@ static long
 maintenance_period_ms(void)
 {
 	int64		quarter_timeout_ms = (int64) presence_session_timeout_s * 1000 / 4;
+	int64		period = Max(Min(quarter_timeout_ms, 60000), 1000);
 
-	return (long) Max(Min(quarter_timeout_ms, 60000), 1000);
+	if (redis_configured())
+		period = Min(period, Max(presence_presence_ttl_ms / 4, 250));
+	return (long) period;
 }
+
+typedef struct SweptUser
+{
+	const char *session_id;
+	const char *user_id;
+} SweptUser;
+
+static DbResult
+log_swept_user_work(void *arg)
+{
+	SweptUser  *swept = arg;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(swept->session_id), CStringGetTextDatum(swept->user_id)};
+
+	if (SPI_execute_with_args("SELECT presence.log_activity($1, $2::uuid, 'user_timeout',"
+							  " '{\"reason\": \"connections expired\"}')",
+							  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "presence: could not log a swept user");
+	return DB_OK;
+}
+
+/*
+ * Every session's sorted set in Redis, swept of users none of whose
+ * connections was refreshed within presence_ttl; on the primary each one
+ * also gets its user_timeout row.
+ */
+static void
+sweep_redis(void)
+{
+	char		cursor[32] = "0";
+	char		origin[128];
+	char		prefix[REDIS_KEY_MAX];
+	size_t		prefix_len;
+	char		hostname[64];
+
+	if (gethostname(hostname, sizeof(hostname)) != 0)
+		strlcpy(hostname, "localhost", sizeof(hostname));
+	hostname[sizeof(hostname) - 1] = '\0';
+	snprintf(origin, sizeof(origin), "sweep:%s-%d", hostname, PostPortNumber);
+	redis_session_key(prefix, "");
+	prefix_len = strlen(prefix);
+	do
+	{
+		redisReply *page = redis_sync_scan_sessions(cursor);
+
+		if (page == NULL || page->type != REDIS_REPLY_ARRAY || page->elements != 2)
+		{
+			if (page)
+				freeReplyObject(page);
+			return;
+		}
+		strlcpy(cursor, page->element[0]->str, sizeof(cursor));
+		for (size_t i = 0; i < page->element[1]->elements; i++)
+		{
+			redisReply *key = page->element[1]->element[i];
+			const char *session_id = key->str + prefix_len;
+			redisReply *removed;
+
+			if (key->len <= prefix_len || !protocol_valid_session_id(session_id))
+				continue;
+			removed = redis_sync_sweep_session(session_id, origin, presence_now_ms());
+			for (size_t u = 0; removed && u < removed->elements; u++)
+			{
+				SweptUser	swept = {session_id, removed->element[u]->str};
+
+				ereport(LOG, (errmsg("presence: user %s timed out of session \"%s\": no connection refreshed within presence.presence_ttl",
+									 swept.user_id, session_id)));
+				if (!RecoveryInProgress())
+					(void) db_run("presence: logging a swept user", log_swept_user_work, &swept);
+			}
+			if (removed)
+				freeReplyObject(removed);
+		}
+		freeReplyObject(page);
+	} while (strcmp(cursor, "0") != 0 && !worker_shutdown_requested);
+}
+
 
 /*
  * Active sessions with no activity row and no session change for
@@ -87,6 +176,8 @@ presence_maintenance_main(Datum main_arg)
 	worker_process_start();
 	do
 	{
+		if (redis_configured())
+			sweep_redis();
 		if (!RecoveryInProgress())
 		{
 			if (db_extension_ready())

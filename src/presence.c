@@ -41,9 +41,9 @@ presence_shmem_startup_hook(void)
 
 /*
  * Registers the ws workers (none when presence.port = 0) and the
- * maintenance worker.  ws workers start once the server is consistent,
- * so a hot standby serves clients too; maintenance writes, so it waits
- * for the end of recovery.
+ * maintenance worker.  Both start once the server is consistent, so a hot
+ * standby serves clients and sweeps Redis too; what writes checks for
+ * recovery itself.
  */
 void
 presence_register_workers(void)
@@ -73,7 +73,7 @@ presence_register_workers(void)
 		RegisterBackgroundWorker(&worker);
 	}
 
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_start_time = BgWorkerStart_ConsistentState;
 	worker.bgw_restart_time = 10;
 	strlcpy(worker.bgw_function_name, "presence_maintenance_main", BGW_MAXLEN);
 	strlcpy(worker.bgw_name, "presence maintenance", BGW_MAXLEN);

@@ -10,7 +10,9 @@
  *	  {prefix}presence:commands					  pub/sub channel of SQL commands
  *
  * A change touches several keys, so each is one Lua script: atomic, and
- * one round trip.  A connection id is node:worker:serial and lives in
+ * one round trip.  The sorted set has no TTL: the sweep (maintenance.c)
+ * must find a dead node's users there to announce their timeout, and
+ * Redis drops the set when its last member goes.  A connection id is node:worker:serial and lives in
  * the user's conns hash with the time it was last seen, so a user stays
  * present while any of their connections anywhere is fresh, and a dead
  * node's connections age out after presence_ttl without anyone having to
@@ -45,7 +47,6 @@ RedisScript redis_touch_script = {"touch",
 	"redis.call('PEXPIRE', KEYS[3], ARGV[5])\n"
 	"redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[5])\n"
 	"redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])\n"
-	"redis.call('PEXPIRE', KEYS[2], ARGV[5])\n"
 	"if ARGV[6] ~= '' and (ARGV[7] == '1' or new == 1) then redis.call('PUBLISH', KEYS[4], ARGV[6]) end\n"
 	"return redis.call('HLEN', KEYS[3])\n",
 ""};

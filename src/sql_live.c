@@ -17,6 +17,11 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
+#include <jansson.h>
+
+#include "auth.h"
+#include "protocol.h"
+#include "redis_sync.h"
 #include "shmem.h"
 
 PG_FUNCTION_INFO_V1(presence_online_users);
@@ -33,7 +38,7 @@ typedef void (*participant_visitor) (const char *user_id, const char *username,
 									 const char *role, void *context);
 
 static void
-for_each_participant(const char *session_id, participant_visitor visit, void *context)
+require_session(const char *session_id)
 {
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1] = {CStringGetTextDatum(session_id)};
@@ -45,6 +50,17 @@ for_each_participant(const char *session_id, participant_visitor visit, void *co
 	if (SPI_processed == 0)
 		ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
 						errmsg("presence: session \"%s\" does not exist", session_id)));
+	SPI_finish();
+}
+
+static void
+for_each_participant(const char *session_id, participant_visitor visit, void *context)
+{
+	Oid			argtypes[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(session_id)};
+
+	require_session(session_id);
+	SPI_connect();
 	if (SPI_execute_with_args("SELECT p.user_id::text, u.username, p.role"
 							  "  FROM presence.session_participants p"
 							  "  JOIN presence.collaboration_sessions s ON s.id = p.session_id"
@@ -105,12 +121,75 @@ emit_online_user(const char *user_id, const char *username, const char *role, vo
 	tuplestore_putvalues(out->store, out->desc, values, nulls);
 }
 
-/* online_users(session_id) from this node's workers (embedded mode). */
+/*
+ * One row per user Redis has a fresh connection for, with the seed's
+ * status rule: seen within 30 s keeps the user's own status, within
+ * 120 s is away, older is offline.
+ */
+static void
+emit_redis_users(OnlineUsersContext *out, redisReply *reply, int64 now_ms)
+{
+	for (size_t i = 0; i + 1 < reply->elements; i += 2)
+	{
+		json_t	   *data = json_loadb(reply->element[i]->str, reply->element[i]->len, 0, NULL);
+		const char *user_id = json_string_value(json_object_get(data, "userId"));
+		const char *status = json_string_value(json_object_get(data, "status"));
+		json_t	   *last_seen = json_object_get(data, "lastSeen");
+		json_t	   *cursor = json_object_get(data, "cursor");
+		json_t	   *activity = json_object_get(data, "activity");
+		char		canonical[PRESENCE_UUID_LEN + 1];
+		int64		age_ms;
+		Datum		values[7];
+		bool		nulls[7] = {false};
+
+		if (user_id == NULL || !jwt_parse_uuid(user_id, canonical) || !json_is_integer(last_seen))
+		{
+			if (data)
+				json_decref(data);
+			continue;
+		}
+		age_ms = now_ms - (int64) json_integer_value(last_seen);
+		if (age_ms >= 120000)
+			status = "offline";
+		else if (age_ms >= 30000 || status == NULL)
+			status = "away";
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(canonical));
+		values[1] = CStringGetTextDatum(json_is_string(json_object_get(data, "username")) ?
+										json_string_value(json_object_get(data, "username")) : canonical);
+		nulls[2] = !json_is_string(json_object_get(data, "role"));
+		if (!nulls[2])
+			values[2] = CStringGetTextDatum(json_string_value(json_object_get(data, "role")));
+		values[3] = CStringGetTextDatum(status);
+		values[4] = TimestampTzGetDatum(json_integer_value(last_seen) * 1000 -
+										(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
+		nulls[5] = !json_is_object(cursor);
+		if (!nulls[5])
+		{
+			char	   *text = json_dumps(cursor, JSON_COMPACT);
+
+			values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(text ? text : "null"));
+			free(text);
+		}
+		nulls[6] = !json_is_string(activity);
+		if (!nulls[6])
+			values[6] = CStringGetTextDatum(json_string_value(activity));
+		tuplestore_putvalues(out->store, out->desc, values, nulls);
+		json_decref(data);
+	}
+}
+
+/*
+ * online_users(session_id): every node's users from Redis when it is
+ * configured and reachable, else this node's workers (shared memory).
+ */
 Datum
 presence_online_users(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	OnlineUsersContext context;
+	redisReply *reply = NULL;
+	int64		now_ms = (GetCurrentTimestamp() +
+						  (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY) / 1000;
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -119,7 +198,17 @@ presence_online_users(PG_FUNCTION_ARGS)
 	context.session_id = text_to_cstring(PG_GETARG_TEXT_PP(0));
 	context.store = rsinfo->setResult;
 	context.desc = rsinfo->setDesc;
-	for_each_participant(context.session_id, emit_online_user, &context);
+	if (redis_configured() && protocol_valid_session_id(context.session_id))
+		reply = redis_sync_session_users(context.session_id, now_ms);
+	if (reply != NULL)
+	{
+		require_session(context.session_id);
+		if (reply->type == REDIS_REPLY_ARRAY)
+			emit_redis_users(&context, reply, now_ms);
+		freeReplyObject(reply);
+	}
+	else
+		for_each_participant(context.session_id, emit_online_user, &context);
 	return (Datum) 0;
 }
 
