@@ -98,6 +98,11 @@ function start() {
 		showBanner(`This session has ended (${status}).`, 'info');
 		ui.commentButton.disabled = true;
 	});
+	client.on('session_removed', () => {
+		addFeedItem('connection', ['You were removed from the session']);
+		showBanner('You were removed from this session.', 'error');
+		ui.commentButton.disabled = true;
+	});
 	client.on('error', (error) => addFeedItem('error', [`Error: ${error.message}`]));
 
 	ui.track.addEventListener('pointermove', (event) => {

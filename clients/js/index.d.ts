@@ -37,6 +37,8 @@ export interface SessionSnapshot {
 	readonly joined: boolean;
 	/** The status from `session_ended` once the session ended, else null. */
 	readonly ended: string | null;
+	/** The reason from `session_removed` once this user was removed from the session, else null. */
+	readonly removed: string | null;
 	readonly users: ReadonlyMap<string, PresenceData>;
 }
 
@@ -207,6 +209,8 @@ export interface PresenceClientEvents {
 	activity: { sessionId: string; activity: Activity };
 	broadcast: { sessionId: string; payload: unknown };
 	session_ended: { sessionId: string; status: string };
+	/** presence.remove_participant() removed this user; the session is no longer joined nor rejoined. */
+	session_removed: { sessionId: string; reason: string };
 	/** Failures not tied to a pending request: server errors without ref, rejoin failures, the terminal failure. */
 	error: PresenceError;
 	/** Every message from the server, before the client handles it. */

@@ -167,8 +167,10 @@ export class PresenceClient extends Emitter {
 		if (!session) {
 			session = newSession(sessionId);
 			this.#sessions.set(sessionId, session);
-		} else if (session.snapshot.ended) {
-			this.#updateSnapshot(session, { ended: null });
+		} else if (isStopped(session)) {
+			// Asking again: the server decides whether the session can be joined now.
+			session.joinedOn = 0;
+			this.#updateSnapshot(session, { ended: null, removed: null });
 		}
 		session.holders++;
 		if (status !== undefined) session.desiredStatus = status;
@@ -194,7 +196,7 @@ export class PresenceClient extends Emitter {
 	}
 
 	/**
-	 * The session's current snapshot `{sessionId, role, joined, ended, users}`,
+	 * The session's current snapshot `{sessionId, role, joined, ended, removed, users}`,
 	 * replaced (never modified) on every change; undefined if not joined.
 	 */
 	session(sessionId) {
@@ -459,6 +461,9 @@ export class PresenceClient extends Emitter {
 			case 'session_ended':
 				this.#sessionEnded(message);
 				break;
+			case 'session_removed':
+				this.#sessionRemoved(message);
+				break;
 			case 'error':
 				if (!this.#pending.has(message.ref)) {
 					this.emit('error', new PresenceError(message.code, message.message, { ref: message.ref, sessionId: message.sessionId }));
@@ -492,7 +497,7 @@ export class PresenceClient extends Emitter {
 		this.emit('welcome', message);
 		this.#scheduleHeartbeat();
 		for (const session of this.#sessions.values()) {
-			if (!session.snapshot.ended) this.#ensureJoined(session).catch((error) => this.emit('error', error));
+			if (!isStopped(session)) this.#ensureJoined(session).catch((error) => this.emit('error', error));
 		}
 		this.#settleOpenWaiters(null);
 	}
@@ -501,7 +506,7 @@ export class PresenceClient extends Emitter {
 		const session = this.#sessions.get(message.sessionId);
 		if (!session || session.joinedOn !== this.#connection) return;
 		const users = usersFromList(message.users);
-		this.#updateSnapshot(session, { role: message.role ?? null, joined: true, ended: null, users });
+		this.#updateSnapshot(session, { role: message.role ?? null, joined: true, ended: null, removed: null, users });
 		const self = users.get(this.#user?.userId);
 		if (self) session.serverStatus = self.status;
 		this.emit('joined', session.snapshot);
@@ -518,33 +523,37 @@ export class PresenceClient extends Emitter {
 			const users = applyPresenceEvent(session.snapshot.users, event ?? {});
 			if (users === session.snapshot.users) continue;
 			this.#updateSnapshot(session, { users });
-			if (event.user.userId === this.#user?.userId) this.#selfChanged(session, event.kind, users);
+			// The server's own changes to this user (away after its away_threshold) and
+			// those of the user's other connections: remember what it now believes.
+			if (event.user.userId === this.#user?.userId) session.serverStatus = users.get(event.user.userId)?.status ?? null;
 			this.emit(event.kind, { sessionId: session.id, user: users.get(event.user.userId) ?? event.user });
 		}
 		this.emit('session', session.snapshot);
 	}
 
-	/** The server changed this user's own presence: track what it believes, and notice being removed. */
-	#selfChanged(session, kind, users) {
-		if (kind !== 'leave') {
-			session.serverStatus = users.get(this.#user.userId).status;
-			return;
-		}
-		// Removed by the server (e.g. presence.remove_participant): say nothing more
-		// there until join() or a reconnect asks again.
-		session.serverStatus = null;
-		session.joinedOn = 0;
-		this.#updateSnapshot(session, { joined: false });
-	}
-
 	#sessionEnded(message) {
-		const session = this.#sessions.get(message.sessionId);
+		const session = this.#stopSession(message.sessionId, { ended: message.status ?? 'completed' });
 		if (!session) return;
-		this.#clock.clearTimeout(session.cursorTimer);
-		session.cursorTimer = null;
-		this.#updateSnapshot(session, { joined: false, ended: message.status ?? 'completed' });
 		this.emit('session_ended', { sessionId: session.id, status: session.snapshot.ended });
 		this.emit('session', session.snapshot);
+	}
+
+	/** presence.remove_participant() took this user out of the session. */
+	#sessionRemoved(message) {
+		const session = this.#stopSession(message.sessionId, { removed: message.reason ?? 'removed from the session' });
+		if (!session) return;
+		this.emit('session_removed', { sessionId: session.id, reason: session.snapshot.removed });
+		this.emit('session', session.snapshot);
+	}
+
+	/** The server will take nothing more for this session: stop sending and rejoining it. */
+	#stopSession(sessionId, outcome) {
+		const session = this.#sessions.get(sessionId);
+		if (!session) return null;
+		this.#clock.clearTimeout(session.cursorTimer);
+		session.cursorTimer = null;
+		this.#updateSnapshot(session, { joined: false, ...outcome });
+		return session;
 	}
 
 	// --- sessions ---------------------------------------------------------
@@ -585,6 +594,7 @@ export class PresenceClient extends Emitter {
 		const message = { type: 'presence_update', sessionId: session.id, status };
 		if (session.activity !== undefined) message.activity = session.activity;
 		this.#send(message);
+		this.#echoSelf(session, session.activity === undefined ? { status } : { status, activity: session.activity });
 	}
 
 	#flushCursor(session) {
@@ -593,6 +603,21 @@ export class PresenceClient extends Emitter {
 		session.cursorSent = session.cursor;
 		session.cursorSentAt = this.#clock.now();
 		this.#send({ type: 'cursor_update', sessionId: session.id, cursor: session.cursor });
+		this.#echoSelf(session, { cursor: session.cursor });
+	}
+
+	/**
+	 * The server never sends a connection the events it caused, so this
+	 * user's own entry in the users map is updated here, as sent.
+	 */
+	#echoSelf(session, changes) {
+		const userId = this.#user?.userId;
+		const self = session.snapshot.users.get(userId);
+		if (!self) return;
+		const users = new Map(session.snapshot.users);
+		users.set(userId, { ...self, ...changes });
+		this.#updateSnapshot(session, { users });
+		this.emit('session', session.snapshot);
 	}
 
 	#updateSnapshot(session, changes) {
@@ -668,8 +693,12 @@ function newSession(id) {
 		cursorTimer: null,
 		joinedOn: 0,
 		joinRequest: null,
-		snapshot: Object.freeze({ sessionId: id, role: null, joined: false, ended: null, users: NO_USERS }),
+		snapshot: Object.freeze({ sessionId: id, role: null, joined: false, ended: null, removed: null, users: NO_USERS }),
 	};
+}
+
+function isStopped(session) {
+	return session.snapshot.ended !== null || session.snapshot.removed !== null;
 }
 
 function heartbeatFor(session) {

@@ -176,6 +176,19 @@ test('broadcast and end_session from SQL reach joined clients', { timeout: 60_00
 	assert.equal(bobClient.session(sessionId).ended, 'completed');
 });
 
+test('a participant removed from SQL is told so and stops being joined', { timeout: 60_000 }, async () => {
+	const sessionId = await newSession();
+	const aliceClient = await joined(alice, sessionId);
+	const bobClient = await joined(bob, sessionId);
+	const removed = nextEvent(bobClient, 'session_removed');
+	const bobLeaves = userEvent(aliceClient, 'leave', bob.id);
+	await cluster.sql(`SELECT presence.remove_participant('${sessionId}', '${bob.id}')`);
+	assert.equal((await removed).sessionId, sessionId);
+	await bobLeaves;
+	assert.equal(bobClient.session(sessionId).joined, false);
+	await assert.rejects(bobClient.join(sessionId), { code: 'forbidden' });
+});
+
 /** A bare socket that authenticates, joins and then says nothing. */
 async function rawJoin(user, sessionId) {
 	const socket = new WebSocket(cluster.wsUrl);

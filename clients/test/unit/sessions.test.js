@@ -117,13 +117,34 @@ test('a refused join rejects with the server error and is not retried', { timeou
 	assert.equal(client.session('secret'), undefined);
 });
 
-test('a leave event for this user means the server removed it: nothing more is sent there', { timeout: 20_000 }, async () => {
-	const { client, connection } = await openClient(server, { welcome: { userId: 'me' } });
-	await joinSession(client, connection, 's1', [presenceData('me'), presenceData('bob')]);
-	connection.send({ type: 'presence', sessionId: 's1', events: [{ kind: 'leave', user: presenceData('me') }] });
-	const removed = await nextEvent(client, 'session');
-	assert.deepEqual([removed.joined, [...removed.users.keys()]], [false, ['bob']]);
+test('session_removed stops the session; a later join asks the server again', { timeout: 20_000 }, async () => {
+	const { client, connection } = await openClient(server);
+	await joinSession(client, connection, 's1');
+	const removed = nextEvent(client, 'session_removed');
+	connection.send({ type: 'session_removed', sessionId: 's1', reason: 'removed from the session' });
+	assert.deepEqual(await removed, { sessionId: 's1', reason: 'removed from the session' });
+	assert.deepEqual([client.session('s1').joined, client.session('s1').removed], [false, 'removed from the session']);
 	client.setCursor('s1', { eventId: 'e1', position: 1 });
 	client.markAway();
 	await assertNothingSent(client, connection);
+
+	const joining = client.join('s1');
+	const join = await connection.expect('session_join');
+	connection.send({ type: 'error', ref: join.ref, code: 'forbidden', message: 'not a participant' });
+	await assert.rejects(joining, { code: 'forbidden' });
+	assert.equal(client.session('s1'), undefined);
 });
+
+test('this user\'s own entry follows what the client sent, since the server does not echo it', { timeout: 20_000 }, async () => {
+	const { client, connection } = await openClient(server, { welcome: { userId: 'me' } });
+	await joinSession(client, connection, 's1', [presenceData('me')]);
+	client.setCursor('s1', { eventId: 'e6', position: 7 });
+	await connection.expect('cursor_update');
+	client.setStatus('s1', 'away', 'lunch');
+	await connection.expect('presence_update');
+	assert.deepEqual(pickPresence(client.users('s1').get('me')), { status: 'away', activity: 'lunch', cursor: { eventId: 'e6', position: 7 } });
+});
+
+function pickPresence({ status, activity, cursor }) {
+	return { status, activity, cursor };
+}
