@@ -3,6 +3,32 @@
 \echo Use "CREATE EXTENSION presence" to load this file. \quit
 
 /*
+ * The schema is the extension's own object, so DROP EXTENSION removes it
+ * with everything in it, and CREATE EXTENSION refuses to move into a
+ * presence schema someone else made (and could have planted objects in).
+ * The extension itself is registered in pg_catalog (presence.control).
+ */
+CREATE SCHEMA presence;
+
+/*
+ * Argument checks (C, src/sql_checks.c).  Each raises the documented
+ * SQLSTATE: 22004 for a NULL, 22023 for a malformed value, 22001 for an
+ * overlong string, 54000 for an oversized JSON document.
+ */
+
+CREATE FUNCTION presence._require(value anyelement, argname text) RETURNS anyelement
+	AS 'MODULE_PATHNAME', 'presence_require' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION presence._require_length(value text, argname text, max_length int) RETURNS text
+	AS 'MODULE_PATHNAME', 'presence_require_length' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION presence._require_object(value jsonb, argname text, max_bytes int DEFAULT 65536) RETURNS jsonb
+	AS 'MODULE_PATHNAME', 'presence_require_object' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+CREATE FUNCTION presence._require_activity_type(value text) RETURNS text
+	AS 'MODULE_PATHNAME', 'presence_require_activity_type' LANGUAGE C IMMUTABLE PARALLEL SAFE;
+/* The activity type rule alone, for the activity_log CHECK constraint. */
+CREATE FUNCTION presence._valid_activity_type(value text) RETURNS boolean
+	AS 'MODULE_PATHNAME', 'presence_valid_activity_type' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+/*
  * Tables
  */
 
@@ -71,12 +97,16 @@ CREATE INDEX session_participants_user_idx ON presence.session_participants (use
  * activity_chain trigger and form a SHA-256 hash chain per session
  * (docs/sql-reference.md, "The audit chain").
  */
+/* A random UUID like gen_random_uuid(), cheaper per row (src/audit_chain.c). */
+CREATE FUNCTION presence._activity_id() RETURNS uuid
+	AS 'MODULE_PATHNAME', 'presence_activity_id' LANGUAGE C VOLATILE PARALLEL SAFE;
+
 CREATE TABLE presence.activity_log (
-	id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+	id uuid PRIMARY KEY DEFAULT presence._activity_id(),
 	session_id uuid NOT NULL REFERENCES presence.collaboration_sessions (id),
 	user_id uuid REFERENCES presence.users (id),
 	activity_type varchar(100) NOT NULL
-		CONSTRAINT activity_type_format CHECK (activity_type ~ '^[a-z][a-z0-9_.]{0,63}$'),
+		CONSTRAINT activity_type_format CHECK (presence._valid_activity_type(activity_type)),
 	details jsonb NOT NULL DEFAULT '{}'
 		CONSTRAINT activity_details_object CHECK (jsonb_typeof(details) = 'object'),
 	ip_address inet,
@@ -135,45 +165,9 @@ CREATE FUNCTION presence._config_int(name text) RETURNS integer
 	AS 'MODULE_PATHNAME', 'presence_config_int' LANGUAGE C STABLE STRICT;
 
 /*
- * Internal helpers shared by the API functions.  Every one raises the
- * documented SQLSTATE so callers can tell bad input from missing rows.
+ * Internal helpers shared by the API functions.  Each raises P0002
+ * (no_data_found) for a session or user that does not exist.
  */
-
-CREATE FUNCTION presence._require(value anyelement, argname text) RETURNS anyelement
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	IF value IS NULL THEN
-		RAISE EXCEPTION 'presence: % must not be null', argname USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	RETURN value;
-END $$;
-
-CREATE FUNCTION presence._require_length(value text, argname text, max_length int) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	IF length(value) > max_length THEN
-		RAISE EXCEPTION 'presence: % is too long (% characters, at most %)', argname, length(value), max_length
-			USING ERRCODE = 'string_data_right_truncation';
-	END IF;
-	RETURN value;
-END $$;
-
-CREATE FUNCTION presence._require_object(value jsonb, argname text, max_bytes int DEFAULT 65536) RETURNS jsonb
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	IF value IS NULL THEN
-		RAISE EXCEPTION 'presence: % must not be null', argname USING ERRCODE = 'null_value_not_allowed';
-	END IF;
-	IF jsonb_typeof(value) <> 'object' THEN
-		RAISE EXCEPTION 'presence: % must be a JSON object, not %', argname, jsonb_typeof(value)
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF octet_length(value::text) > max_bytes THEN
-		RAISE EXCEPTION 'presence: % is too large (% bytes, at most %)', argname, octet_length(value::text), max_bytes
-			USING ERRCODE = 'program_limit_exceeded';
-	END IF;
-	RETURN value;
-END $$;
 
 /* The session row for a client-facing session id, or an error naming it. */
 CREATE FUNCTION presence._session(p_session_id text, lock_row boolean DEFAULT false)
@@ -206,22 +200,15 @@ BEGIN
 	RETURN p_user_id;
 END $$;
 
-CREATE FUNCTION presence._require_activity_type(p_type text) RETURNS text
-LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-	PERFORM presence._require(p_type, 'activity_type');
-	IF p_type !~ '^[a-z][a-z0-9_.]{0,63}$' THEN
-		RAISE EXCEPTION 'presence: invalid activity_type "%"', left(p_type, 100)
-			USING ERRCODE = 'invalid_parameter_value',
-				  HINT = 'An activity type is a lower-case letter followed by at most 63 of [a-z0-9_.].';
-	END IF;
-	RETURN p_type;
-END $$;
-
-/* Writes one chained activity row; the single INSERT every SQL writer uses. */
+/*
+ * Writes one chained activity row, for the API functions that log what
+ * they did (log_activity and log_activity_batch have their own INSERT,
+ * shaped for their hot paths).  No SET search_path: the body names only a
+ * qualified table, and the setting would cost more than the rest.
+ */
 CREATE FUNCTION presence._append_activity(p_session uuid, p_user uuid, p_type text, p_details jsonb)
 RETURNS uuid
-LANGUAGE sql SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE sql AS $$
 	INSERT INTO presence.activity_log (session_id, user_id, activity_type, details)
 	VALUES (p_session, p_user, p_type, p_details)
 	RETURNING id
@@ -289,6 +276,26 @@ BEGIN
 		jsonb_strip_nulls(jsonb_build_object('operation_id', s.operation_id, 'target', s.target,
 											 'objective', s.objective, 'metadata', s.metadata)));
 	RETURN s.session_id;
+END $$;
+
+/*
+ * create_session, answered the way a WebSocket client sees it (the
+ * session_created payload), in one statement: the workers call it, over
+ * libpq from a standby.
+ */
+CREATE FUNCTION presence._create_session_described(owner_id uuid, operation_id text, metadata jsonb,
+												   target text, objective text, session_id text)
+RETURNS text
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	created text := presence.create_session(owner_id, operation_id, coalesce(metadata, '{}'),
+											target, objective, session_id);
+BEGIN
+	RETURN (SELECT json_build_object('sessionId', cs.session_id, 'operationId', cs.operation_id,
+									 'ownerId', cs.owner_id, 'status', cs.status, 'target', cs.target,
+									 'objective', cs.objective, 'metadata', cs.metadata,
+									 'startTime', (extract(epoch FROM cs.start_time) * 1000)::bigint)::text
+			  FROM presence.collaboration_sessions cs WHERE cs.session_id = created);
 END $$;
 
 CREATE FUNCTION presence.add_participant(session_id text, user_id uuid, role text DEFAULT 'viewer')
@@ -434,75 +441,71 @@ END $$;
  * Activity and audit
  */
 
+/*
+ * One activity row, in one statement: the INSERT itself finds the session
+ * and checks the user, so the hot path of every SQL writer runs a single
+ * query.  When it inserts nothing, the session or the user is missing and
+ * the helpers raise saying which; if both exist by then (created
+ * concurrently since the INSERT's snapshot), the INSERT is tried again.
+ */
 CREATE FUNCTION presence.log_activity(session_id text, user_id uuid, activity_type text,
 									  details jsonb DEFAULT '{}')
 RETURNS uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-	s_id uuid;
+	result uuid;
 BEGIN
 	PERFORM presence._require(session_id, 'session_id');
 	PERFORM presence._require_activity_type(activity_type);
 	PERFORM presence._require_object(details, 'details');
-	SELECT cs.id INTO s_id FROM presence.collaboration_sessions cs WHERE cs.session_id = log_activity.session_id;
-	IF NOT FOUND THEN
-		RAISE EXCEPTION 'presence: session "%" does not exist', left(session_id, 128) USING ERRCODE = 'no_data_found';
-	END IF;
-	IF user_id IS NOT NULL THEN
-		PERFORM presence._require_user(user_id);
-	END IF;
-	RETURN presence._append_activity(s_id, user_id, activity_type, details);
+	LOOP
+		INSERT INTO presence.activity_log (session_id, user_id, activity_type, details)
+		SELECT cs.id, log_activity.user_id, log_activity.activity_type, log_activity.details
+		  FROM presence.collaboration_sessions cs
+		 WHERE cs.session_id = log_activity.session_id
+		   AND (log_activity.user_id IS NULL
+				OR EXISTS (SELECT 1 FROM presence.users u WHERE u.id = log_activity.user_id))
+		RETURNING id INTO result;
+		IF FOUND THEN
+			RETURN result;
+		END IF;
+		PERFORM presence._session(session_id);
+		IF user_id IS NOT NULL THEN
+			PERFORM presence._require_user(user_id);
+		END IF;
+	END LOOP;
 END $$;
 
 /*
  * The multi-row path: one statement for many rows, as the workers write
  * their queue.  Arrays are parallel; details, ip_addresses, user_agents and
- * created_ats may be NULL (defaults) or have one element per row.
+ * created_ats may be NULL (defaults) or have one element per row, and
+ * their elements may be NULL.  _check_activity_rows checks every row as
+ * log_activity would (the first bad row raises, nothing is written) and
+ * resolves the session ids, so the INSERT reads the arrays in order
+ * without a join: row i of the arrays is link i of the chain and id i of
+ * the result.
  */
+CREATE FUNCTION presence._check_activity_rows(session_ids text[], user_ids uuid[], activity_types text[],
+											  details jsonb[], ip_addresses inet[], user_agents text[],
+											  created_ats timestamptz[])
+RETURNS uuid[]
+	AS 'MODULE_PATHNAME', 'presence_check_activity_rows' LANGUAGE C STABLE;
+
 CREATE FUNCTION presence.log_activity_batch(session_ids text[], user_ids uuid[], activity_types text[],
 											details jsonb[] DEFAULT NULL, ip_addresses inet[] DEFAULT NULL,
 											user_agents text[] DEFAULT NULL, created_ats timestamptz[] DEFAULT NULL)
 RETURNS SETOF uuid
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-	n int := cardinality(presence._require(session_ids, 'session_ids'));
-	bad record;
+	session_uuids uuid[] := presence._check_activity_rows(session_ids, user_ids, activity_types, details,
+														  ip_addresses, user_agents, created_ats);
 BEGIN
-	IF cardinality(presence._require(user_ids, 'user_ids')) <> n
-	   OR cardinality(presence._require(activity_types, 'activity_types')) <> n
-	   OR cardinality(coalesce(details, array_fill(NULL::jsonb, ARRAY[n]))) <> n
-	   OR cardinality(coalesce(ip_addresses, array_fill(NULL::inet, ARRAY[n]))) <> n
-	   OR cardinality(coalesce(user_agents, array_fill(NULL::text, ARRAY[n]))) <> n
-	   OR cardinality(coalesce(created_ats, array_fill(NULL::timestamptz, ARRAY[n]))) <> n THEN
-		RAISE EXCEPTION 'presence: log_activity_batch arrays must all have % elements', n
-			USING ERRCODE = 'invalid_parameter_value';
-	END IF;
-	IF n = 0 THEN
-		RETURN;
-	END IF;
-	SELECT r.ord, r.sid, r.typ, r.det, r.ua, cs.id AS session_uuid INTO bad
-	  FROM unnest(session_ids, activity_types, details, user_agents)
-		   WITH ORDINALITY AS r(sid, typ, det, ua, ord)
-	  LEFT JOIN presence.collaboration_sessions cs ON cs.session_id = r.sid
-	 WHERE cs.id IS NULL OR r.typ IS NULL OR r.typ !~ '^[a-z][a-z0-9_.]{0,63}$'
-		OR (r.det IS NOT NULL AND (jsonb_typeof(r.det) <> 'object' OR octet_length(r.det::text) > 65536))
-		OR length(r.ua) > 512
-	 LIMIT 1;
-	IF FOUND THEN
-		IF bad.session_uuid IS NULL THEN
-			PERFORM presence._session(bad.sid);
-		END IF;
-		PERFORM presence._require_activity_type(bad.typ);
-		PERFORM presence._require_object(bad.det, format('details[%s]', bad.ord));
-		PERFORM presence._require_length(bad.ua, format('user_agents[%s]', bad.ord), 512);
-	END IF;
 	RETURN QUERY
 	INSERT INTO presence.activity_log (session_id, user_id, activity_type, details, ip_address, user_agent, created_at)
-	SELECT cs.id, r.uid, r.typ, coalesce(r.det, '{}'), r.ip, r.ua, coalesce(r.at, clock_timestamp())
-	  FROM unnest(session_ids, user_ids, activity_types, details, ip_addresses, user_agents, created_ats)
-		   WITH ORDINALITY AS r(sid, uid, typ, det, ip, ua, at, ord)
-	  JOIN presence.collaboration_sessions cs ON cs.session_id = r.sid
-	 ORDER BY r.ord
+	SELECT r.sid, r.uid, r.typ, coalesce(r.det, '{}'), r.ip, r.ua, coalesce(r.at, clock_timestamp())
+	  FROM unnest(session_uuids, user_ids, activity_types, details, ip_addresses, user_agents, created_ats)
+		   AS r(sid, uid, typ, det, ip, ua, at)
 	RETURNING id;
 END $$;
 
@@ -622,7 +625,7 @@ END $$;
 CREATE FUNCTION presence.verify_audit_chain(session_id text,
 											OUT ok boolean, OUT rows_checked bigint, OUT first_bad_id uuid)
 	AS 'MODULE_PATHNAME', 'presence_verify_audit_chain'
-	LANGUAGE C STABLE STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+	LANGUAGE C STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION presence.audit_chain_head(session_id text, OUT chain_seq bigint, OUT row_hash text)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
@@ -643,7 +646,7 @@ END $$;
 
 CREATE FUNCTION presence.purge_activity(older_than interval) RETURNS bigint
 	AS 'MODULE_PATHNAME', 'presence_purge_activity'
-	LANGUAGE C STRICT SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
+	LANGUAGE C SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 
 /*
  * Tokens

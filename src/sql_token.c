@@ -70,7 +70,10 @@ presence_issue_token(PG_FUNCTION_ARGS)
 	if (!PG_ARGISNULL(2))
 	{
 		username = text_to_cstring(PG_GETARG_TEXT_PP(2));
-		if (strlen(username) < 1 || strlen(username) > PRESENCE_USERNAME_MAX)
+		if (username[0] == '\0')
+			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							errmsg("presence: username must not be empty")));
+		if (strlen(username) > PRESENCE_USERNAME_MAX)
 			ereport(ERROR, (errcode(ERRCODE_STRING_DATA_RIGHT_TRUNCATION),
 							errmsg("presence: username must have 1 to %d bytes", PRESENCE_USERNAME_MAX)));
 	}
