@@ -22,6 +22,8 @@ before(async () => {
 	cluster = await startCluster('integration', {
 		'presence.heartbeat_interval': `${HEARTBEAT_INTERVAL_MS}ms`,
 		'presence.heartbeat_timeout': '1s',
+		// Tokens expire when they say, so the expiry test need not wait for the leeway.
+		'presence.jwt_leeway': '0',
 	});
 	alice = await cluster.createUser('alice');
 	bob = await cluster.createUser('bob');
@@ -80,6 +82,21 @@ test('a token provider authenticates; joined users see each other', { timeout: 6
 test('offering the presence.v1 subprotocol is accepted', { timeout: 60_000 }, async () => {
 	const client = clientFor(alice, { protocols: 'presence.v1' });
 	assert.equal((await client.connect()).userId, alice.id);
+});
+
+test('when the token expires the provider is asked for a fresh one and the session is rejoined', { timeout: 60_000 }, async () => {
+	const sessionId = await newSession();
+	const shortLived = await cluster.sql(`SELECT presence.issue_token('${bob.id}', '2 seconds', 'bob')`);
+	const tokens = [shortLived, bob.token];
+	const bobClient = clientFor(bob, { token: () => tokens.shift() });
+	await bobClient.connect();
+	await bobClient.join(sessionId);
+	const expired = await nextState(bobClient, 'reconnecting', 30_000);
+	assert.equal(expired.error.code, 'unauthorized');
+	assert.match(expired.error.message, /4001/);
+	const rejoined = await nextEvent(bobClient, 'joined', () => true, 30_000);
+	assert.equal(rejoined.sessionId, sessionId);
+	assert.deepEqual(tokens, [], 'the provider was asked once per connection');
 });
 
 test('cursor moves reach the other user, latest wins', { timeout: 60_000 }, async () => {
