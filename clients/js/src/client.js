@@ -211,7 +211,8 @@ export class PresenceClient extends Emitter {
 	/**
 	 * Moves this user's cursor in a session. Sent at most once per
 	 * `cursorThrottle` ms, latest value wins; also carried by heartbeats and
-	 * rejoins. Counts as user input. False if the session is not joined.
+	 * rejoins. Counts as user input. False for a session that join() was not
+	 * called for.
 	 */
 	setCursor(sessionId, cursor) {
 		checkCursor(cursor);
@@ -235,7 +236,8 @@ export class PresenceClient extends Emitter {
 	/**
 	 * Sets the status this user chose for a session (`online` or `away`) and
 	 * optionally the activity text. Away detection may still show `away`
-	 * while there is no input. False if the session is not joined.
+	 * while there is no input. False for a session that join() was not called
+	 * for.
 	 */
 	setStatus(sessionId, status, activity) {
 		checkStatus(status);
@@ -263,7 +265,7 @@ export class PresenceClient extends Emitter {
 	 */
 	markActive() {
 		this.#lastInputAt = this.#clock.now();
-		if (this.#autoAway) this.#autoAway = false;
+		this.#autoAway = false;
 		for (const session of this.#sessions.values()) this.#syncStatus(session, false);
 		if (this.#awayTimer === null && this.#stopWatchingInput !== null) this.#scheduleAwayCheck(this.#options.awayAfter);
 	}
@@ -280,6 +282,12 @@ export class PresenceClient extends Emitter {
 
 	async #openSocket() {
 		const connection = ++this.#connection;
+		// An attempt that never gets a token, never opens or never
+		// authenticates is given up on; the server itself closes
+		// unauthenticated sockets only after its own auth_timeout.
+		this.#connectTimer = this.#clock.setTimeout(() => {
+			this.#abandonConnection(new PresenceError('timeout', `no welcome within ${this.#options.connectTimeout} ms`));
+		}, this.#options.connectTimeout);
 		let token;
 		try {
 			token = typeof this.#options.token === 'function' ? await this.#options.token() : this.#options.token;
@@ -299,12 +307,6 @@ export class PresenceClient extends Emitter {
 			return;
 		}
 		this.#socket = socket;
-		// A socket that never opens or never authenticates is given up on;
-		// the server itself closes unauthenticated sockets only after its
-		// own auth_timeout.
-		this.#connectTimer = this.#clock.setTimeout(() => {
-			this.#abandonConnection(new PresenceError('timeout', `no welcome within ${this.#options.connectTimeout} ms`));
-		}, this.#options.connectTimeout);
 		socket.onopen = () => {
 			if (connection === this.#connection) socket.send(JSON.stringify({ type: 'auth', token }));
 		};

@@ -27,8 +27,4 @@ export class AsyncQueue {
 			this.#takers.push(taker);
 		});
 	}
-
-	get size() {
-		return this.#items.length;
-	}
 }

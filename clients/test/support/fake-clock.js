@@ -32,11 +32,6 @@ export class FakeClock {
 		this.#timers.delete(handle);
 	}
 
-	/** Due times (relative to now) of the pending timers, soonest first. */
-	pendingDelays() {
-		return [...this.#timers.values()].map((timer) => timer.due - this.#now).sort((a, b) => a - b);
-	}
-
 	/** Moves time forward by `ms`, firing every timer that falls due on the way. */
 	async advance(ms) {
 		const end = this.#now + ms;

@@ -14,9 +14,6 @@ export async function startScriptedServer() {
 	return {
 		url: `ws://127.0.0.1:${server.address().port}/ws`,
 		nextConnection: (timeoutMs) => connections.take(timeoutMs, 'connection'),
-		get waitingConnections() {
-			return connections.size;
-		},
 		async close() {
 			for (const socket of server.clients) socket.terminate();
 			await new Promise((resolve) => server.close(resolve));

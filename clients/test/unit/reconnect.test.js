@@ -114,6 +114,20 @@ test('a fixed token the server refuses fails at once; a token provider is asked 
 	renewing.close();
 });
 
+test('a token provider that never answers is given up on after connectTimeout', { timeout: 20_000 }, async () => {
+	const clock = new FakeClock();
+	const tokens = [new Promise(() => {}), 'fresh'];
+	const client = new PresenceClient({ url: server.url, token: () => tokens.shift(), WebSocket, clock, connectTimeout: 5000 });
+	const connected = client.connect();
+	const reconnecting = nextState(client, 'reconnecting');
+	await clock.advance(5000);
+	assert.equal((await reconnecting).error.code, 'timeout');
+	await clock.advance(1000);
+	assert.equal((await (await server.nextConnection()).welcome()).token, 'fresh');
+	await connected;
+	client.close();
+});
+
 test('a socket that never gets a welcome is abandoned after connectTimeout', { timeout: 20_000 }, async () => {
 	const clock = new FakeClock();
 	const client = new PresenceClient({ url: server.url, token: 't', WebSocket, clock, connectTimeout: 5000 });
