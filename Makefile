@@ -14,9 +14,9 @@ PG_CONFIG ?= pg_config
 # -Wno-unused-parameter / -Wno-missing-field-initializers: PostgreSQL's and
 # libwebsockets' callback signatures and designated initialisers trip them
 # by design.
-PG_CPPFLAGS = -Isrc -Wall -Wextra -Werror -Wno-unused-parameter \
+PG_CPPFLAGS = -Isrc -I$(libpq_srcdir) -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lcrypto
+SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lcrypto $(libpq)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

@@ -10,6 +10,10 @@
  * the commit, and the worker flushes at the end of the same loop pass,
  * so a ref costs no flush interval.
  *
+ * On a hot standby the same statement goes to the primary over libpq
+ * (primary_link.c), asynchronously: the rows stay queued, and the refs
+ * unacknowledged, until the primary has committed them.
+ *
  * A flush that fails because of the rows themselves (a session deleted
  * meanwhile, say) is retried row by row so one bad row cannot block the
  * queue; a flush that fails for any other reason keeps every row and is
@@ -29,6 +33,7 @@
 
 #include "activity.h"
 #include "live_state.h"
+#include "primary_link.h"
 #include "protocol.h"
 #include "shmem.h"
 #include "worker_db.h"
@@ -60,6 +65,8 @@ static int	queue_capacity;
 static int64 oldest_queued_ms;
 static bool ack_waiting;		/* a queued row has a ref: flush this pass */
 static int64 retry_after_ms;	/* after a failed flush, not before this */
+static int	remote_in_flight;	/* rows sent to the primary, not yet answered */
+static int	remote_isolate;		/* rows still to send one at a time after a refusal */
 
 #define QUEUE_AT(i) (&queue[(queue_head + (i)) % queue_capacity])
 
@@ -133,10 +140,10 @@ activity_pending(void)
 }
 
 bool
-activity_flush_due(int64 now_ms)
+activity_flush_due(int64 now_ms, bool force)
 {
-	return queue_count > 0 && now_ms >= retry_after_ms &&
-		(ack_waiting || queue_count >= presence_log_flush_max ||
+	return queue_count > remote_in_flight && remote_in_flight == 0 && now_ms >= retry_after_ms &&
+		(force || ack_waiting || queue_count >= presence_log_flush_max ||
 		 now_ms - oldest_queued_ms >= presence_log_flush_interval_ms);
 }
 
@@ -327,6 +334,114 @@ rows_release(int count)
 		oldest_queued_ms = QUEUE_AT(0)->created_ms;
 }
 
+/* A Postgres array literal of one column of the first count rows (malloc'd). */
+static char *
+array_literal(int count, const char *(*field) (QueuedActivity *))
+{
+	size_t		capacity = 64,
+				len = 0;
+	char	   *literal = malloc(capacity);
+
+	for (int i = 0; literal && i < count; i++)
+	{
+		const char *value = field(QUEUE_AT(i));
+		size_t		needed = (value ? 2 * strlen(value) + 3 : 4) + 3;
+
+		if (len + needed >= capacity)
+		{
+			char	   *grown = realloc(literal, capacity = Max(capacity * 2, len + needed + 1));
+
+			if (grown == NULL)
+			{
+				free(literal);
+				return NULL;
+			}
+			literal = grown;
+		}
+		literal[len++] = i == 0 ? '{' : ',';
+		if (value == NULL)
+		{
+			memcpy(literal + len, "NULL", 4);
+			len += 4;
+			continue;
+		}
+		literal[len++] = '"';
+		for (const char *c = value; *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				literal[len++] = '\\';
+			literal[len++] = *c;
+		}
+		literal[len++] = '"';
+	}
+	if (literal)
+	{
+		if (count == 0)
+			literal[len++] = '{';
+		literal[len++] = '}';
+		literal[len] = '\0';
+	}
+	return literal;
+}
+
+/* The primary answered a batch (result NULL: the connection failed). */
+static void
+remote_flush_done(PGresult *result, void *context)
+{
+	int			count = remote_in_flight;
+
+	remote_in_flight = 0;
+	if (result && PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == count)
+	{
+		for (int i = 0; i < count; i++)
+		{
+			strlcpy(QUEUE_AT(i)->id, PQgetvalue(result, i, 0), PRESENCE_UUID_LEN + 1);
+			row_committed(QUEUE_AT(i));
+		}
+		presence_count(CTR_ACTIVITY_WRITTEN, count);
+		rows_release(count);
+		remote_isolate = Max(remote_isolate - count, 0);
+		return;
+	}
+	if (result && primary_result_refused(result))
+	{
+		if (count == 1)
+		{
+			row_refused(QUEUE_AT(0));
+			rows_release(1);
+			remote_isolate = Max(remote_isolate - 1, 0);
+		}
+		else
+			remote_isolate = count;
+		return;
+	}
+	retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
+}
+
+/* The standby's flush: the next batch goes to the primary; the answer comes later. */
+static bool
+flush_to_primary(void)
+{
+	static const char *(*const columns[BATCH_COLUMNS]) (QueuedActivity *) = {
+		field_session, field_user, field_type, field_details, field_ip, field_user_agent, field_created
+	};
+	int			count = remote_isolate > 0 ? 1 : Min(queue_count, FLUSH_BATCH_ROWS);
+	char	   *params[BATCH_COLUMNS];
+	bool		sent;
+
+	for (int i = 0; i < BATCH_COLUMNS; i++)
+		params[i] = array_literal(count, columns[i]);
+	sent = params[BATCH_COLUMNS - 1] != NULL &&
+		primary_link_send("SELECT id::text FROM presence.log_activity_batch($1::text[], $2::uuid[], $3::text[],"
+						  " $4::jsonb[], $5::inet[], $6::text[], $7::timestamptz[]) AS id",
+						  BATCH_COLUMNS, (const char *const *) params, remote_flush_done, NULL);
+	for (int i = 0; i < BATCH_COLUMNS; i++)
+		free(params[i]);
+	if (sent)
+		remote_in_flight = count;
+	return sent;
+}
+
 /*
  * Writes the queue.  Runs in the worker's main loop, never inside a
  * library callback, at the end of a pass when activity_flush_due().
@@ -337,6 +452,8 @@ bool
 activity_flush(void)
 {
 	ack_waiting = false;
+	if (primary_link_needed())
+		return flush_to_primary();
 	while (queue_count > 0)
 	{
 		FlushBatch	batch = {0, Min(queue_count, FLUSH_BATCH_ROWS)};

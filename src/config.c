@@ -49,6 +49,7 @@ int			presence_max_pending_activity = 100000;
 char	   *presence_redis_url = NULL;
 char	   *presence_redis_prefix = NULL;
 int			presence_redis_connect_timeout_ms = 2000;
+char	   *presence_primary_conninfo = NULL;
 
 /* A SIGHUP-reloadable time GUC in milliseconds; most timing GUCs are this. */
 static void
@@ -198,6 +199,12 @@ presence_define_gucs(void)
 	define_ms("presence.redis_connect_timeout",
 			  "How long a Redis connection attempt may take before it is abandoned and retried.",
 			  &presence_redis_connect_timeout_ms, 2000, 100, 60000);
+
+	DefineCustomStringVariable("presence.primary_conninfo",
+							   "On a hot standby, where the ws workers send their writes; empty uses primary_conninfo "
+							   "(with dbname set to presence.database).",
+							   NULL, &presence_primary_conninfo, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("presence");
 }

@@ -9,6 +9,10 @@
  */
 #include "presence.h"
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 
@@ -40,6 +44,32 @@ presence_shmem_startup_hook(void)
 }
 
 /*
+ * Claims listen_address:port for this server, machine-wide, by binding
+ * an abstract Unix socket named after it for the postmaster's lifetime.
+ * The ws workers listen with SO_REUSEPORT so that they can share the
+ * port; without this claim a second server configured with the same port
+ * would silently share it too and receive half the connections.
+ */
+static bool
+claim_port(void)
+{
+	struct sockaddr_un address = {.sun_family = AF_UNIX};
+	int			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	int			len;
+
+	len = snprintf(address.sun_path + 1, sizeof(address.sun_path) - 1, "presence-listen-%s:%d",
+				   presence_listen_address, presence_port);
+	if (fd < 0 || bind(fd, (struct sockaddr *) &address,
+					   offsetof(struct sockaddr_un, sun_path) + 1 + Min(len, (int) sizeof(address.sun_path) - 2)) != 0)
+	{
+		if (fd >= 0)
+			close(fd);
+		return false;
+	}
+	return true;				/* kept open until the postmaster exits */
+}
+
+/*
  * Registers the ws workers (none when presence.port = 0) and the
  * maintenance worker.  Both start once the server is consistent, so a hot
  * standby serves clients and sweeps Redis too; what writes checks for
@@ -50,6 +80,15 @@ presence_register_workers(void)
 {
 	BackgroundWorker worker;
 	int			ws_workers = presence_port > 0 ? presence_workers : 0;
+
+	if (ws_workers > 0 && !claim_port())
+	{
+		ereport(WARNING,
+				(errmsg("presence: %s:%d is already served by another PostgreSQL server; no ws worker starts",
+						presence_listen_address, presence_port),
+				 errhint("Give each server its own presence.port.")));
+		ws_workers = 0;
+	}
 
 	if (ws_workers > 1 && !redis_configured())
 	{

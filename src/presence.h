@@ -64,6 +64,7 @@ extern int	presence_max_pending_activity;
 extern char *presence_redis_url;
 extern char *presence_redis_prefix;
 extern int	presence_redis_connect_timeout_ms;
+extern char *presence_primary_conninfo;
 
 extern void presence_define_gucs(void);
 

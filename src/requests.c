@@ -15,6 +15,7 @@
 
 #include "activity.h"
 #include "live_state.h"
+#include "primary_link.h"
 #include "protocol.h"
 #include "requests.h"
 #include "shmem.h"
@@ -62,6 +63,7 @@ fail_db(Connection *connection, json_t *ref, DbResult result, const char *not_fo
 			request_fail(connection, ref, "bad_request", invalid);
 			break;
 		case DB_OK:
+		case DB_READ_ONLY:
 		case DB_FAILED:
 			request_fail(connection, ref, "unavailable", "the database is unavailable; retry later");
 			break;
@@ -92,22 +94,11 @@ request_authenticate(Connection *connection, const char *token, size_t token_len
  * Admits the user of a verified token (from an auth message or the
  * Authorization header): finds or adds the user, then sends welcome.
  */
-void
-request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
+/* Authenticated: the connection takes the token's identity and gets welcome. */
+static void
+admit_finish(Connection *connection, const JwtIdentity *identity, const char *stored_name, json_t *ref)
 {
-	char		stored_name[PRESENCE_USERNAME_MAX + 1] = "";
-	DbResult	result = db_resolve_user(identity->user_id, identity->username, stored_name);
 	json_t	   *welcome;
-
-	if (result != DB_OK)
-	{
-		presence_count(CTR_AUTH_FAILURES, 1);
-		if (result == DB_NOT_FOUND)
-			ws_close(connection, 4001, "unknown user");
-		else
-			ws_close(connection, 1011, "authentication is unavailable; retry later");
-		return;
-	}
 
 	connection->authenticated = true;
 	strlcpy(connection->user_id, identity->user_id, sizeof(connection->user_id));
@@ -128,20 +119,114 @@ request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
 	ws_send_json(connection, welcome);
 }
 
-static void
-handle_session_create(Connection *connection, ClientRequest *request)
+/*
+ * A request a standby sent to the primary, waiting for its answer: the
+ * connection is held so the answer never lands on freed memory.
+ */
+typedef struct PendingReply
 {
-	json_t	   *session;
-	DbResult	result = db_create_session(connection->user_id, request, &session);
-	json_t	   *reply;
+	Connection *connection;
+	json_t	   *ref;
+	JwtIdentity identity;
+} PendingReply;
 
+static PendingReply *
+pending_reply(Connection *connection, json_t *ref)
+{
+	PendingReply *pending = calloc(1, sizeof(PendingReply));
+
+	if (pending == NULL)
+		return NULL;
+	connection_hold(connection);
+	pending->connection = connection;
+	pending->ref = ref ? json_incref(ref) : NULL;
+	return pending;
+}
+
+static void
+pending_reply_free(PendingReply *pending)
+{
+	connection_release(pending->connection);
+	if (pending->ref)
+		json_decref(pending->ref);
+	free(pending);
+}
+
+static bool
+primary_succeeded(PGresult *result)
+{
+	return result && PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1;
+}
+
+/* Answers a request the primary refused or could not take. */
+static void
+fail_primary(Connection *connection, json_t *ref, PGresult *result, const char *refused)
+{
+	const char *sqlstate = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : NULL;
+
+	if (sqlstate && strcmp(sqlstate, "23505") == 0)
+		request_fail(connection, ref, "bad_request", "a session with this sessionId already exists");
+	else if (result && primary_result_refused(result))
+		request_fail(connection, ref, "bad_request", refused);
+	else
+		request_fail(connection, ref, "unavailable", "the primary database is unavailable; retry later");
+}
+
+static void
+user_ensured(PGresult *result, void *context)
+{
+	PendingReply *pending = context;
+
+	if (pending->connection->wsi)
+	{
+		if (primary_succeeded(result))
+			admit_finish(pending->connection, &pending->identity, PQgetvalue(result, 0, 0), pending->ref);
+		else
+			ws_close(pending->connection, 1011, "authentication is unavailable; retry later");
+	}
+	pending_reply_free(pending);
+}
+
+/*
+ * Admits the user of a verified token (from an auth message or the
+ * Authorization header): finds or adds the user, then sends welcome.  On
+ * a standby a new user is added on the primary, and welcome waits for it.
+ */
+void
+request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
+{
+	char		stored_name[PRESENCE_USERNAME_MAX + 1] = "";
+	DbResult	result = db_resolve_user(identity->user_id, identity->username, stored_name);
+
+	if (result == DB_READ_ONLY)
+	{
+		PendingReply *pending = pending_reply(connection, ref);
+		const char *params[2] = {identity->user_id, identity->username[0] ? identity->username : identity->user_id};
+
+		if (pending)
+			pending->identity = *identity;
+		if (pending && primary_link_send(DB_ENSURE_USER_SQL, 2, params, user_ensured, pending))
+			return;
+		if (pending)
+			pending_reply_free(pending);
+	}
 	if (result != DB_OK)
 	{
-		fail_db(connection, request->ref, result, "unknown user", "not allowed",
-				result == DB_CONFLICT ? "a session with this sessionId already exists" : "invalid session fields");
+		presence_count(CTR_AUTH_FAILURES, 1);
+		if (result == DB_NOT_FOUND)
+			ws_close(connection, 4001, "unknown user");
+		else
+			ws_close(connection, 1011, "authentication is unavailable; retry later");
 		return;
 	}
-	reply = protocol_reply("session_created", request->ref);
+	admit_finish(connection, identity, stored_name, ref);
+}
+
+static void
+send_session_created(Connection *connection, json_t *ref, json_t *session)
+{
+	json_t	   *reply = protocol_reply("session_created", ref);
+
 	if (reply)
 	{
 		json_object_set_new(reply, "session", session);
@@ -149,6 +234,53 @@ handle_session_create(Connection *connection, ClientRequest *request)
 	}
 	else
 		json_decref(session);
+}
+
+static void
+session_created_on_primary(PGresult *result, void *context)
+{
+	PendingReply *pending = context;
+	json_t	   *session = primary_succeeded(result) ? json_loads(PQgetvalue(result, 0, 0), 0, NULL) : NULL;
+
+	if (pending->connection->wsi)
+	{
+		if (session)
+			send_session_created(pending->connection, pending->ref, json_incref(session));
+		else
+			fail_primary(pending->connection, pending->ref, result, "invalid session fields");
+	}
+	if (session)
+		json_decref(session);
+	pending_reply_free(pending);
+}
+
+static void
+handle_session_create(Connection *connection, ClientRequest *request)
+{
+	json_t	   *session;
+	DbResult	result = db_create_session(connection->user_id, request, &session);
+
+	if (result == DB_READ_ONLY)
+	{
+		PendingReply *pending = pending_reply(connection, request->ref);
+		const char *params[6];
+		bool		sent;
+
+		db_create_session_params(connection->user_id, request, params);
+		sent = pending && primary_link_send(DB_CREATE_SESSION_SQL, 6, params, session_created_on_primary, pending);
+		free((char *) params[2]);
+		if (sent)
+			return;
+		if (pending)
+			pending_reply_free(pending);
+	}
+	if (result != DB_OK)
+	{
+		fail_db(connection, request->ref, result, "unknown user", "not allowed",
+				result == DB_CONFLICT ? "a session with this sessionId already exists" : "invalid session fields");
+		return;
+	}
+	send_session_created(connection, request->ref, session);
 }
 
 static void
@@ -211,10 +343,35 @@ handle_activity(Connection *connection, ClientRequest *request)
 }
 
 static void
+session_ended_on_primary(PGresult *result, void *context)
+{
+	PendingReply *pending = context;
+
+	if (pending->connection->wsi)
+	{
+		if (primary_succeeded(result))
+			acknowledge(pending->connection, pending->ref);
+		else
+			fail_primary(pending->connection, pending->ref, result, "the session has already ended");
+	}
+	pending_reply_free(pending);
+}
+
+static void
 handle_session_end(Connection *connection, ClientRequest *request)
 {
 	DbResult	result = db_end_session(request->session_id, connection->user_id, request->end_status);
 
+	if (result == DB_READ_ONLY)
+	{
+		PendingReply *pending = pending_reply(connection, request->ref);
+		const char *params[2] = {request->session_id, request->end_status};
+
+		if (pending && primary_link_send(DB_END_SESSION_SQL, 2, params, session_ended_on_primary, pending))
+			return;
+		if (pending)
+			pending_reply_free(pending);
+	}
 	if (result != DB_OK)
 	{
 		fail_db(connection, request->ref, result, "session not found",

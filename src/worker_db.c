@@ -16,6 +16,7 @@
 #include "presence.h"
 
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -156,8 +157,9 @@ resolve_user_work(void *arg)
 		if (!presence_auto_create_users)
 			return DB_NOT_FOUND;
 		args[1] = CStringGetTextDatum(resolve->token_name[0] ? resolve->token_name : resolve->user_id);
-		execute(prepared(&ensure_plan, "SELECT presence._ensure_user($1::uuid, $2)", 2, types),
-				args, NULL, false);
+		if (RecoveryInProgress())
+			return DB_READ_ONLY;
+		execute(prepared(&ensure_plan, DB_ENSURE_USER_SQL, 2, types), args, NULL, false);
 	}
 	username = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
 	if (username == NULL)
@@ -245,39 +247,38 @@ optional_text(const char *value, char *null_flag)
 static DbResult
 create_session_work(void *arg)
 {
-	static SPIPlanPtr create_plan = NULL;
-	static SPIPlanPtr describe_plan = NULL;
+	static SPIPlanPtr plan = NULL;
 	CreateSession *create = arg;
 	const ClientRequest *request = create->request;
 	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
 	Datum		args[6];
 	char		nulls[7] = "      ";
-	char	   *metadata = request->metadata ? json_dumps(request->metadata, JSON_COMPACT) : NULL;
-	char	   *description;
+	const char *params[6];
 
-	args[0] = CStringGetTextDatum(create->owner_id);
-	args[1] = optional_text(request->operation_id, &nulls[1]);
-	args[2] = optional_text(metadata, &nulls[2]);
-	args[3] = optional_text(request->target, &nulls[3]);
-	args[4] = optional_text(request->objective, &nulls[4]);
-	args[5] = optional_text(request->session_id, &nulls[5]);
-	free(metadata);
-	execute(prepared(&create_plan,
-					 "SELECT presence.create_session($1::uuid, $2, coalesce($3::jsonb, '{}'), $4, $5, $6)",
-					 6, types),
-			args, nulls, false);
-	args[0] = CStringGetTextDatum(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1));
-	execute(prepared(&describe_plan,
-					 "SELECT json_build_object('sessionId', session_id, 'operationId', operation_id,"
-					 " 'ownerId', owner_id, 'status', status, 'target', target, 'objective', objective,"
-					 " 'metadata', metadata,"
-					 " 'startTime', (extract(epoch FROM start_time) * 1000)::bigint)::text"
-					 "  FROM presence.collaboration_sessions WHERE session_id = $1",
-					 1, types),
-			args, NULL, false);
-	description = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	create->session = json_loads(description, 0, NULL);
+	if (RecoveryInProgress())
+		return DB_READ_ONLY;
+	db_create_session_params(create->owner_id, request, params);
+	for (int i = 0; i < 6; i++)
+		args[i] = optional_text(params[i], &nulls[i]);
+	free((char *) params[2]);
+	execute(prepared(&plan, DB_CREATE_SESSION_SQL, 6, types), args, nulls, false);
+	create->session = json_loads(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), 0, NULL);
 	return create->session ? DB_OK : DB_FAILED;
+}
+
+/*
+ * The parameters of DB_CREATE_SESSION_SQL for a session_create request;
+ * params[2] (the metadata JSON) is malloc'd, for the caller to free.
+ */
+void
+db_create_session_params(const char *owner_id, const ClientRequest *request, const char **params)
+{
+	params[0] = owner_id;
+	params[1] = request->operation_id;
+	params[2] = request->metadata ? json_dumps(request->metadata, JSON_COMPACT) : NULL;
+	params[3] = request->target;
+	params[4] = request->objective;
+	params[5] = request->session_id;
 }
 
 /* Creates a session owned by owner_id through presence.create_session(). */
@@ -318,8 +319,10 @@ end_session_work(void *arg)
 		return DB_NOT_FOUND;
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return DB_FORBIDDEN;
+	if (RecoveryInProgress())
+		return DB_READ_ONLY;
 	args[1] = CStringGetTextDatum(end->status);
-	execute(prepared(&end_plan, "SELECT presence.end_session($1, $2)", 2, types), args, NULL, false);
+	execute(prepared(&end_plan, DB_END_SESSION_SQL, 2, types), args, NULL, false);
 	return DB_OK;
 }
 

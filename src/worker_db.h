@@ -19,6 +19,7 @@ typedef enum DbResult
 	DB_FORBIDDEN,				/* exists, but not for this user */
 	DB_CONFLICT,				/* e.g. the session id is taken */
 	DB_INVALID,					/* the data itself was refused (SQLSTATE class 22, 23, P0, 55) */
+	DB_READ_ONLY,				/* a standby: the write goes to the primary */
 	DB_FAILED					/* anything else: transient, worth retrying */
 } DbResult;
 
@@ -31,6 +32,14 @@ extern DbResult db_session_access(const char *session_id, const char *user_id,
 								  char *role, bool *is_owner);
 extern DbResult db_create_session(const char *owner_id, const ClientRequest *request,
 								  json_t **session);
+extern void db_create_session_params(const char *owner_id, const ClientRequest *request,
+									 const char **params);
+
+/* Statements a standby sends to the primary as they are (primary_link.c). */
+#define DB_CREATE_SESSION_SQL \
+	"SELECT presence._create_session_described($1::uuid, $2, $3::jsonb, $4, $5, $6)"
+#define DB_END_SESSION_SQL "SELECT presence.end_session($1, $2)"
+#define DB_ENSURE_USER_SQL "SELECT presence._ensure_user($1::uuid, $2)"
 extern DbResult db_end_session(const char *session_id, const char *user_id, const char *status);
 
 #endif							/* PRESENCE_WORKER_DB_H */

@@ -32,6 +32,7 @@
 #include "activity.h"
 #include "live_state.h"
 #include "redis_layout.h"
+#include "primary_link.h"
 #include "redis_link.h"
 #include "shmem.h"
 #include "worker_db.h"
@@ -181,14 +182,21 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 		uv_run(loop, UV_RUN_NOWAIT);
 	}
 	live_flush(INT64_MAX);
+	/* a standby's flush completes on the loop, so keep it turning */
 	while (activity_pending() > 0 && presence_now_ms() < deadline)
-		if (!activity_flush())
-			pg_usleep(100 * 1000L);
+	{
+		if (activity_flush_due(presence_now_ms(), true))
+			(void) activity_flush();
+		(void) WaitEventSetWait(set, 20, events, lengthof(events), PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		uv_run(loop, UV_RUN_NOWAIT);
+	}
 	if (activity_pending() > 0)
 		ereport(WARNING,
 				(errmsg("presence: %d activity rows could not be written before shutdown",
 						activity_pending())));
 	redis_link_stop();
+	primary_link_stop();
 	ws_server_destroy();
 	for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++)
 		pg_usleep(1000L);
@@ -223,6 +231,7 @@ presence_ws_worker_main(Datum main_arg)
 	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
 						 presence_listen_address, presence_port)));
 	redis_link_start(&loop, ws_server_origin());
+	primary_link_start(&loop);
 
 	set = CreateWaitEventSet(TopMemoryContext, 3);
 	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
@@ -255,7 +264,7 @@ presence_ws_worker_main(Datum main_arg)
 			next_sweep_ms = now_ms + sweep_period_ms();
 		}
 		live_flush(now_ms);
-		if (activity_flush_due(now_ms))
+		if (activity_flush_due(now_ms, false))
 			database_ready = activity_flush();
 		live_publish();
 		MemoryContextSwitchTo(TopMemoryContext);

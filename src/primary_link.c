@@ -1,0 +1,378 @@
+/*-------------------------------------------------------------------------
+ * primary_link.c
+ *	  On a hot standby, a ws worker's writes go to the primary: one libpq
+ *	  connection driven asynchronously on the worker's libuv loop.
+ *
+ * Requests are queued and sent one at a time, in order; each gets its
+ * callback with the primary's result once the statement has committed
+ * (every request is one autocommitted statement), or with NULL when the
+ * connection failed.  The caller keeps what it sent until it hears back,
+ * so a primary restart or failover delays writes and loses none.  After
+ * a failure the link reconnects with a backoff, 1 s doubling to 30 s.
+ *
+ * Where to connect: presence.primary_conninfo, else the standby's own
+ * primary_conninfo, with dbname set to presence.database and any
+ * replication keyword removed.
+ *-------------------------------------------------------------------------
+ */
+#include "presence.h"
+
+#include "access/xlog.h"
+#include "libpq-fe.h"
+#include "utils/guc.h"
+
+#include "primary_link.h"
+#include "ws_server.h"
+
+#define MAX_PARAMS 8
+#define BACKOFF_FIRST_MS 1000
+#define BACKOFF_CAP_MS 30000
+
+typedef struct PrimaryRequest
+{
+	char	   *sql;
+	int			nparams;
+	char	   *params[MAX_PARAMS];
+	PrimaryReply done;
+	void	   *context;
+	struct PrimaryRequest *next;
+} PrimaryRequest;
+
+typedef enum LinkPhase
+{
+	PRIMARY_IDLE,				/* no connection, none wanted yet */
+	PRIMARY_WAITING,			/* backing off before the next attempt */
+	PRIMARY_CONNECTING,
+	PRIMARY_READY,
+	PRIMARY_BUSY				/* a request is in flight */
+} LinkPhase;
+
+static uv_loop_t *primary_loop;
+static PGconn *primary_conn;
+static uv_poll_t primary_poll;
+static bool primary_poll_active;
+static uv_timer_t primary_timer;
+static LinkPhase primary_phase = PRIMARY_IDLE;
+static int	primary_failures;
+static bool primary_reported;
+static PrimaryRequest *queue_head;
+static PrimaryRequest *queue_tail;
+
+static void link_drive(void);
+
+bool
+primary_link_needed(void)
+{
+	return RecoveryInProgress();
+}
+
+void
+primary_link_start(uv_loop_t *loop)
+{
+	primary_loop = loop;
+	uv_timer_init(loop, &primary_timer);
+}
+
+static void
+request_free(PrimaryRequest *request)
+{
+	free(request->sql);
+	for (int i = 0; i < request->nparams; i++)
+		free(request->params[i]);
+	free(request);
+}
+
+/*
+ * Queues one statement for the primary.  params may hold NULLs (SQL
+ * NULL).  Returns false when out of memory.
+ */
+bool
+primary_link_send(const char *sql, int nparams, const char *const *params,
+				  PrimaryReply done, void *context)
+{
+	PrimaryRequest *request = calloc(1, sizeof(PrimaryRequest));
+
+	if (request == NULL || nparams > MAX_PARAMS || (request->sql = strdup(sql)) == NULL)
+	{
+		free(request);
+		return false;
+	}
+	request->nparams = nparams;
+	for (int i = 0; i < nparams; i++)
+		if (params[i] && (request->params[i] = strdup(params[i])) == NULL)
+		{
+			request_free(request);
+			return false;
+		}
+	request->done = done;
+	request->context = context;
+	if (queue_tail)
+		queue_tail->next = request;
+	else
+		queue_head = request;
+	queue_tail = request;
+	link_drive();
+	return true;
+}
+
+/* The connection string: ours, or the standby's, aimed at presence.database. */
+static char *
+primary_conninfo_for_writes(void)
+{
+	const char *configured = presence_primary_conninfo && presence_primary_conninfo[0] ?
+		presence_primary_conninfo : GetConfigOption("primary_conninfo", true, false);
+	PQconninfoOption *options;
+	char	   *error = NULL;
+	size_t		capacity = 1024,
+				len = 0;
+	char	   *result;
+
+	if (configured == NULL || (options = PQconninfoParse(configured, &error)) == NULL)
+	{
+		PQfreemem(error);
+		return NULL;
+	}
+	result = malloc(capacity);
+	for (PQconninfoOption *option = options; result && option->keyword; option++)
+	{
+		const char *value = option->val;
+		int			needed;
+
+		if (strcmp(option->keyword, "replication") == 0)
+			continue;
+		if (strcmp(option->keyword, "dbname") == 0)
+			value = presence_database;
+		else if (strcmp(option->keyword, "application_name") == 0)
+			value = "presence standby writes";
+		else if (strcmp(option->keyword, "connect_timeout") == 0 && (value == NULL || value[0] == '\0'))
+			value = "5";
+		if (value == NULL || value[0] == '\0')
+			continue;
+		needed = snprintf(result + len, capacity - len, "%s='", option->keyword);
+		len += needed;
+		for (const char *c = value; *c && len + 4 < capacity; c++)
+		{
+			if (*c == '\'' || *c == '\\')
+				result[len++] = '\\';
+			result[len++] = *c;
+		}
+		if (len + 3 >= capacity)
+			break;
+		result[len++] = '\'';
+		result[len++] = ' ';
+		result[len] = '\0';
+	}
+	PQconninfoFree(options);
+	return result;
+}
+
+static void
+retry_timer_fired(uv_timer_t *timer)
+{
+	primary_phase = PRIMARY_IDLE;
+	link_drive();
+}
+
+/* Drops the connection, fails the request in flight back to its owner, backs off. */
+static void
+link_failed(const char *detail)
+{
+	int64		delay = Min((int64) BACKOFF_FIRST_MS << Min(primary_failures, 5), BACKOFF_CAP_MS);
+
+	if (!primary_reported)
+		ereport(LOG,
+				(errmsg("presence: cannot write to the primary: %s; writes wait and are retried",
+						detail)));
+	primary_reported = true;
+	if (primary_poll_active)
+	{
+		uv_poll_stop(&primary_poll);
+		uv_close((uv_handle_t *) &primary_poll, NULL);
+		primary_poll_active = false;
+	}
+	if (primary_conn)
+		PQfinish(primary_conn);
+	primary_conn = NULL;
+	if (primary_phase == PRIMARY_BUSY && queue_head)
+	{
+		PrimaryRequest *failed = queue_head;
+
+		queue_head = failed->next;
+		if (queue_head == NULL)
+			queue_tail = NULL;
+		failed->done(NULL, failed->context);
+		request_free(failed);
+	}
+	primary_failures++;
+	primary_phase = PRIMARY_WAITING;
+	uv_timer_start(&primary_timer, retry_timer_fired, (uint64) (delay / 2 + random() % (delay / 2 + 1)), 0);
+}
+
+static void on_socket(uv_poll_t *poll, int status, int events);
+
+static void
+watch_socket(int events)
+{
+	if (!primary_poll_active)
+	{
+		uv_poll_init(primary_loop, &primary_poll, PQsocket(primary_conn));
+		primary_poll_active = true;
+	}
+	uv_poll_start(&primary_poll, events, on_socket);
+}
+
+/* Reads what the primary answered; calls back when the statement is done. */
+static void
+collect_result(void)
+{
+	PGresult   *result = NULL;
+	PGresult   *next;
+	PrimaryRequest *request = queue_head;
+
+	if (!PQconsumeInput(primary_conn))
+	{
+		link_failed(PQerrorMessage(primary_conn));
+		return;
+	}
+	if (PQisBusy(primary_conn))
+		return;
+	while ((next = PQgetResult(primary_conn)) != NULL)
+	{
+		if (result)
+			PQclear(result);
+		result = next;
+	}
+	queue_head = request->next;
+	if (queue_head == NULL)
+		queue_tail = NULL;
+	primary_phase = PRIMARY_READY;
+	request->done(result, request->context);
+	request_free(request);
+	if (result)
+		PQclear(result);
+	link_drive();
+}
+
+static void
+on_socket(uv_poll_t *poll, int status, int events)
+{
+	if (primary_phase == PRIMARY_CONNECTING)
+		link_drive();
+	else if (primary_phase == PRIMARY_BUSY)
+	{
+		if ((events & UV_WRITABLE) && PQflush(primary_conn) == 0)
+			watch_socket(UV_READABLE);
+		if (events & UV_READABLE)
+			collect_result();
+	}
+	else if (primary_phase == PRIMARY_READY && (events & UV_READABLE) && !PQconsumeInput(primary_conn))
+		link_failed(PQerrorMessage(primary_conn));
+}
+
+/*
+ * The link's state machine: connect when there is something to send,
+ * follow PQconnectPoll, send the next request when ready.
+ */
+static void
+link_drive(void)
+{
+	if (primary_loop == NULL)
+		return;
+	if (primary_phase == PRIMARY_IDLE && queue_head)
+	{
+		char	   *conninfo = primary_conninfo_for_writes();
+
+		if (conninfo == NULL)
+		{
+			primary_phase = PRIMARY_CONNECTING;
+			link_failed("no primary_conninfo to reach it");
+			return;
+		}
+		primary_conn = PQconnectStart(conninfo);
+		free(conninfo);
+		primary_phase = PRIMARY_CONNECTING;
+		if (primary_conn == NULL || PQstatus(primary_conn) == CONNECTION_BAD)
+		{
+			link_failed(primary_conn ? PQerrorMessage(primary_conn) : "out of memory");
+			return;
+		}
+	}
+	if (primary_phase == PRIMARY_CONNECTING)
+	{
+		switch (PQconnectPoll(primary_conn))
+		{
+			case PGRES_POLLING_READING:
+				watch_socket(UV_READABLE);
+				return;
+			case PGRES_POLLING_WRITING:
+				watch_socket(UV_WRITABLE);
+				return;
+			case PGRES_POLLING_OK:
+				if (primary_reported)
+					ereport(LOG, (errmsg("presence: writing to the primary again")));
+				primary_reported = false;
+				primary_failures = 0;
+				PQsetnonblocking(primary_conn, 1);
+				primary_phase = PRIMARY_READY;
+				watch_socket(UV_READABLE);
+				break;
+			default:
+				link_failed(PQerrorMessage(primary_conn));
+				return;
+		}
+	}
+	if (primary_phase == PRIMARY_READY && queue_head)
+	{
+		PrimaryRequest *request = queue_head;
+
+		if (!PQsendQueryParams(primary_conn, request->sql, request->nparams, NULL,
+							   (const char *const *) request->params, NULL, NULL, 0))
+		{
+			primary_phase = PRIMARY_BUSY;
+			link_failed(PQerrorMessage(primary_conn));
+			return;
+		}
+		primary_phase = PRIMARY_BUSY;
+		watch_socket(PQflush(primary_conn) == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE);
+	}
+}
+
+/* Whether the primary refused the statement because of its data (not worth retrying). */
+bool
+primary_result_refused(PGresult *result)
+{
+	const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+
+	return sqlstate && (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
+						strncmp(sqlstate, "P0", 2) == 0 || strncmp(sqlstate, "55", 2) == 0 ||
+						strncmp(sqlstate, "54", 2) == 0);
+}
+
+void
+primary_link_stop(void)
+{
+	while (queue_head)
+	{
+		PrimaryRequest *request = queue_head;
+
+		queue_head = request->next;
+		request->done(NULL, request->context);
+		request_free(request);
+	}
+	queue_tail = NULL;
+	if (primary_poll_active)
+	{
+		uv_poll_stop(&primary_poll);
+		uv_close((uv_handle_t *) &primary_poll, NULL);
+		primary_poll_active = false;
+	}
+	if (primary_conn)
+		PQfinish(primary_conn);
+	primary_conn = NULL;
+	if (primary_loop)
+	{
+		uv_timer_stop(&primary_timer);
+		uv_close((uv_handle_t *) &primary_timer, NULL);
+	}
+	primary_loop = NULL;
+}

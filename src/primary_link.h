@@ -1,0 +1,23 @@
+/*-------------------------------------------------------------------------
+ * primary_link.h
+ *	  A standby's asynchronous libpq link to the primary, for writes.
+ *-------------------------------------------------------------------------
+ */
+#ifndef PRESENCE_PRIMARY_LINK_H
+#define PRESENCE_PRIMARY_LINK_H
+
+#include <uv.h>
+
+#include "libpq-fe.h"
+
+/* Called once per request: the result (owned by the link), or NULL when the connection failed. */
+typedef void (*PrimaryReply) (PGresult *result, void *context);
+
+extern bool primary_link_needed(void);
+extern void primary_link_start(uv_loop_t *loop);
+extern bool primary_link_send(const char *sql, int nparams, const char *const *params,
+							  PrimaryReply done, void *context);
+extern bool primary_result_refused(PGresult *result);
+extern void primary_link_stop(void);
+
+#endif							/* PRESENCE_PRIMARY_LINK_H */
