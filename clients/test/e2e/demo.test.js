@@ -2,7 +2,7 @@
 // contexts are two users. Screenshots of each step go to clients/artifacts/.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
@@ -22,6 +22,7 @@ const CHROMIUM_ARGS = [
 	'--disable-sync',
 ];
 
+let staticDir;
 let cluster;
 let browser;
 let alice;
@@ -29,7 +30,7 @@ let bob;
 let sessionId;
 
 before(async () => {
-	const staticDir = await mkdtemp(path.join(os.tmpdir(), 'presence-demo-'));
+	staticDir = await mkdtemp(path.join(os.tmpdir(), 'presence-demo-'));
 	await promisify(execFile)('bash', [path.join(repoRoot, 'demo/assemble.sh'), staticDir]);
 	await mkdir(artifacts, { recursive: true });
 	cluster = await startCluster('e2e', { 'presence.static_dir': staticDir });
@@ -48,6 +49,7 @@ afterEach(async () => {
 after(async () => {
 	await browser?.close();
 	await cluster?.destroy();
+	if (staticDir) await rm(staticDir, { recursive: true, force: true });
 });
 
 // Uncaught exceptions in any demo page; each test ends by checking there were none.
