@@ -974,6 +974,21 @@ ws_server_close_all(int code, const char *reason)
 		ws_close(dlist_container(Connection, all_node, iter.cur), code, reason);
 }
 
+/*
+ * Some lws work is not triggered by any socket event: the rest of a
+ * permessage-deflate message, inflated 1 KiB per step.  lws's libuv glue
+ * does it from an idle handle that it starts only after a socket event,
+ * so a message of more than a few steps would wait for the client's next
+ * frame.  Waking lws through its event pipe restarts that handle; the
+ * worker calls this after each run of the loop.
+ */
+void
+ws_server_service_pending(void)
+{
+	if (ws_context && lws_service_adjust_timeout(ws_context, 1, 0) == 0)
+		lws_cancel_service(ws_context);
+}
+
 void
 ws_server_destroy(void)
 {

@@ -253,6 +253,7 @@ presence_ws_worker_main(Datum main_arg)
 
 		MemoryContextSwitchTo(pass_context);
 		uv_run(&loop, UV_RUN_NOWAIT);
+		ws_server_service_pending();
 		apply_commands(worker_index);
 		now_ms = presence_now_ms();
 		if (now_ms >= next_sweep_ms)
