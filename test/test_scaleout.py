@@ -1,0 +1,470 @@
+"""Scale-out through Redis: several workers and nodes (a primary and a hot
+standby made with pg_basebackup -R) sharing one redis-server.
+
+Real parts only: two PostgreSQL servers with presence preloaded, streaming
+replication, a real redis-server, real WebSocket clients.  Timeouts are
+short (presence_ttl 3 s) so node death shows within seconds.
+"""
+import asyncio
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+
+import pytest
+import websockets
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CLUSTER = os.path.join(ROOT, "test", "cluster.sh")
+PGBIN = "/usr/lib/postgresql/15/bin"
+TTL_S = 3
+GUCS = [
+    "presence.workers=2",
+    f"presence.presence_ttl={TTL_S}s",
+    "presence.heartbeat_interval=1s",
+    "presence.heartbeat_timeout=30s",
+    "presence.log_flush_interval=200ms",
+    "presence.redis_connect_timeout=500ms",
+]
+ALICE = "a1a1a1a1-0000-4000-8000-000000000001"
+BOB = "b0b0b0b0-0000-4000-8000-000000000002"
+CAROL = "c0c0c0c0-0000-4000-8000-000000000003"
+
+
+def free_port():
+    """A free TCP port below the ephemeral range."""
+    while True:
+        port = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+
+
+def as_postgres(*argv):
+    return ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--", *argv]
+
+
+class Node:
+    """One PostgreSQL server of the test, driven through test/cluster.sh."""
+
+    def __init__(self, directory, pgport, wsport):
+        self.dir, self.pgport, self.wsport = directory, pgport, wsport
+
+    def sql(self, query):
+        return subprocess.check_output(
+            [CLUSTER, "psql", self.dir, "-XtAq", "-v", "ON_ERROR_STOP=1", "-c", query]).decode().strip()
+
+    def ctl(self, *args):
+        subprocess.check_call([CLUSTER, *args[:1], self.dir, *args[1:]])
+
+    def log(self):
+        with open(os.path.join(self.dir, "server.log"), errors="replace") as f:
+            return f.read()
+
+    def http(self, path):
+        with socket.create_connection(("127.0.0.1", self.wsport), timeout=5) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        return int(head.split()[1]), body.decode(errors="replace")
+
+    def wait_workers(self, count=2, timeout=30):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            try:
+                n = int(self.sql("SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'presence ws worker'"))
+                if n >= count:
+                    return
+            except subprocess.CalledProcessError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"ws workers of {self.dir} did not start:\n{self.log()[-3000:]}")
+
+
+class Redis:
+    def __init__(self, port, password=None):
+        self.port, self.password, self.proc = port, password, None
+
+    def start(self):
+        argv = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no"]
+        if self.password:
+            argv += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError("redis-server did not start")
+
+    def stop(self):
+        if self.proc:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def cli(self, *args):
+        argv = ["redis-cli", "-p", str(self.port)] + (["-a", self.password, "--no-auth-warning"] if self.password else [])
+        return subprocess.check_output(argv + list(args)).decode().strip()
+
+
+@pytest.fixture(scope="module")
+def world():
+    """A primary, its hot standby and one redis-server."""
+    base = tempfile.mkdtemp(prefix="presence-scaleout-")
+    os.chmod(base, 0o755)
+    redis = Redis(free_port())
+    redis.start()
+    url = f"presence.redis_url=redis://127.0.0.1:{redis.port}"
+    primary = Node(os.path.join(base, "primary"), free_port(), free_port())
+    subprocess.check_call([CLUSTER, "start", primary.dir, str(primary.pgport), str(primary.wsport), url, *GUCS],
+                          stdout=subprocess.DEVNULL)
+    primary.wait_workers()
+    primary.sql(f"""INSERT INTO presence.users (id, username) VALUES
+                    ('{ALICE}', 'alice'), ('{BOB}', 'bob'), ('{CAROL}', 'carol')""")
+
+    standby = Node(os.path.join(base, "standby"), free_port(), free_port())
+    os.makedirs(standby.dir)
+    shutil.chown(standby.dir, "postgres", "postgres")
+    subprocess.check_call(as_postgres(f"{PGBIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.pgport),
+                                      "-U", "postgres", "-D", os.path.join(standby.dir, "data"), "-R",
+                                      "-X", "stream"), stdout=subprocess.DEVNULL)
+    data = os.path.join(standby.dir, "data")
+    with open(os.path.join(data, "postgresql.conf"), "a") as f:
+        f.write(f"port = {standby.pgport}\nunix_socket_directories = '{standby.dir}'\n")
+    with open(os.path.join(data, "postgresql.auto.conf.presence"), "w") as f:
+        f.write(f"port = {standby.pgport}\n")
+    subprocess.check_call([CLUSTER, "start", standby.dir, str(standby.pgport), str(standby.wsport),
+                           f"presence.port={standby.wsport}"], stdout=subprocess.DEVNULL)
+    standby.wait_workers()
+    assert standby.sql("SELECT pg_is_in_recovery()") == "t"
+
+    yield primary, standby, redis
+
+    for node in (standby, primary):
+        subprocess.call([CLUSTER, "destroy", node.dir])
+    redis.stop()
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def new_session(primary, standby, *participants):
+    """A session owned by alice with the given participants, replicated to the standby."""
+    session_id = "s-" + uuid.uuid4().hex[:10]
+    primary.sql(f"SELECT presence.create_session('{ALICE}', session_id => '{session_id}')")
+    for user in participants:
+        primary.sql(f"SELECT presence.add_participant('{session_id}', '{user}', 'operator')")
+    deadline = time.time() + 10
+    while standby.sql(f"SELECT count(*) FROM presence.collaboration_sessions WHERE session_id = '{session_id}'") != "1":
+        assert time.time() < deadline, "session did not replicate"
+        time.sleep(0.1)
+    return session_id
+
+
+class Client:
+    """A WebSocket client that keeps every message it receives."""
+
+    def __init__(self, node, user, name=None):
+        self.node, self.user, self.name = node, user, name
+        self.ws, self.messages = None, []
+
+    async def connect(self):
+        token = self.node.sql(f"SELECT presence.issue_token('{self.user}')")
+        self.ws = await websockets.connect(f"ws://127.0.0.1:{self.node.wsport}/ws",
+                                           extra_headers={"Authorization": "Bearer " + token})
+        self.welcome = json.loads(await self.ws.recv())
+        return self
+
+    async def request(self, message, reply_type=None, timeout=10):
+        message = dict(message, ref=uuid.uuid4().hex)
+        await self.ws.send(json.dumps(message))
+        return await self.next(lambda m: m.get("ref") == message["ref"], timeout)
+
+    async def next(self, predicate, timeout=10):
+        for m in self.messages:
+            if predicate(m):
+                self.messages.remove(m)
+                return m
+        deadline = time.time() + timeout
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise AssertionError(f"no matching message; got {self.messages}")
+            m = json.loads(await asyncio.wait_for(self.ws.recv(), remaining))
+            if predicate(m):
+                return m
+            self.messages.append(m)
+
+    async def event(self, kind, user, timeout=10):
+        """The next presence event of kind about user."""
+        def match(m):
+            return m.get("type") == "presence" and any(
+                e["kind"] == kind and e["user"]["userId"] == user for e in m["events"])
+        return await self.next(match, timeout)
+
+    async def quiet_about(self, user, seconds):
+        """No presence event about user arrives for seconds."""
+        try:
+            m = await self.next(lambda m: m.get("type") == "presence" and any(
+                e["user"]["userId"] == user and e["kind"] in ("join", "leave", "timeout") for e in m["events"]),
+                seconds)
+        except (AssertionError, asyncio.TimeoutError):
+            return
+        raise AssertionError(f"unexpected event {m}")
+
+    async def join(self, session_id):
+        reply = await self.request({"type": "session_join", "sessionId": session_id})
+        assert reply["type"] == "session_joined", reply
+        return reply
+
+    async def close(self):
+        await self.ws.close()
+
+
+def run(coroutine):
+    return asyncio.run(asyncio.wait_for(coroutine, 90))
+
+
+def test_cross_node_join_cursor_leave(world):
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        alice = await Client(primary, ALICE).connect()
+        await alice.join(session_id)
+        bob = await Client(standby, BOB).connect()
+        joined = await bob.join(session_id)
+        assert {u["userId"] for u in joined["users"]} == {ALICE, BOB}
+        await alice.event("join", BOB)
+        await bob.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
+                                      "cursor": {"eventId": "e9", "position": 12}}))
+        moved = await alice.event("cursor", BOB)
+        cursor = [e for e in moved["events"] if e["kind"] == "cursor"][0]["user"]["cursor"]
+        assert cursor == {"eventId": "e9", "position": 12}
+        await bob.close()
+        await alice.event("leave", BOB)
+        await alice.close()
+    run(scenario())
+
+
+def test_multi_tab_across_nodes(world):
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB, CAROL)
+
+    async def scenario():
+        carol = await Client(primary, CAROL).connect()
+        await carol.join(session_id)
+        tab_a = await Client(primary, BOB).connect()
+        await tab_a.join(session_id)
+        await carol.event("join", BOB)
+        tab_b = await Client(standby, BOB).connect()
+        await tab_b.join(session_id)
+        await tab_a.close()
+        await carol.quiet_about(BOB, 1.5)
+        await tab_b.close()
+        await carol.event("leave", BOB)
+        await carol.close()
+    run(scenario())
+
+
+def test_two_workers_on_one_node_see_each_other(world):
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        # connect until the two users sit on different workers of the primary
+        alice = await Client(primary, ALICE).connect()
+        await alice.join(session_id)
+        worker = alice.welcome["connectionId"].split(":")[1]
+        for _ in range(40):
+            bob = await Client(primary, BOB).connect()
+            if bob.welcome["connectionId"].split(":")[1] != worker:
+                break
+            await bob.close()
+        else:
+            pytest.fail("SO_REUSEPORT never spread 40 connections over two workers")
+        joined = await bob.join(session_id)
+        assert ALICE in {u["userId"] for u in joined["users"]}
+        await alice.event("join", BOB)
+        await bob.close()
+        await alice.event("leave", BOB)
+        await alice.close()
+    run(scenario())
+
+
+def test_activity_through_standby_lands_on_primary(world):
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        bob = await Client(standby, BOB).connect()
+        await bob.join(session_id)
+        for i in range(5):
+            ack = await bob.request({"type": "activity", "sessionId": session_id,
+                                     "activityType": "note", "details": {"i": i}})
+            assert ack["type"] == "ack", ack
+            # acked means committed on the primary
+            assert primary.sql(f"SELECT count(*) FROM presence.activity_log WHERE id = '{ack['activityId']}'") == "1"
+        await bob.close()
+    run(scenario())
+    assert primary.sql(f"SELECT presence.verify_audit_chain('{session_id}')").startswith("(t,")
+
+
+def test_primary_restart_loses_no_standby_activity(world):
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        bob = await Client(standby, BOB).connect()
+        await bob.join(session_id)
+        primary.ctl("stop", "fast")
+        for i in range(20):
+            await bob.ws.send(json.dumps({"type": "activity", "sessionId": session_id,
+                                          "activityType": "note", "details": {"i": i}}))
+        await asyncio.sleep(1.0)
+        subprocess.check_call([CLUSTER, "start", primary.dir, str(primary.pgport), str(primary.wsport)],
+                              stdout=subprocess.DEVNULL)
+        deadline = time.time() + 40
+        while time.time() < deadline:
+            n = primary.sql(f"""SELECT count(*) FROM presence.activity_log a
+                                  JOIN presence.collaboration_sessions s ON s.id = a.session_id
+                                 WHERE s.session_id = '{session_id}' AND a.activity_type = 'note'""")
+            if n == "20":
+                break
+            await asyncio.sleep(0.5)
+        assert n == "20", f"{n} of 20 rows reached the primary"
+        await bob.close()
+    run(scenario())
+    primary.wait_workers()
+
+
+def test_node_death_times_users_out(world):
+    primary, standby, redis = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        alice = await Client(primary, ALICE).connect()
+        await alice.join(session_id)
+        bob = await Client(standby, BOB).connect()
+        await bob.join(session_id)
+        await alice.event("join", BOB)
+        started = time.time()
+        standby.ctl("stop", "immediate")
+        await alice.event("timeout", BOB, timeout=TTL_S * 4)
+        assert time.time() - started < TTL_S * 3
+        # one timeout only, however many nodes swept
+        await alice.quiet_about(BOB, 2)
+        await alice.close()
+    run(scenario())
+    assert redis.cli("ZSCORE", f"presence:session:{session_id}", BOB) == ""
+    standby.ctl("start", str(standby.pgport), str(standby.wsport))
+    standby.wait_workers()
+
+
+def test_keys_and_ttls_follow_the_layout(world):
+    primary, standby, redis = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        alice = await Client(primary, ALICE).connect()
+        await alice.join(session_id)
+        await alice.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
+                                        "cursor": {"eventId": "e1", "position": 3}}))
+        await asyncio.sleep(0.5)
+        data = json.loads(redis.cli("GET", f"presence:{session_id}:{ALICE}"))
+        assert data["userId"] == ALICE and data["status"] == "online"
+        assert data["cursor"] == {"eventId": "e1", "position": 3}
+        assert 0 < int(redis.cli("PTTL", f"presence:{session_id}:{ALICE}")) <= TTL_S * 1000
+        assert redis.cli("ZRANGE", f"presence:session:{session_id}", "0", "-1") == ALICE
+        conns = redis.cli("HKEYS", f"presence:conns:{session_id}:{ALICE}")
+        assert conns == alice.welcome["connectionId"]
+        assert 0 < int(redis.cli("PTTL", f"presence:conns:{session_id}:{ALICE}")) <= TTL_S * 1000
+        rows = primary.sql(f"SELECT user_id, status FROM presence.online_users('{session_id}')")
+        assert rows == f"{ALICE}|online"
+        await alice.close()
+        await asyncio.sleep(0.5)
+        assert redis.cli("EXISTS", f"presence:{session_id}:{ALICE}") == "0"
+    run(scenario())
+
+
+def test_redis_outage_local_service_and_convergence(world):
+    primary, standby, redis = world
+    session_id = new_session(primary, standby, BOB, CAROL)
+
+    async def scenario():
+        alice = await Client(primary, ALICE).connect()
+        await alice.join(session_id)
+        bob = await Client(standby, BOB).connect()
+        await bob.join(session_id)
+        await alice.event("join", BOB)
+
+        redis.stop()
+        await asyncio.sleep(1.0)
+        status, body = primary.http("/healthz")
+        assert status == 503 and "redis" in body
+        assert primary.sql("SELECT redis_connected FROM presence.stats()") == "f"
+        # local presence goes on: carol joins on the primary, alice sees her and her cursor
+        carol = await Client(primary, CAROL).connect()
+        await carol.join(session_id)
+        await alice.event("join", CAROL)
+        await carol.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
+                                        "cursor": {"eventId": "e2", "position": 1}}))
+        await alice.event("cursor", CAROL)
+        ack = await alice.request({"type": "activity", "sessionId": session_id, "activityType": "note"})
+        assert ack["type"] == "ack"
+
+        redis.start()
+        returned = time.time()
+        # bob, on the other node, learns of carol once the workers are back
+        await bob.event("join", CAROL, timeout=40)
+        converged = time.time() - returned
+        status, _ = primary.http("/healthz")
+        assert status == 200
+        for client in (alice, bob, carol):
+            await client.close()
+        return converged
+    converged = run(scenario())
+    print(f"cross-node view converged {converged:.2f} s after Redis returned")
+
+
+def test_bad_redis_settings_degrade_without_crashing(world):
+    primary, _, redis = world
+    for name, url in (("wrong password", f"redis://:wrong@127.0.0.1:{redis.port}"),
+                      ("unreachable host", "redis://127.0.0.1:1")):
+        base = tempfile.mkdtemp(prefix="presence-badredis-")
+        os.chmod(base, 0o755)
+        node = Node(os.path.join(base, "n"), free_port(), free_port())
+        try:
+            if name == "wrong password":
+                redis.cli("CONFIG", "SET", "requirepass", "right")
+                redis.password = "right"
+            subprocess.check_call([CLUSTER, "start", node.dir, str(node.pgport), str(node.wsport),
+                                   f"presence.redis_url={url}", "presence.workers=1"], stdout=subprocess.DEVNULL)
+            node.wait_workers(1)
+            time.sleep(2)
+            status, body = node.http("/healthz")
+            assert status == 503 and "redis" in body, (name, status, body)
+            pid = node.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'presence ws worker'")
+            log = node.log()
+            assert "Redis" in log and ("refused" in log or "failed" in log or "timed out" in log), log[-2000:]
+            assert "wrong" not in log.split("Redis", 1)[1][:2000], "the password must not be logged"
+            time.sleep(1)
+            assert node.sql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'presence ws worker'") == pid
+        finally:
+            if name == "wrong password":
+                redis.cli("CONFIG", "SET", "requirepass", "")
+                redis.password = None
+            subprocess.call([CLUSTER, "destroy", node.dir])
+            shutil.rmtree(base, ignore_errors=True)
