@@ -378,7 +378,8 @@ class Client:
         return cls(ws)
 
     async def send(self, message):
-        await self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+        """Sends a dict as JSON; str, bytes and iterables of fragments as they are."""
+        await self.ws.send(json.dumps(message) if isinstance(message, (dict, list)) else message)
 
     async def recv(self, timeout=WAIT):
         """The next message from the socket (not the inbox)."""
@@ -492,14 +493,26 @@ async def raw_connect(cluster, token=None, **kwargs):
     return await Client.open(cluster, token=token, **kwargs)
 
 
-async def upgrade_status(cluster, **kwargs):
-    """The HTTP status an upgrade attempt is refused with, or 101."""
+async def upgrade_status(cluster, path="/ws", token=None, origin=None, subprotocols=None):
+    """The HTTP status of an upgrade request: 101, or the refusal's status."""
+    headers = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % cluster.wsport, "Upgrade: websocket",
+               "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
+               "Sec-WebSocket-Version: 13"]
+    if token:
+        headers.append("Authorization: Bearer " + token)
+    if origin:
+        headers.append("Origin: " + origin)
+    if subprotocols:
+        headers.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
+    reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", cluster.wsport), WAIT)
     try:
-        client = await Client.open(cluster, **kwargs)
-    except websockets.InvalidStatusCode as e:
-        return e.status_code
-    await client.close()
-    return 101
+        writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
+        line = await asyncio.wait_for(reader.readline(), WAIT)
+    finally:
+        writer.close()
+    m = re.match(rb"HTTP/1\.[01] (\d{3}) ", line)
+    assert m, line
+    return int(m.group(1))
 
 
 def assert_no_crash(cluster, offset):
