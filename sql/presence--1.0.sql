@@ -586,16 +586,29 @@ BEGIN
 	RETURN result;
 END $$;
 
-/* One RFC 4180 cell; text a spreadsheet would evaluate gets a leading quote. */
+/*
+ * One RFC 4180 cell.  Text a spreadsheet would run as a formula (a leading
+ * =, +, -, @, tab or CR) gets a ' in front, and so does text that starts
+ * with ' itself, so dropping one leading ' from every cell that has one
+ * gives back the value (docs/sql-reference.md).  NULL is an empty cell,
+ * the empty string "".
+ */
 CREATE FUNCTION presence._csv_cell(value text) RETURNS text
 LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 	SELECT CASE
 		WHEN value IS NULL THEN ''
-		ELSE (SELECT CASE WHEN v ~ '[",\r\n]' THEN '"' || replace(v, '"', '""') || '"' ELSE v END
-				FROM (SELECT CASE WHEN value ~ '^[=+\-@\t\r]' THEN '''' || value ELSE value END AS v) x)
+		WHEN v ~ '[",\r\n]' OR v = '' THEN '"' || replace(v, '"', '""') || '"'
+		ELSE v
 	END
+	  FROM (SELECT CASE WHEN value ~ '^[=+\-@\t\r'']' THEN '''' || value ELSE value END AS v) neutralised
 $$;
 
+/*
+ * The session's activity as CSV, in chain order, with everything the
+ * audit chain hashes in the form it hashes it (ip_address as inet's text,
+ * which abbrev() gives: host() would drop a prefix length), so an export
+ * can be verified without the database (docs/sql-reference.md).
+ */
 CREATE FUNCTION presence.export_activity_csv(session_id text) RETURNS text
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -610,16 +623,18 @@ BEGIN
 				presence._csv_cell(u.username),
 				presence._csv_cell(a.activity_type::text),
 				presence._csv_cell(a.details::text),
-				presence._csv_cell(host(a.ip_address)),
+				presence._csv_cell(abbrev(a.ip_address)),
 				presence._csv_cell(a.user_agent),
 				presence._csv_cell(a.chain_seq::text),
-				presence._csv_cell(encode(a.row_hash, 'hex'))) || E'\r\n',
+				presence._csv_cell(encode(a.row_hash, 'hex')),
+				presence._csv_cell(a.session_id::text),
+				presence._csv_cell(encode(a.prev_hash, 'hex'))) || E'\r\n',
 			 '' ORDER BY a.chain_seq)
 	  INTO body
 	  FROM presence.activity_log a LEFT JOIN presence.users u ON u.id = a.user_id
 	 WHERE a.session_id = s.id;
-	RETURN E'id,created_at,user_id,username,activity_type,details,ip_address,user_agent,chain_seq,row_hash\r\n'
-		   || coalesce(body, '');
+	RETURN E'id,created_at,user_id,username,activity_type,details,ip_address,user_agent,chain_seq,row_hash,'
+		   'session_uuid,prev_hash\r\n' || coalesce(body, '');
 END $$;
 
 CREATE FUNCTION presence.verify_audit_chain(session_id text,
@@ -702,6 +717,7 @@ CREATE FUNCTION presence.stats(
 CREATE FUNCTION presence.grant_application_role(role_name regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+	PERFORM presence._require(role_name, 'role_name');
 	EXECUTE format('GRANT USAGE ON SCHEMA presence TO %s', role_name);
 	EXECUTE format('GRANT EXECUTE ON FUNCTION
 		presence.create_session(uuid, text, jsonb, text, text, text),
@@ -724,6 +740,7 @@ END $$;
 CREATE FUNCTION presence.grant_auditor_role(role_name regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+	PERFORM presence._require(role_name, 'role_name');
 	EXECUTE format('GRANT USAGE ON SCHEMA presence TO %s', role_name);
 	EXECUTE format('GRANT EXECUTE ON FUNCTION
 		presence.participants(text),
