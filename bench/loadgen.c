@@ -104,6 +104,7 @@ typedef struct Options
 	const char *path;
 	const char *subprotocol;	/* "" offers none */
 	int			connections;
+	int			first_user;		/* index of the first user, to split users over generators */
 	int			sessions;
 	double		rate;			/* cursor updates per second, in total */
 	double		duration;		/* measured window, seconds */
@@ -1003,8 +1004,8 @@ setup_database(PGconn *pg)
 	snprintf(sql, sizeof(sql),
 			 "INSERT INTO presence.users (id, username) "
 			 "SELECT " USER_ID_SQL("i") ", " USERNAME_SQL("i") " "
-			 "FROM generate_series(0, %d) AS i ON CONFLICT DO NOTHING",
-			 o->connections - 1);
+			 "FROM generate_series(%d, %d) AS i ON CONFLICT DO NOTHING",
+			 o->first_user, o->first_user + o->connections - 1);
 	res = pg_exec(pg, sql);
 	users = atol(PQcmdTuples(res));
 	PQclear(res);
@@ -1018,10 +1019,10 @@ setup_database(PGconn *pg)
 			 o->sessions - 1);
 	sessions = pg_exec_count(pg, sql);
 
-	for (int first = 0; first < o->connections; first += SETUP_CHUNK)
+	for (int first = o->first_user; first < o->first_user + o->connections; first += SETUP_CHUNK)
 	{
-		int			last = first + SETUP_CHUNK < o->connections ?
-			first + SETUP_CHUNK - 1 : o->connections - 1;
+		int			end = o->first_user + o->connections;
+		int			last = first + SETUP_CHUNK < end ? first + SETUP_CHUNK - 1 : end - 1;
 
 		snprintf(sql, sizeof(sql),
 				 "SELECT count(*) FROM ("
@@ -2405,6 +2406,7 @@ usage(const Options *d)
 		   "  --token-ttl SEC           token lifetime (default %d)\n"
 		   "Load:\n"
 		   "  --connections N           connections, one user each (default %d)\n"
+		   "  --first-user K            users are K .. K+N-1, to split them over generators (default 0)\n"
 		   "  --sessions S              sessions; user i joins bench-(i %% S) (default %d)\n"
 		   "  --rate R                  cursor updates per second in total (default %.0f)\n"
 		   "  --duration SEC            measured window (default %.0f)\n"
@@ -2457,6 +2459,7 @@ parse_options(int argc, char **argv)
 		{"path", required_argument, NULL, 'P'},
 		{"subprotocol", required_argument, NULL, 'S'},
 		{"connections", required_argument, NULL, 'c'},
+		{"first-user", required_argument, NULL, 'F'},
 		{"sessions", required_argument, NULL, 's'},
 		{"rate", required_argument, NULL, 'r'},
 		{"duration", required_argument, NULL, 'd'},
@@ -2514,6 +2517,9 @@ parse_options(int argc, char **argv)
 				break;
 			case 'c':
 				o->connections = (int) parse_number(name, optarg, 1);
+				break;
+			case 'F':
+				o->first_user = (int) parse_number(name, optarg, 0);
 				break;
 			case 's':
 				o->sessions = (int) parse_number(name, optarg, 1);
@@ -2674,8 +2680,8 @@ init_connections(void)
 
 		c->index = i;
 		c->fd = -1;
-		c->session = i % run.opt.sessions;
-		snprintf(c->user_id, sizeof(c->user_id), USER_ID_FORMAT, (unsigned) i);
+		c->session = (i + run.opt.first_user) % run.opt.sessions;
+		snprintf(c->user_id, sizeof(c->user_id), USER_ID_FORMAT, (unsigned) (i + run.opt.first_user));
 	}
 	run.state_count[CONN_IDLE] = run.opt.connections;
 	if (run.opt.heartbeat_interval > 0)
