@@ -474,6 +474,26 @@ remote_remove(SessionUser *user, const char *connection_id)
 }
 
 /*
+ * The message published for a change of one connection (malloc'd).
+ * Every field but the PresenceData is an identifier made here, with no
+ * character JSON would escape, so it is assembled as text around the one
+ * serialisation; the origin comes first, as redis_link's echo check
+ * expects.
+ */
+static char *
+change_message(const char *kind, Membership *membership, const char *presence_json)
+{
+	size_t		len = (presence_json ? strlen(presence_json) : 0) + 320;
+	char	   *message = malloc(len);
+
+	if (message)
+		snprintf(message, len, "{\"o\":\"%s\",\"k\":\"%s\",\"c\":\"%s\",\"uid\":\"%s\"%s%s}",
+				 redis_link_origin(), kind, membership->connection->id, membership->user->user_id,
+				 presence_json ? ",\"u\":" : "", presence_json ? presence_json : "");
+	return message;
+}
+
+/*
  * Tells Redis this connection is present as the user: refreshes its entry
  * and the user's PresenceData, and publishes a message of kind (always,
  * or only when Redis did not know the connection: see the touch script).
@@ -491,15 +511,7 @@ redis_announce(Membership *membership, const char *kind, bool always)
 	data = presence_data(user);
 	presence_json = data ? json_dumps(data, JSON_COMPACT) : NULL;
 	if (presence_json && kind)
-	{
-		json_t	   *envelope = json_pack("{s:s, s:s, s:s, s:s, s:O}", "o", redis_link_origin(),
-										 "k", kind, "c", membership->connection->id,
-										 "uid", user->user_id, "u", data);
-
-		message = envelope ? json_dumps(envelope, JSON_COMPACT) : NULL;
-		if (envelope)
-			json_decref(envelope);
-	}
+		message = change_message(kind, membership, presence_json);
 	if (presence_json)
 		redis_link_touch(user->session->session_id, user->user_id, membership->connection->id,
 						 presence_json, presence_now_ms(), message, always);
@@ -515,19 +527,14 @@ static void
 redis_withdraw(Membership *membership, const char *kind)
 {
 	SessionUser *user = membership->user;
-	json_t	   *envelope;
 	char	   *message;
 
 	if (!redis_link_ready())
 		return;
-	envelope = json_pack("{s:s, s:s, s:s, s:s}", "o", redis_link_origin(), "k", kind,
-						 "c", membership->connection->id, "uid", user->user_id);
-	message = envelope ? json_dumps(envelope, JSON_COMPACT) : NULL;
+	message = change_message(kind, membership, NULL);
 	redis_link_remove(user->session->session_id, user->user_id, membership->connection->id,
 					  presence_now_ms(), message);
 	free(message);
-	if (envelope)
-		json_decref(envelope);
 }
 
 /*

@@ -430,6 +430,20 @@ request_snapshot(const char *session_id)
 }
 
 /*
+ * Whether a session message is this worker's own: the local clients had
+ * it already.  Our messages begin {"o":"<origin>", so most echoes are
+ * dropped without parsing; live_state checks the parsed origin again.
+ */
+static bool
+own_echo(const char *payload, size_t len)
+{
+	size_t		origin_len = strlen(link_origin);
+
+	return len > origin_len + 7 && memcmp(payload, "{\"o\":\"", 6) == 0 &&
+		memcmp(payload + 6, link_origin, origin_len) == 0 && payload[6 + origin_len] == '"';
+}
+
+/*
  * Everything the subscriptions connection receives: confirmations of
  * SUBSCRIBE (then the snapshot is read) and messages, which go to
  * live_state unless they are this worker's own echo.
@@ -463,7 +477,8 @@ on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privd
 		return;
 	if (channel->len == strlen(commands) && memcmp(channel->str, commands, channel->len) == 0)
 		live_apply_remote_command(payload->str, payload->len);
-	else if (redis_session_of_channel(channel->str, channel->len, session_id))
+	else if (!own_echo(payload->str, payload->len) &&
+			 redis_session_of_channel(channel->str, channel->len, session_id))
 		live_apply_remote_event(session_id, payload->str, payload->len);
 }
 
