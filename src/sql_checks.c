@@ -42,7 +42,7 @@ PG_FUNCTION_INFO_V1(presence_require_activity_type);
 PG_FUNCTION_INFO_V1(presence_valid_activity_type);
 PG_FUNCTION_INFO_V1(presence_check_activity_rows);
 
-/* One element of each of log_activity_batch's parallel arrays. */
+/* One of log_activity_batch's parallel arrays, split into its elements. */
 typedef struct BatchArray
 {
 	const char *name;			/* argument name, for messages */
@@ -59,6 +59,7 @@ typedef struct SessionEntry
 	pg_uuid_t	id;
 } SessionEntry;
 
+/* A user id of the batch, and whether the user exists. */
 typedef struct UserEntry
 {
 	pg_uuid_t	id;				/* hash key */
@@ -197,7 +198,10 @@ presence_valid_activity_type(PG_FUNCTION_ARGS)
 	PG_RETURN_BOOL(activity_type_valid(VARDATA_ANY(value), VARSIZE_ANY_EXHDR(value)));
 }
 
-/* Splits argument argno, a one-dimensional array or NULL, into its elements. */
+/*
+ * Splits argument argno, an array (read flat, whatever its dimensions) or
+ * NULL, into its elements; a NULL required argument raises 22004.
+ */
 static void
 batch_array(FunctionCallInfo fcinfo, int argno, const char *name, bool required,
 			BatchArray *array)
