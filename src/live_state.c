@@ -1037,7 +1037,13 @@ live_flush(int64 now_ms)
 		live_pending_sessions = session->next_pending;
 		if (now_ms - session->window_start_ms >= presence_batch_interval_ms)
 		{
-			if (session->timed && session->bursts_in_window <= presence_batch_max)
+			/*
+			 * A window ended.  The session is quiet again when it was not
+			 * busy in that window, or when a whole window without events
+			 * has passed since (its count is then of an old, busy one).
+			 */
+			if (session->timed && (session->bursts_in_window <= presence_batch_max ||
+								   now_ms - session->window_start_ms >= 2 * (int64) presence_batch_interval_ms))
 				session->timed = false;
 			session->window_start_ms = now_ms;
 			session->bursts_in_window = 0;

@@ -187,8 +187,10 @@ class Cluster:
 
     # -- SQL --------------------------------------------------------------
     def connect(self, dbname="presence"):
+        # statement_timeout: a test blocked in SQL fails instead of hanging
         return psycopg.connect(host=self.dir, port=self.pgport, user="postgres", dbname=dbname,
-                               autocommit=True, connect_timeout=int(10 * SCALE))
+                               autocommit=True, connect_timeout=int(10 * SCALE),
+                               options="-c statement_timeout=%d" % int(60000 * SCALE))
 
     def sql(self, query, params=None, dbname="presence"):
         with self.connect(dbname) as conn:
@@ -390,11 +392,11 @@ class Client:
         self.frames += 1
         return json.loads(raw)
 
-    async def expect(self, type_=None, predicate=None, timeout=WAIT, **fields):
-        """The first message (inbox first) with this type and fields."""
+    async def _find(self, type_=None, predicate=None, timeout=WAIT, fields=None):
+        """(message, inbox index it came from or None) of the first match."""
         for i, message in enumerate(self.inbox):
             if _matches(message, type_, predicate, fields):
-                return self.inbox.pop(i)
+                return self.inbox.pop(i), i
         deadline = time.monotonic() + timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -405,8 +407,12 @@ class Client:
             except asyncio.TimeoutError:
                 raise AssertionError("no %s %s; got %s" % (type_, fields, self.inbox)) from None
             if _matches(message, type_, predicate, fields):
-                return message
+                return message, None
             self.inbox.append(message)
+
+    async def expect(self, type_=None, predicate=None, timeout=WAIT, **fields):
+        """The first message (inbox first) with this type and fields."""
+        return (await self._find(type_, predicate, timeout, fields))[0]
 
     async def request(self, message, timeout=WAIT):
         """Sends a request with a fresh ref; returns the reply carrying it."""
@@ -430,19 +436,30 @@ class Client:
         return await self.ok(dict(type="session_join", sessionId=session_id, **fields), "session_joined")
 
     async def event(self, session_id, kind, user_id, timeout=WAIT, predicate=None):
-        """The first presence event of kind about user_id (inbox first); returns the event."""
+        """The first presence event of kind about user_id (inbox first); returns the
+        event and leaves the frame's other events where the frame was."""
+        def wanted(e):
+            return e["kind"] == kind and e["user"]["userId"] == user_id and (predicate is None or predicate(e))
+
         def has(message):
             return message.get("type") == "presence" and message.get("sessionId") == session_id and any(
-                e["kind"] == kind and e["user"]["userId"] == user_id and (predicate is None or predicate(e))
-                for e in message["events"])
-        message = await self.expect(predicate=has, timeout=timeout)
-        events = [e for e in message["events"] if e["kind"] == kind and e["user"]["userId"] == user_id
-                  and (predicate is None or predicate(e))]
-        # keep the frame's other events readable
-        rest = [e for e in message["events"] if e is not events[0]]
+                wanted(e) for e in message["events"])
+        message, index = await self._find(predicate=has, timeout=timeout)
+        events = message["events"]
+        first = next(i for i, e in enumerate(events) if wanted(e))
+        rest = events[:first] + events[first + 1:]
         if rest:
-            self.inbox.insert(0, dict(message, events=rest))
-        return events[0]
+            self.inbox.insert(len(self.inbox) if index is None else index, dict(message, events=rest))
+        return events[first]
+
+    async def collect(self, seconds=QUIET):
+        """Reads whatever arrives for a while into the inbox."""
+        deadline = time.monotonic() + seconds
+        while (remaining := deadline - time.monotonic()) > 0:
+            try:
+                self.inbox.append(await self.recv(remaining))
+            except asyncio.TimeoutError:
+                break
 
     async def quiet(self, seconds=QUIET, ignore=("heartbeat_ack",), predicate=None):
         """Asserts nothing (matching predicate, if given) arrives for a while."""
