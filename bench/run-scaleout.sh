@@ -101,7 +101,7 @@ node "$primary" 23503 23513 "$redis_url"
 mkdir -p "$standby"
 chown postgres: "$standby"
 setpriv --reuid=postgres --regid=postgres --init-groups -- /usr/lib/postgresql/15/bin/pg_basebackup \
-	-h 127.0.0.1 -p 23503 -U postgres -D "$standby/data" -R -X stream
+	-h 127.0.0.1 -p 23503 -U postgres -D "$standby/data" -R -c fast -X stream
 printf "port = 23504\nunix_socket_directories = '%s'\n" "$standby" >> "$standby/data/postgresql.conf"
 echo "port = 23504" > "$standby/data/postgresql.auto.conf.presence"
 chown postgres: "$standby/data/postgresql.conf" "$standby/data/postgresql.auto.conf.presence"
