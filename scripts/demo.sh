@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# Builds and installs presence, starts a demo PostgreSQL cluster (owned by
-# postgres, in ./.demo) with the WebSocket worker on 127.0.0.1:8765,
-# creates a demo session with three users and prints how to connect.
-# Running it again reuses the cluster.
+# Builds and installs presence, starts a demo Redis and PostgreSQL cluster
+# (owned by postgres, in ./.demo) with two WebSocket workers sharing
+# 127.0.0.1:8765 through Redis, creates a demo session with three users and
+# prints how to connect.  Running it again reuses both.
 #   PRESENCE_DEMO_DIR   where the cluster lives (default ./.demo)
-#   PRESENCE_DEMO_PGPORT, PRESENCE_DEMO_WSPORT   (default 15432, 8765)
+#   PRESENCE_DEMO_PGPORT, PRESENCE_DEMO_WSPORT, PRESENCE_DEMO_REDISPORT
+#                       (default 15432, 8765, 16379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 dir=${PRESENCE_DEMO_DIR:-$root/.demo}
 pgport=${PRESENCE_DEMO_PGPORT:-15432}
 wsport=${PRESENCE_DEMO_WSPORT:-8765}
+redisport=${PRESENCE_DEMO_REDISPORT:-16379}
 
 scripts/install-deps.sh build
 make -s
@@ -25,10 +27,17 @@ fi
 # the postgres user must be able to reach the demo page
 chmod o+x "$dir" "$(dirname "$dir")" 2>/dev/null || true
 
+if ! redis-cli -p "$redisport" ping >/dev/null 2>&1; then
+	redis-server --port "$redisport" --bind 127.0.0.1 --save "" --appendonly no --daemonize yes \
+		--pidfile "$dir/redis.pid" --logfile "$dir/redis.log" >/dev/null
+	until redis-cli -p "$redisport" ping >/dev/null 2>&1; do sleep 0.1; done
+fi
+
 # a secret of the demo's own, kept across runs so issued tokens stay valid
 [ -s "$dir/jwt_secret" ] || (umask 077 && openssl rand -hex 32 > "$dir/jwt_secret")
 test/cluster.sh start "$dir" "$pgport" "$wsport" presence.jwt_secret="$(cat "$dir/jwt_secret")" \
-	presence.static_dir="$www" presence.away_threshold=30s
+	presence.static_dir="$www" presence.away_threshold=30s \
+	presence.redis_url="redis://127.0.0.1:$redisport" presence.workers=2
 
 sql() { test/cluster.sh psql "$dir" -v ON_ERROR_STOP=1 -XtAq -c "$1"; }
 sql "INSERT INTO presence.users (id, username) VALUES
@@ -46,7 +55,7 @@ sql "SELECT presence.add_participant('demo', 'ca401000-0000-4000-8000-0000000000
 echo
 echo "presence demo is running."
 echo "  PostgreSQL:  test/cluster.sh psql $dir      (or psql -h $dir -p $pgport -U postgres presence)"
-echo "  WebSocket:   ws://127.0.0.1:$wsport/ws"
+echo "  WebSocket:   ws://127.0.0.1:$wsport/ws   (2 workers, sharing presence through Redis on port $redisport)"
 echo "  health:      http://127.0.0.1:$wsport/healthz   metrics: http://127.0.0.1:$wsport/metrics"
 echo
 echo "Open one URL per user (tokens last 8 hours):"
@@ -56,4 +65,4 @@ for user in a11ce000-0000-4000-8000-000000000001 b0b00000-0000-4000-8000-0000000
 	printf '  %-6s http://127.0.0.1:%s/?session=demo&token=%s\n' "$name" "$wsport" "$token"
 done
 echo
-echo "Stop it with: test/cluster.sh stop $dir"
+echo "Stop it with: test/cluster.sh stop $dir; kill \$(cat $dir/redis.pid)"

@@ -8,9 +8,10 @@ set -euo pipefail
 
 build_packages=(build-essential pkg-config ca-certificates curl
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib
-	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev)
+	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev
+	redis-server)
 test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt
-	libpq-dev libipc-run-perl valgrind)
+	libipc-run-perl valgrind)
 
 wanted=("${build_packages[@]}")
 [ "${1:-build}" = test ] && wanted+=("${test_packages[@]}")
