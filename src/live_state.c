@@ -285,6 +285,26 @@ presence_data(SessionUser *user)
 }
 
 /*
+ * Starts a new batching window once the current one is over.  A timed
+ * session is quiet again, and back to immediate delivery, when it was not
+ * busy in the window that ended, or when a whole window without events
+ * has passed since (its count is then of an old, busy one).  Called when
+ * an event is added, so a quiet session's new cursor events are not
+ * coalesced, and at each flush.
+ */
+static void
+session_roll_window(LiveSession *session, int64 now_ms)
+{
+	if (now_ms - session->window_start_ms < presence_batch_interval_ms)
+		return;
+	if (session->timed && (session->bursts_in_window <= presence_batch_max ||
+						   now_ms - session->window_start_ms >= 2 * (int64) presence_batch_interval_ms))
+		session->timed = false;
+	session->window_start_ms = now_ms;
+	session->bursts_in_window = 0;
+}
+
+/*
  * Appends a presence event to the user's session.  In timed mode a cursor
  * event replaces the user's previous pending cursor event.
  */
@@ -299,6 +319,7 @@ user_event(SessionUser *user, const char *kind, Connection *origin)
 	mark_dirty(user);
 	if (event == NULL)
 		return;
+	session_roll_window(session, presence_now_ms());
 	if (is_cursor && session->timed)
 		for (int i = 0; i < session->nevents && !slot; i++)
 			if (session->events[i].is_cursor && strcmp(session->events[i].user_id, user->user_id) == 0)
@@ -1035,19 +1056,7 @@ live_flush(int64 now_ms)
 		LiveSession *session = live_pending_sessions;
 
 		live_pending_sessions = session->next_pending;
-		if (now_ms - session->window_start_ms >= presence_batch_interval_ms)
-		{
-			/*
-			 * A window ended.  The session is quiet again when it was not
-			 * busy in that window, or when a whole window without events
-			 * has passed since (its count is then of an old, busy one).
-			 */
-			if (session->timed && (session->bursts_in_window <= presence_batch_max ||
-								   now_ms - session->window_start_ms >= 2 * (int64) presence_batch_interval_ms))
-				session->timed = false;
-			session->window_start_ms = now_ms;
-			session->bursts_in_window = 0;
-		}
+		session_roll_window(session, now_ms);
 		if (session->new_since_pass)
 		{
 			session->bursts_in_window++;
