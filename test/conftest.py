@@ -76,9 +76,11 @@ SHORT_TIMING_GUCS = {
     "presence.auth_timeout": _ms(1000),
 }
 
-CRASH_SIGNS = re.compile(r"terminated by signal|PANIC|TRAP:|was terminated by|"
-                         r"exited with exit code [1-9].*presence ws worker|"
-                         r"ERROR:  .*presence|AddressSanitizer|LeakSanitizer")
+# Server log lines that mean the worker crashed or failed.
+CRASH_SIGNS = re.compile(r"terminated by signal|PANIC|TRAP:|"
+                         r"presence ws worker.*exited with exit code|"
+                         r"presence ws worker (ERROR|FATAL)|AddressSanitizer|LeakSanitizer|"
+                         r"runtime error:")
 
 
 def run_async(coro, timeout=TEST_TIMEOUT):
@@ -504,6 +506,30 @@ class Client:
     async def close(self):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.ws.close(), WAIT)
+
+
+async def joined_session(cluster, roles=("operator",)):
+    """A session owned by a new user, plus one new participant per role; each
+    has one joined connection, every join was seen by the earlier ones, and
+    the inboxes are empty.  Returns (session_id, users, clients), owner first."""
+    owner = cluster.create_user()
+    others = [cluster.create_user() for _ in roles]
+    sid = cluster.create_session(owner, participants=list(zip(others, roles)))
+    clients = []
+    for u in [owner] + others:
+        c = await u.connect()
+        await c.join(sid)
+        for earlier in clients:
+            await earlier.event(sid, "join", u.id)
+        clients.append(c)
+    for c in clients:
+        c.inbox.clear()
+    return sid, [owner] + others, clients
+
+
+async def close_all(clients):
+    for c in clients:
+        await c.close()
 
 
 async def raw_connect(cluster, token=None, **kwargs):

@@ -5,30 +5,11 @@ timeouts and automatic away, who receives which events, and batching
 import asyncio
 import contextlib
 
-from conftest import QUIET, SCALE, WAIT, raw_connect, wait_until
+from conftest import QUIET, SCALE, WAIT, close_all, joined_session, raw_connect, wait_until
 
 
 def presence_frames(client, session_id):
     return [m for m in client.inbox if m.get("type") == "presence" and m.get("sessionId") == session_id]
-
-
-async def session_with(cluster, user, count, role="operator"):
-    """A session with count users, each with one joined connection; everyone saw every join."""
-    users = [user() for _ in range(count)]
-    sid = cluster.create_session(users[0], participants=[(u, role) for u in users[1:]])
-    clients = []
-    for u in users:
-        c = await u.connect()
-        await c.join(sid)
-        for other in clients:
-            await other.event(sid, "join", u.id)
-        clients.append(c)
-    return sid, users, clients
-
-
-async def close_all(*clients):
-    for c in clients:
-        await c.close()
 
 
 @contextlib.asynccontextmanager
@@ -51,7 +32,7 @@ async def keepalive(*clients, interval=0.25 * SCALE):
 # -- several connections of one user ----------------------------------------------
 
 async def test_multi_tab_leave_only_with_the_last_tab(cluster, user):
-    sid, (a, b), (ca, cb1) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb1) = await joined_session(cluster)
     cb2 = await b.connect()
     joined = await cb2.join(sid)
     assert sorted(u["userId"] for u in joined["users"]) == sorted([a.id, b.id])
@@ -74,7 +55,7 @@ async def test_multi_tab_leave_only_with_the_last_tab(cluster, user):
 
 
 async def test_multi_tab_session_leave_of_one_tab(cluster, user):
-    sid, (a, b), (ca, cb1) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb1) = await joined_session(cluster)
     cb2 = await b.connect()
     await cb2.join(sid)
     await cb1.ok({"type": "session_leave", "sessionId": sid})
@@ -82,24 +63,24 @@ async def test_multi_tab_session_leave_of_one_tab(cluster, user):
                    any(e["kind"] == "leave" for e in m["events"]))
     await cb2.ok({"type": "session_leave", "sessionId": sid})
     await ca.event(sid, "leave", b.id)
-    await close_all(ca, cb1, cb2)
+    await close_all([ca, cb1, cb2])
 
 
 async def test_other_tabs_of_the_sender_get_its_events(cluster, user):
-    sid, (a, b), (ca, cb1) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb1) = await joined_session(cluster)
     cb2 = await b.connect()
     await cb2.join(sid)
     await cb1.ok({"type": "cursor_update", "sessionId": sid, "cursor": {"eventId": "e", "position": 7}})
     assert (await cb2.event(sid, "cursor", b.id))["user"]["cursor"]["position"] == 7
     assert (await ca.event(sid, "cursor", b.id))["user"]["cursor"]["position"] == 7
     await cb1.quiet(predicate=lambda m: m.get("type") == "presence")
-    await close_all(ca, cb1, cb2)
+    await close_all([ca, cb1, cb2])
 
 
 # -- who receives what -------------------------------------------------------------------
 
 async def test_sender_does_not_receive_its_own_events(cluster, user):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     await cb.ok({"type": "presence_update", "sessionId": sid, "status": "away", "activity": "x"})
     await cb.ok({"type": "cursor_update", "sessionId": sid, "cursor": {"eventId": "e", "position": 1}})
     await cb.ok({"type": "heartbeat", "sessionId": sid, "cursor": {"eventId": "e", "position": 2}},
@@ -107,11 +88,11 @@ async def test_sender_does_not_receive_its_own_events(cluster, user):
     await ca.event(sid, "update", b.id)
     await ca.event(sid, "cursor", b.id)
     await cb.quiet(predicate=lambda m: m.get("type") == "presence")
-    await close_all(ca, cb)
+    await close_all([ca, cb])
 
 
 async def test_only_joined_clients_receive_session_events(cluster, user):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     c = user()
     other_sid = cluster.create_session(c, participants=[(a, "viewer")])
     cc = await c.connect()
@@ -128,13 +109,13 @@ async def test_only_joined_clients_receive_session_events(cluster, user):
     await ca.expect("broadcast", sessionId=sid)
     for outsider in (cc, cd):
         await outsider.quiet(predicate=lambda m: m.get("sessionId") == sid)
-    await close_all(ca, cb, cc, cd)
+    await close_all([ca, cb, cc, cd])
 
 
 # -- heartbeat timeout and away ----------------------------------------------------------
 
 async def test_heartbeat_timeout_then_back_with_join(cluster, user, timing):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     async with keepalive(ca):
         event = await ca.event(sid, "timeout", b.id, timeout=WAIT + 3 * SCALE)
         assert event["user"]["status"] == "offline"
@@ -149,29 +130,29 @@ async def test_heartbeat_timeout_then_back_with_join(cluster, user, timing):
         rows = cluster.wait_activity(sid, "user_joined", count=2, user_id=b.id)
         assert rows[-1][2] == {"resumed": True}
     assert cluster.sql1("SELECT heartbeats_missed FROM presence.stats()") >= 1
-    await close_all(ca, cb)
+    await close_all([ca, cb])
 
 
 async def test_heartbeats_prevent_the_timeout(cluster, user, timing):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     async with keepalive(ca, cb):
         await ca.quiet(3 * SCALE + 1, predicate=lambda m: m.get("type") == "presence" and
                        any(e["kind"] == "timeout" for e in m["events"]))
-    await close_all(ca, cb)
+    await close_all([ca, cb])
 
 
 async def test_a_silent_tab_does_not_time_the_user_out(cluster, user, timing):
-    sid, (a, b), (ca, cb1) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb1) = await joined_session(cluster)
     cb2 = await b.connect()
     await cb2.join(sid)
     async with keepalive(ca, cb2):
         await ca.quiet(3 * SCALE + 1, predicate=lambda m: m.get("type") == "presence" and
                        any(e["kind"] in ("timeout", "leave") for e in m["events"]))
-    await close_all(ca, cb1, cb2)
+    await close_all([ca, cb1, cb2])
 
 
 async def test_away_after_inactivity_and_back(cluster, user, timing):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     async with keepalive(ca, cb):
         event = await ca.event(sid, "update", b.id, predicate=lambda e: e["user"]["status"] == "away",
                                timeout=WAIT + 2 * SCALE)
@@ -184,18 +165,18 @@ async def test_away_after_inactivity_and_back(cluster, user, timing):
         await cb.ok({"type": "cursor_update", "sessionId": sid, "cursor": {"eventId": "e", "position": 1}})
         event = await ca.event(sid, "update", b.id, predicate=lambda e: e["user"]["status"] == "online")
         assert event["user"]["status"] == "online"
-    await close_all(ca, cb)
+    await close_all([ca, cb])
 
 
 async def test_chosen_away_is_not_undone_by_activity(cluster, user, timing):
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     await cb.ok({"type": "presence_update", "sessionId": sid, "status": "away"})
     await ca.event(sid, "update", b.id)
     await cb.ok({"type": "cursor_update", "sessionId": sid, "cursor": {"eventId": "e", "position": 1}})
     await ca.event(sid, "cursor", b.id)
     await ca.quiet(predicate=lambda m: m.get("type") == "presence" and
                    any(e["user"]["userId"] == b.id and e["user"]["status"] == "online" for e in m["events"]))
-    await close_all(ca, cb)
+    await close_all([ca, cb])
 
 
 # -- batching ---------------------------------------------------------------------
@@ -215,7 +196,7 @@ def worker_blocked(cluster):
 
 
 async def test_events_of_one_pass_travel_in_one_frame(cluster, user):
-    sid, (a, b, c), (ca, cb, cc) = await session_with(cluster, user, 3)
+    sid, (a, b, c), (ca, cb, cc) = await joined_session(cluster, ("operator", "operator"))
     ca.inbox.clear()
     newcomer = user()
     with worker_blocked(cluster):
@@ -232,7 +213,7 @@ async def test_events_of_one_pass_travel_in_one_frame(cluster, user):
     # each sender got the other's event only
     assert [e["user"]["userId"] for e in (await cb.expect("presence", sessionId=sid))["events"]] == [c.id]
     assert [e["user"]["userId"] for e in (await cc.expect("presence", sessionId=sid))["events"]] == [b.id]
-    await close_all(ca, cb, cc, stall)
+    await close_all([ca, cb, cc, stall])
 
 
 async def cursor_burst(client, session_id, positions, gap=0.002):
@@ -251,7 +232,7 @@ def cursor_positions(frames, user_id):
 
 async def test_busy_session_switches_to_timed_batching_and_back(cluster, user, gucs):
     gucs({"presence.rate_limit": "1000"})
-    sid, (a, b), (ca, cb) = await session_with(cluster, user, 2)
+    sid, (a, b), (ca, cb) = await joined_session(cluster)
     ca.inbox.clear()
     await cursor_burst(cb, sid, range(150))
     await ca.event(sid, "cursor", b.id, predicate=lambda e: e["user"]["cursor"]["position"] == 149)
@@ -268,13 +249,13 @@ async def test_busy_session_switches_to_timed_batching_and_back(cluster, user, g
     ca.inbox.clear()
     await cursor_burst(cb, sid, (1000, 1001, 1002), gap=0)
     await ca.event(sid, "cursor", b.id, predicate=lambda e: e["user"]["cursor"]["position"] == 1002)
-    assert cursor_positions(presence_frames(ca, sid), b.id) == [1000, 1001]
-    await close_all(ca, cb)
+    assert cursor_positions(presence_frames(ca, sid), b.id) == [1000, 1001], ca.inbox
+    await close_all([ca, cb])
 
 
 async def test_timed_batching_keeps_other_kinds_of_events(cluster, user, gucs):
     gucs({"presence.rate_limit": "1000"})
-    sid, (a, b, c), (ca, cb, cc) = await session_with(cluster, user, 3)
+    sid, (a, b, c), (ca, cb, cc) = await joined_session(cluster, ("operator", "operator"))
     ca.inbox.clear()
     await cursor_burst(cb, sid, range(60))
     await cc.send({"type": "presence_update", "sessionId": sid, "status": "away"})
@@ -282,4 +263,4 @@ async def test_timed_batching_keeps_other_kinds_of_events(cluster, user, gucs):
     await ca.event(sid, "cursor", b.id, predicate=lambda e: e["user"]["cursor"]["position"] == 119)
     # non-cursor events are never coalesced away
     await ca.event(sid, "update", c.id)
-    await close_all(ca, cb, cc)
+    await close_all([ca, cb, cc])
