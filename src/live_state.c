@@ -533,10 +533,15 @@ redis_announce(Membership *membership, const char *kind, bool always)
 	presence_json = data ? json_dumps(data, JSON_COMPACT) : NULL;
 	if (presence_json && kind)
 		message = change_message(kind, membership, presence_json);
-	if (presence_json)
+	if (presence_json && message && strcmp(kind, "cursor") == 0 &&
+		presence_now_ms() - membership->refreshed_ms < presence_presence_ttl_ms / 3)
+		redis_link_cursor(user->session->session_id, user->user_id, presence_json, message);
+	else if (presence_json)
+	{
 		redis_link_touch(user->session->session_id, user->user_id, membership->connection->id,
 						 presence_json, presence_now_ms(), message, always);
-	membership->refreshed_ms = presence_now_ms();
+		membership->refreshed_ms = presence_now_ms();
+	}
 	free(message);
 	free(presence_json);
 	if (data)

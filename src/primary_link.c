@@ -8,7 +8,8 @@
  * (every request is one autocommitted statement), or with NULL when the
  * connection failed.  The caller keeps what it sent until it hears back,
  * so a primary restart or failover delays writes and loses none.  After
- * a failure the link reconnects with a backoff, 1 s doubling to 30 s.
+ * a failure the link reconnects with a backoff, 1 s doubling to 5 s: a
+ * write waiting for the primary is worth trying often.
  *
  * Where to connect: presence.primary_conninfo, else the standby's own
  * primary_conninfo, with dbname set to presence.database and any
@@ -26,7 +27,7 @@
 
 #define MAX_PARAMS 8
 #define BACKOFF_FIRST_MS 1000
-#define BACKOFF_CAP_MS 30000
+#define BACKOFF_CAP_MS 5000
 
 typedef struct PrimaryRequest
 {

@@ -51,6 +51,17 @@ RedisScript redis_touch_script = {"touch",
 	"return redis.call('HLEN', KEYS[3])\n",
 ""};
 
+/*
+ * KEYS: user, channel.  ARGV: json, ttl, message.  A cursor move of a
+ * connection refreshed within the last third of the TTL: only the
+ * PresenceData and the message, the most frequent change kept cheapest.
+ */
+RedisScript redis_cursor_script = {"cursor",
+	"redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+	"redis.call('PUBLISH', KEYS[2], ARGV[3])\n"
+	"return 1\n",
+""};
+
 /* KEYS: user, session zset, conns, channel.  ARGV: uid, conn, now, ttl, message. */
 RedisScript redis_remove_script = {"remove",
 	"local now = tonumber(ARGV[3])\n"
@@ -132,7 +143,7 @@ redis_configured(void)
 void
 redis_scripts_init(void)
 {
-	RedisScript *scripts[] = {&redis_touch_script, &redis_remove_script,
+	RedisScript *scripts[] = {&redis_touch_script, &redis_cursor_script, &redis_remove_script,
 	&redis_snapshot_script, &redis_sweep_script};
 
 	for (size_t i = 0; i < lengthof(scripts); i++)

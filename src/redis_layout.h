@@ -29,6 +29,7 @@ typedef struct RedisScript
 } RedisScript;
 
 extern RedisScript redis_touch_script;
+extern RedisScript redis_cursor_script;
 extern RedisScript redis_remove_script;
 extern RedisScript redis_snapshot_script;
 extern RedisScript redis_sweep_script;

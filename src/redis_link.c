@@ -233,7 +233,8 @@ link_connect(RedisConnection *connection)
 		redisAsyncCommand(context, on_handshake_reply, "SELECT", "SELECT %d", link_target.db);
 	if (connection == &link_commands)
 	{
-		const RedisScript *scripts[] = {&redis_touch_script, &redis_remove_script, &redis_snapshot_script};
+		const RedisScript *scripts[] = {&redis_touch_script, &redis_cursor_script, &redis_remove_script,
+		&redis_snapshot_script};
 
 		for (size_t i = 0; i < lengthof(scripts); i++)
 			redisAsyncCommand(context, on_handshake_reply, "SCRIPT LOAD", "SCRIPT LOAD %s", scripts[i]->source);
@@ -319,7 +320,7 @@ run_script(const RedisScript *script, int nkeys, const char **args, int nargs,
 		return false;
 	argv[0] = "EVALSHA";
 	argv[1] = script->sha1;
-	argv[2] = nkeys == 1 ? "1" : "4";
+	argv[2] = nkeys == 1 ? "1" : nkeys == 2 ? "2" : "4";
 	for (int i = 0; i < nargs; i++)
 		argv[3 + i] = args[i];
 	for (int i = 0; i < 3 + nargs; i++)
@@ -354,6 +355,22 @@ redis_link_touch(const char *session_id, const char *user_id, const char *connec
 	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
 	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
 	return run_script(&redis_touch_script, 4, args, lengthof(args), NULL, NULL);
+}
+
+/* A cursor move: the user's PresenceData and the message, nothing else. */
+bool
+redis_link_cursor(const char *session_id, const char *user_id, const char *presence_json,
+				  const char *message)
+{
+	char		user_key[REDIS_KEY_MAX],
+				channel[REDIS_KEY_MAX];
+	char		ttl[24];
+	const char *args[5] = {user_key, channel, presence_json, ttl, message};
+
+	redis_user_key(user_key, session_id, user_id);
+	redis_channel(channel, session_id);
+	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	return run_script(&redis_cursor_script, 2, args, lengthof(args), NULL, NULL);
 }
 
 /* A connection of a user is gone (left, closed, silent): drop it, publish message. */

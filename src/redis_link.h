@@ -18,6 +18,8 @@ extern const char *redis_link_origin(void);
 extern bool redis_link_touch(const char *session_id, const char *user_id, const char *connection_id,
 							 const char *presence_json, int64 now_ms, const char *message,
 							 bool publish_always);
+extern bool redis_link_cursor(const char *session_id, const char *user_id, const char *presence_json,
+							  const char *message);
 extern bool redis_link_remove(const char *session_id, const char *user_id, const char *connection_id,
 							  int64 now_ms, const char *message);
 extern bool redis_link_watch(const char *session_id);

@@ -274,5 +274,13 @@ presence_ws_worker_main(Datum main_arg)
 
 	ereport(LOG, (errmsg("presence: ws worker %d shutting down", worker_index)));
 	shut_down(&loop, set);
-	proc_exit(0);
+
+	/*
+	 * Exit code 1, not 0: a background worker that exits with 0 is
+	 * unregistered, so after a pg_terminate_backend() nothing would serve
+	 * WebSockets until the next server restart.  With 1 the postmaster
+	 * starts the worker again after bgw_restart_time (unless it is
+	 * shutting down itself).
+	 */
+	proc_exit(1);
 }
