@@ -78,7 +78,7 @@ SHORT_TIMING_GUCS = {
 
 # Server log lines that mean the worker crashed or failed.
 CRASH_SIGNS = re.compile(r"terminated by signal|PANIC|TRAP:|"
-                         r"presence ws worker.*exited with exit code|"
+                         r"presence ws worker.*exited with exit code [2-9]|"
                          r"presence ws worker (ERROR|FATAL)|AddressSanitizer|LeakSanitizer|"
                          r"runtime error:")
 
