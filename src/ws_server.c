@@ -54,6 +54,7 @@ static dlist_head ws_connections = DLIST_STATIC_INIT(ws_connections);
 static uint64 ws_next_serial = 1;
 static int	ws_worker_index;
 static lws_retry_bo_t ping_policy;
+static int	ws_partial_messages;	/* connections with a message half received */
 static struct lws_vhost *ws_vhost;
 static int	ws_listen_fd = -1;
 static uv_poll_t ws_listen_poll;
@@ -386,6 +387,8 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 			connection->rx = grown;
 			connection->rx_capacity = capacity;
 		}
+		if (connection->rx_len == 0)
+			ws_partial_messages++;
 		memcpy(connection->rx + connection->rx_len, in, len);
 		connection->rx_len += len;
 		if (!lws_is_final_fragment(wsi))
@@ -402,6 +405,8 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 	}
 	else
 		request_handle(connection, in, len);
+	if (connection->rx_len > 0)
+		ws_partial_messages--;
 	connection->rx_len = 0;
 	if (connection->rx_capacity > 65536)
 	{
@@ -815,6 +820,8 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		case LWS_CALLBACK_CLOSED:
 			if (connection == NULL)
 				return 0;
+			if (connection->rx_len > 0)
+				ws_partial_messages--;
 			live_connection_closed(connection);
 			dlist_delete(&connection->all_node);
 			connection->wsi = NULL;
@@ -985,7 +992,8 @@ ws_server_close_all(int code, const char *reason)
 void
 ws_server_service_pending(void)
 {
-	if (ws_context && lws_service_adjust_timeout(ws_context, 1, 0) == 0)
+	/* only while a message is half received: waking lws costs every pass */
+	if (ws_context && ws_partial_messages > 0 && lws_service_adjust_timeout(ws_context, 1, 0) == 0)
 		lws_cancel_service(ws_context);
 }
 
