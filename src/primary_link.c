@@ -167,6 +167,21 @@ primary_conninfo_for_writes(void)
 	return result;
 }
 
+/* Closes the connection and stops watching its socket. */
+static void
+link_disconnect(void)
+{
+	if (primary_poll_active)
+	{
+		uv_poll_stop(&primary_poll);
+		uv_close((uv_handle_t *) &primary_poll, NULL);
+		primary_poll_active = false;
+	}
+	if (primary_conn)
+		PQfinish(primary_conn);
+	primary_conn = NULL;
+}
+
 static void
 retry_timer_fired(uv_timer_t *timer)
 {
@@ -185,15 +200,7 @@ link_failed(const char *detail)
 				(errmsg("presence: cannot write to the primary: %s; writes wait and are retried",
 						detail)));
 	primary_reported = true;
-	if (primary_poll_active)
-	{
-		uv_poll_stop(&primary_poll);
-		uv_close((uv_handle_t *) &primary_poll, NULL);
-		primary_poll_active = false;
-	}
-	if (primary_conn)
-		PQfinish(primary_conn);
-	primary_conn = NULL;
+	link_disconnect();
 	if (primary_phase == PRIMARY_BUSY && queue_head)
 	{
 		PrimaryRequest *failed = queue_head;
@@ -361,15 +368,7 @@ primary_link_stop(void)
 		request_free(request);
 	}
 	queue_tail = NULL;
-	if (primary_poll_active)
-	{
-		uv_poll_stop(&primary_poll);
-		uv_close((uv_handle_t *) &primary_poll, NULL);
-		primary_poll_active = false;
-	}
-	if (primary_conn)
-		PQfinish(primary_conn);
-	primary_conn = NULL;
+	link_disconnect();
 	if (primary_loop)
 	{
 		uv_timer_stop(&primary_timer);

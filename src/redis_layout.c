@@ -296,3 +296,25 @@ redis_session_of_channel(const char *channel, size_t len, char *session_id)
 	session_id[len - prefix_len] = '\0';
 	return session_id;
 }
+
+void
+redis_user_keys(RedisUserKeys *keys, const char *session_id, const char *user_id, int64_t now_ms)
+{
+	redis_user_key(keys->user, session_id, user_id);
+	redis_session_key(keys->session, session_id);
+	redis_conns_key(keys->conns, session_id, user_id);
+	redis_channel(keys->channel, session_id);
+	snprintf(keys->now, sizeof(keys->now), INT64_FORMAT, (int64) now_ms);
+	snprintf(keys->ttl, sizeof(keys->ttl), "%d", presence_presence_ttl_ms);
+}
+
+void
+redis_session_keys(RedisSessionKeys *keys, const char *session_id, int64_t now_ms)
+{
+	redis_session_key(keys->session, session_id);
+	redis_channel(keys->channel, session_id);
+	redis_user_key_prefix(keys->user_prefix, session_id);
+	redis_conns_key_prefix(keys->conns_prefix, session_id);
+	snprintf(keys->now, sizeof(keys->now), INT64_FORMAT, (int64) now_ms);
+	snprintf(keys->ttl, sizeof(keys->ttl), "%d", presence_presence_ttl_ms);
+}

@@ -10,6 +10,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct RedisTarget
 {
@@ -48,5 +49,30 @@ extern void redis_conns_key_prefix(char *out, const char *session_id);
 extern void redis_channel(char *out, const char *session_id);
 extern void redis_commands_channel(char *out);
 extern const char *redis_session_of_channel(const char *channel, size_t len, char *session_id);
+
+/* Everything a script about one user of a session names, as strings. */
+typedef struct RedisUserKeys
+{
+	char		user[REDIS_KEY_MAX];
+	char		session[REDIS_KEY_MAX];
+	char		conns[REDIS_KEY_MAX];
+	char		channel[REDIS_KEY_MAX];
+	char		now[24];
+	char		ttl[24];
+} RedisUserKeys;
+
+/* Everything a script about a whole session names, as strings. */
+typedef struct RedisSessionKeys
+{
+	char		session[REDIS_KEY_MAX];
+	char		channel[REDIS_KEY_MAX];
+	char		user_prefix[REDIS_KEY_MAX];
+	char		conns_prefix[REDIS_KEY_MAX];
+	char		now[24];
+	char		ttl[24];
+} RedisSessionKeys;
+
+extern void redis_user_keys(RedisUserKeys *keys, const char *session_id, const char *user_id, int64_t now_ms);
+extern void redis_session_keys(RedisSessionKeys *keys, const char *session_id, int64_t now_ms);
 
 #endif							/* PRESENCE_REDIS_LAYOUT_H */

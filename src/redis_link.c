@@ -338,22 +338,12 @@ bool
 redis_link_touch(const char *session_id, const char *user_id, const char *connection_id,
 				 const char *presence_json, int64 now_ms, const char *message, bool publish_always)
 {
-	char		user_key[REDIS_KEY_MAX],
-				session_key[REDIS_KEY_MAX],
-				conns_key[REDIS_KEY_MAX],
-				channel[REDIS_KEY_MAX];
-	char		now[24],
-				ttl[24];
-	const char *args[11] = {user_key, session_key, conns_key, channel,
-		user_id, connection_id, presence_json, now, ttl, message ? message : "",
+	RedisUserKeys keys;
+	const char *args[11] = {keys.user, keys.session, keys.conns, keys.channel,
+		user_id, connection_id, presence_json, keys.now, keys.ttl, message ? message : "",
 	publish_always ? "1" : "0"};
 
-	redis_user_key(user_key, session_id, user_id);
-	redis_session_key(session_key, session_id);
-	redis_conns_key(conns_key, session_id, user_id);
-	redis_channel(channel, session_id);
-	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_user_keys(&keys, session_id, user_id, now_ms);
 	return run_script(&redis_touch_script, 4, args, lengthof(args), NULL, NULL);
 }
 
@@ -362,14 +352,10 @@ bool
 redis_link_cursor(const char *session_id, const char *user_id, const char *presence_json,
 				  const char *message)
 {
-	char		user_key[REDIS_KEY_MAX],
-				channel[REDIS_KEY_MAX];
-	char		ttl[24];
-	const char *args[5] = {user_key, channel, presence_json, ttl, message};
+	RedisUserKeys keys;
+	const char *args[5] = {keys.user, keys.channel, presence_json, keys.ttl, message};
 
-	redis_user_key(user_key, session_id, user_id);
-	redis_channel(channel, session_id);
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_user_keys(&keys, session_id, user_id, 0);
 	return run_script(&redis_cursor_script, 2, args, lengthof(args), NULL, NULL);
 }
 
@@ -378,21 +364,11 @@ bool
 redis_link_remove(const char *session_id, const char *user_id, const char *connection_id,
 				  int64 now_ms, const char *message)
 {
-	char		user_key[REDIS_KEY_MAX],
-				session_key[REDIS_KEY_MAX],
-				conns_key[REDIS_KEY_MAX],
-				channel[REDIS_KEY_MAX];
-	char		now[24],
-				ttl[24];
-	const char *args[9] = {user_key, session_key, conns_key, channel,
-	user_id, connection_id, now, ttl, message ? message : ""};
+	RedisUserKeys keys;
+	const char *args[9] = {keys.user, keys.session, keys.conns, keys.channel,
+	user_id, connection_id, keys.now, keys.ttl, message ? message : ""};
 
-	redis_user_key(user_key, session_id, user_id);
-	redis_session_key(session_key, session_id);
-	redis_conns_key(conns_key, session_id, user_id);
-	redis_channel(channel, session_id);
-	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_user_keys(&keys, session_id, user_id, now_ms);
 	return run_script(&redis_remove_script, 4, args, lengthof(args), NULL, NULL);
 }
 
@@ -426,19 +402,11 @@ on_snapshot(redisAsyncContext *context, void *reply_ptr, void *privdata)
 static void
 request_snapshot(const char *session_id)
 {
-	char		session_key[REDIS_KEY_MAX],
-				user_prefix[REDIS_KEY_MAX],
-				conns_prefix[REDIS_KEY_MAX];
-	char		now[24],
-				ttl[24];
-	const char *args[5] = {session_key, user_prefix, conns_prefix, now, ttl};
+	RedisSessionKeys keys;
+	const char *args[5] = {keys.session, keys.user_prefix, keys.conns_prefix, keys.now, keys.ttl};
 	char	   *privdata = strdup(session_id);
 
-	redis_session_key(session_key, session_id);
-	redis_user_key_prefix(user_prefix, session_id);
-	redis_conns_key_prefix(conns_prefix, session_id);
-	snprintf(now, sizeof(now), INT64_FORMAT, presence_now_ms());
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_session_keys(&keys, session_id, presence_now_ms());
 	if (privdata == NULL || !run_script(&redis_snapshot_script, 1, args, lengthof(args), on_snapshot, privdata))
 	{
 		live_apply_snapshot(session_id, NULL, 0);

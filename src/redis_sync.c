@@ -128,18 +128,10 @@ redis_sync_script(const RedisScript *script, int nkeys, const char **args, int n
 redisReply *
 redis_sync_session_users(const char *session_id, int64 now_ms)
 {
-	char		session_key[REDIS_KEY_MAX],
-				user_prefix[REDIS_KEY_MAX],
-				conns_prefix[REDIS_KEY_MAX];
-	char		now[24],
-				ttl[24];
-	const char *args[5] = {session_key, user_prefix, conns_prefix, now, ttl};
+	RedisSessionKeys keys;
+	const char *args[5] = {keys.session, keys.user_prefix, keys.conns_prefix, keys.now, keys.ttl};
 
-	redis_session_key(session_key, session_id);
-	redis_user_key_prefix(user_prefix, session_id);
-	redis_conns_key_prefix(conns_prefix, session_id);
-	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_session_keys(&keys, session_id, now_ms);
 	return redis_sync_script(&redis_snapshot_script, 1, args, lengthof(args));
 }
 
@@ -167,19 +159,10 @@ redis_sync_scan_sessions(const char *cursor)
 redisReply *
 redis_sync_sweep_session(const char *session_id, const char *origin, int64 now_ms)
 {
-	char		session_key[REDIS_KEY_MAX],
-				channel[REDIS_KEY_MAX],
-				user_prefix[REDIS_KEY_MAX],
-				conns_prefix[REDIS_KEY_MAX];
-	char		now[24],
-				ttl[24];
-	const char *args[7] = {session_key, channel, user_prefix, conns_prefix, now, ttl, origin};
+	RedisSessionKeys keys;
+	const char *args[7] = {keys.session, keys.channel, keys.user_prefix, keys.conns_prefix,
+	keys.now, keys.ttl, origin};
 
-	redis_session_key(session_key, session_id);
-	redis_channel(channel, session_id);
-	redis_user_key_prefix(user_prefix, session_id);
-	redis_conns_key_prefix(conns_prefix, session_id);
-	snprintf(now, sizeof(now), INT64_FORMAT, now_ms);
-	snprintf(ttl, sizeof(ttl), "%d", presence_presence_ttl_ms);
+	redis_session_keys(&keys, session_id, now_ms);
 	return redis_sync_script(&redis_sweep_script, 2, args, lengthof(args));
 }
