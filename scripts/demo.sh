@@ -52,6 +52,12 @@ fi
 sql "SELECT presence.add_participant('demo', 'b0b00000-0000-4000-8000-000000000002', 'operator')" >/dev/null
 sql "SELECT presence.add_participant('demo', 'ca401000-0000-4000-8000-000000000003', 'commenter')" >/dev/null
 
+# the workers connect once the database exists; wait until they serve
+for _ in $(seq 1 100); do
+	curl -sf "http://127.0.0.1:$wsport/healthz" >/dev/null && break
+	sleep 0.2
+done
+
 echo
 echo "presence demo is running."
 echo "  PostgreSQL:  test/cluster.sh psql $dir      (or psql -h $dir -p $pgport -U postgres presence)"
