@@ -105,6 +105,7 @@ typedef struct Options
 	const char *subprotocol;	/* "" offers none */
 	int			connections;
 	int			first_user;		/* index of the first user, to split users over generators */
+	long		clock_origin;	/* Unix seconds where positions start; 0 = at start */
 	int			sessions;
 	double		rate;			/* cursor updates per second, in total */
 	double		duration;		/* measured window, seconds */
@@ -2407,6 +2408,8 @@ usage(const Options *d)
 		   "Load:\n"
 		   "  --connections N           connections, one user each (default %d)\n"
 		   "  --first-user K            users are K .. K+N-1, to split them over generators (default 0)\n"
+		   "  --clock-origin UNIXSECS   time base of cursor positions, shared by generators whose\n"
+		   "                            users see each other's updates (default: own start)\n"
 		   "  --sessions S              sessions; user i joins bench-(i %% S) (default %d)\n"
 		   "  --rate R                  cursor updates per second in total (default %.0f)\n"
 		   "  --duration SEC            measured window (default %.0f)\n"
@@ -2460,6 +2463,7 @@ parse_options(int argc, char **argv)
 		{"subprotocol", required_argument, NULL, 'S'},
 		{"connections", required_argument, NULL, 'c'},
 		{"first-user", required_argument, NULL, 'F'},
+		{"clock-origin", required_argument, NULL, 'O'},
 		{"sessions", required_argument, NULL, 's'},
 		{"rate", required_argument, NULL, 'r'},
 		{"duration", required_argument, NULL, 'd'},
@@ -2520,6 +2524,9 @@ parse_options(int argc, char **argv)
 				break;
 			case 'F':
 				o->first_user = (int) parse_number(name, optarg, 0);
+				break;
+			case 'O':
+				o->clock_origin = (long) parse_number(name, optarg, 0);
 				break;
 			case 's':
 				o->sessions = (int) parse_number(name, optarg, 1);
@@ -2719,6 +2726,23 @@ main(int argc, char **argv)
 	sync_realtime_origin();
 	setvbuf(stdout, NULL, _IOLBF, 0);
 	parse_options(argc, argv);
+	if (run.opt.clock_origin > 0)
+	{
+		/* move the origin back to that realtime instant, so positions agree across generators */
+		struct timespec real;
+		int64_t		back_us;
+
+		clock_gettime(CLOCK_REALTIME, &real);
+		back_us = ((int64_t) real.tv_sec - run.opt.clock_origin) * 1000000 + real.tv_nsec / 1000;
+		clock_origin.tv_sec -= back_us / 1000000;
+		clock_origin.tv_nsec -= (back_us % 1000000) * 1000;
+		while (clock_origin.tv_nsec < 0)
+		{
+			clock_origin.tv_nsec += 1000000000;
+			clock_origin.tv_sec--;
+		}
+	}
+	sync_realtime_origin();
 	raise_fd_limit();
 	signal(SIGPIPE, SIG_IGN);
 	sigaction(SIGINT, &sa, NULL);

@@ -121,9 +121,11 @@ SELECT count(presence.add_participant('bench-' || (i % $SESSIONS),
 SQL
 sleep 2
 before=$(evalsha_calls)
-load "$primary" 23513 "$half" 0 $((RATE / 2)) --no-setup > "$work/primary.result" &
+# one time base for both generators: each times the other's updates too
+origin=$(date +%s)
+load "$primary" 23513 "$half" 0 $((RATE / 2)) --no-setup --clock-origin "$origin" > "$work/primary.result" &
 primary_load=$!
-load "$standby" 23514 "$half" "$half" $((RATE / 2)) --no-setup > "$work/standby.result"
+load "$standby" 23514 "$half" "$half" $((RATE / 2)) --no-setup --clock-origin "$origin" > "$work/standby.result"
 wait $primary_load
 after=$(evalsha_calls)
 sent=$(awk -v r="$RATE" -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", r * (d + w) }')

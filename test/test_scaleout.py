@@ -264,6 +264,12 @@ def test_cross_node_join_cursor_leave(world):
         moved = await alice.event("cursor", BOB)
         cursor = [e for e in moved["events"] if e["kind"] == "cursor"][0]["user"]["cursor"]
         assert cursor == {"eventId": "e9", "position": 12}
+        for position in range(3):
+            await alice.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
+                                            "cursor": {"eventId": "e1", "position": position}}))
+            moved = await bob.event("cursor", ALICE)
+            cursor = [e for e in moved["events"] if e["kind"] == "cursor"][-1]["user"]["cursor"]
+            assert cursor == {"eventId": "e1", "position": position}
         await bob.close()
         await alice.event("leave", BOB)
         await alice.close()
