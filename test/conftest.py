@@ -40,6 +40,10 @@ CLUSTER_SH = os.path.join(HERE, "cluster.sh")
 SECRET = "test-secret-0123456789abcdef0123456789"
 SCALE = float(os.environ.get("PRESENCE_TEST_TIME_SCALE", "1"))
 KEEP = os.environ.get("PRESENCE_TEST_KEEP") == "1"
+# Sanitizer runs (test/README.md): a library to preload into the servers,
+# and the log_path prefix of their reports.
+PRELOAD = os.environ.get("PRESENCE_TEST_PRELOAD", "")
+SANITIZER_LOG = os.environ.get("PRESENCE_TEST_SANITIZER_LOG", "")
 # Per-test bound; generous, the tests themselves take seconds.
 TEST_TIMEOUT = 120 * SCALE
 # How long to wait for something that should happen.
@@ -139,8 +143,11 @@ class Cluster:
         self.started = False
 
     # -- cluster.sh -------------------------------------------------------
-    def sh(self, *args, check=True, timeout=120):
-        return subprocess.run([CLUSTER_SH, args[0], self.dir, *args[1:]], check=check,
+    def sh(self, *args, check=True, timeout=120 * SCALE):
+        env = dict(os.environ)
+        if PRELOAD:
+            env["LD_PRELOAD"] = PRELOAD
+        return subprocess.run([CLUSTER_SH, args[0], self.dir, *args[1:]], check=check, env=env,
                               capture_output=True, text=True, timeout=timeout)
 
     def start(self, gucs=None, wait_worker=True):
@@ -604,6 +611,46 @@ def worker_survives(request):
     yield
     assert c.worker_pid() == pid, "the ws worker restarted (pid %s -> %s)" % (pid, c.worker_pid())
     assert_no_crash(c, offset)
+
+
+def sanitizer_reports():
+    """{path: size} of the sanitizer report files written so far."""
+    if not SANITIZER_LOG:
+        return {}
+    directory, prefix = os.path.split(SANITIZER_LOG)
+    return {os.path.join(directory, name): os.path.getsize(os.path.join(directory, name))
+            for name in os.listdir(directory) if name.startswith(prefix)}
+
+
+# A stack frame in presence's code: the library, or one of its source files.
+PRESENCE_FRAME = re.compile(r"presence\.so|\((%s):\d+\)" % "|".join(
+    re.escape(name) for name in sorted(os.listdir(os.path.join(os.path.dirname(HERE), "src")))
+    if name.endswith((".c", ".h"))))
+
+
+def sanitizer_errors(text):
+    """The reports in a sanitizer log that concern presence: any ASan or UBSan
+    report, and valgrind errors with a presence.so frame (PostgreSQL's own
+    known valgrind noise, such as uninitialised WAL padding, is left out)."""
+    if re.search(r"ERROR: (AddressSanitizer|LeakSanitizer)|runtime error:", text):
+        return [text]
+    blocks = re.split(r"(?m)^==\d+== ?\n", text)
+    return [b for b in blocks if PRESENCE_FRAME.search(b) and re.search(r"(?m)^==\d+== \S", b)]
+
+
+@pytest.fixture(autouse=True)
+def no_sanitizer_reports():
+    """Under a sanitizer or valgrind, a test fails when a report about presence appears."""
+    before = sanitizer_reports()
+    yield
+    errors = []
+    for path, size in sanitizer_reports().items():
+        if before.get(path) == size:
+            continue
+        with open(path, errors="replace") as f:
+            f.seek(before.get(path, 0))
+            errors += ["%s:\n%s" % (path, e[:6000]) for e in sanitizer_errors(f.read())]
+    assert not errors, "\n".join(errors)
 
 
 @pytest.fixture
