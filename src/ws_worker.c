@@ -219,7 +219,7 @@ presence_ws_worker_main(Datum main_arg)
 	raise_open_files_limit();
 	slot = presence_worker_attach(worker_index);
 	if (!wait_for_extension())
-		proc_exit(0);
+		proc_exit(1);			/* restartable, as at the end of main below */
 
 	if (uv_loop_init(&loop) != 0)
 		ereport(ERROR, (errmsg("presence: could not create an event loop")));
