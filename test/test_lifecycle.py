@@ -172,3 +172,32 @@ async def test_database_without_extension(fresh_cluster):
     client = await raw_connect(c, token=make_token(u))
     await client.expect("welcome")
     await client.close()
+
+
+async def test_database_refusing_writes(fresh_cluster):
+    """While the database cannot take writes: acks wait, /healthz says 503, a
+    full queue answers unavailable; once it can, everything queued is written."""
+    c = fresh_cluster({"presence.max_pending_activity": "100", "presence.rate_limit": "1000"})
+    a = c.create_user()
+    sid = c.create_session(a)
+    ca = await a.connect()
+    await ca.join(sid)
+    c.reload({"default_transaction_read_only": "on"})
+    await ca.send({"type": "activity", "sessionId": sid, "activityType": "pending", "ref": "first"})
+    wait_until(lambda: c.http("GET", "/healthz")[0] == 503, what="/healthz to report the database")
+    assert b"database" in c.http("GET", "/healthz")[2]
+    for i in range(120):
+        await ca.send({"type": "activity", "sessionId": sid, "activityType": "pending", "details": {"i": i}})
+    error = await ca.expect("error")
+    assert error["code"] == "unavailable", error
+    assert not [m for m in ca.inbox if m.get("ref") == "first"]
+    # the database takes writes again
+    c.reload({"default_transaction_read_only": "off"})
+    ack = await ca.expect("ack", ref="first", timeout=WAIT + 5 * SCALE)
+    assert c.sql1("SELECT activity_type FROM presence.activity_log WHERE id = %s", (ack["activityId"],)) == "pending"
+    queued = len(c.activity_rows(sid, "pending"))
+    refused = len([m for m in ca.inbox if m.get("type") == "error" and m.get("code") == "unavailable"]) + 1
+    assert queued + refused == 121, (queued, refused)
+    wait_until(lambda: c.http("GET", "/healthz")[0] == 200, what="/healthz to recover")
+    await ca.alive()
+    await ca.close()
