@@ -233,6 +233,13 @@ class Client:
         await self.ws.close()
 
 
+async def joined_client(node, user, session_id):
+    """A client of user on node, joined to the session."""
+    client = await Client(node, user).connect()
+    await client.join(session_id)
+    return client
+
+
 async def connect_to_worker_of(other, node, user):
     """A client of user on the same ws worker as other (SO_REUSEPORT picks the worker)."""
     worker = other.welcome["connectionId"].rsplit(":", 1)[0]
@@ -253,8 +260,7 @@ def test_cross_node_join_cursor_leave(world):
     session_id = new_session(primary, standby, BOB)
 
     async def scenario():
-        alice = await Client(primary, ALICE).connect()
-        await alice.join(session_id)
+        alice = await joined_client(primary, ALICE, session_id)
         bob = await Client(standby, BOB).connect()
         joined = await bob.join(session_id)
         assert {u["userId"] for u in joined["users"]} == {ALICE, BOB}
@@ -281,13 +287,11 @@ def test_multi_tab_across_nodes(world):
     session_id = new_session(primary, standby, BOB, CAROL)
 
     async def scenario():
-        carol = await Client(primary, CAROL).connect()
-        await carol.join(session_id)
+        carol = await joined_client(primary, CAROL, session_id)
         tab_a = await Client(primary, BOB).connect()
         await tab_a.join(session_id)
         await carol.event("join", BOB)
-        tab_b = await Client(standby, BOB).connect()
-        await tab_b.join(session_id)
+        tab_b = await joined_client(standby, BOB, session_id)
         await tab_a.close()
         await carol.quiet_about(BOB, 1.5)
         await tab_b.close()
@@ -302,8 +306,7 @@ def test_two_workers_on_one_node_see_each_other(world):
 
     async def scenario():
         # connect until the two users sit on different workers of the primary
-        alice = await Client(primary, ALICE).connect()
-        await alice.join(session_id)
+        alice = await joined_client(primary, ALICE, session_id)
         worker = alice.welcome["connectionId"].split(":")[1]
         for _ in range(40):
             bob = await Client(primary, BOB).connect()
@@ -326,8 +329,7 @@ def test_activity_through_standby_lands_on_primary(world):
     session_id = new_session(primary, standby, BOB)
 
     async def scenario():
-        bob = await Client(standby, BOB).connect()
-        await bob.join(session_id)
+        bob = await joined_client(standby, BOB, session_id)
         for i in range(5):
             ack = await bob.request({"type": "activity", "sessionId": session_id,
                                      "activityType": "note", "details": {"i": i}})
@@ -344,8 +346,7 @@ def test_primary_restart_loses_no_standby_activity(world):
     session_id = new_session(primary, standby, BOB)
 
     async def scenario():
-        bob = await Client(standby, BOB).connect()
-        await bob.join(session_id)
+        bob = await joined_client(standby, BOB, session_id)
         primary.ctl("stop", "fast")
         for i in range(20):
             await bob.ws.send(json.dumps({"type": "activity", "sessionId": session_id,
@@ -372,8 +373,7 @@ def test_node_death_times_users_out(world):
     session_id = new_session(primary, standby, BOB)
 
     async def scenario():
-        alice = await Client(primary, ALICE).connect()
-        await alice.join(session_id)
+        alice = await joined_client(primary, ALICE, session_id)
         bob = await Client(standby, BOB).connect()
         await bob.join(session_id)
         await alice.event("join", BOB)
@@ -395,8 +395,7 @@ def test_keys_and_ttls_follow_the_layout(world):
     session_id = new_session(primary, standby, BOB)
 
     async def scenario():
-        alice = await Client(primary, ALICE).connect()
-        await alice.join(session_id)
+        alice = await joined_client(primary, ALICE, session_id)
         await alice.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
                                         "cursor": {"eventId": "e1", "position": 3}}))
         await asyncio.sleep(0.5)
@@ -421,8 +420,7 @@ def test_redis_outage_local_service_and_convergence(world):
     session_id = new_session(primary, standby, BOB, CAROL)
 
     async def scenario():
-        alice = await Client(primary, ALICE).connect()
-        await alice.join(session_id)
+        alice = await joined_client(primary, ALICE, session_id)
         bob = await Client(standby, BOB).connect()
         await bob.join(session_id)
         await alice.event("join", BOB)
