@@ -844,6 +844,23 @@ live_heartbeat(Connection *connection, const char *session_id, const CursorPosit
 }
 
 /*
+ * A status the server sets by itself: away after inactivity, online again
+ * on activity.  Others see an update; the change is logged.
+ */
+static void
+automatic_status(Membership *membership, PresenceStatus status, Connection *origin)
+{
+	SessionUser *user = membership->user;
+
+	user->status = status;
+	user->auto_away = status == STATUS_AWAY;
+	user_event(user, "update", origin);
+	redis_announce(membership, "update", true);
+	log_user_activity(user, "status_changed",
+					  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 1), origin);
+}
+
+/*
  * Bookkeeping for every message from an authenticated connection: a
  * silent connection comes back (its users rejoin), and anything but a
  * heartbeat is activity that ends automatic away.
@@ -884,14 +901,7 @@ live_message_received(Connection *connection, RequestType type)
 			continue;
 		user->last_activity_ms = now;
 		if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
-		{
-			user->status = STATUS_ONLINE;
-			user->auto_away = false;
-			user_event(user, "update", connection);
-			redis_announce(membership, "update", true);
-			log_user_activity(user, "status_changed",
-							  json_pack("{s:s, s:b}", "status", "online", "automatic", 1), connection);
-		}
+			automatic_status(membership, STATUS_ONLINE, connection);
 	}
 }
 
@@ -957,14 +967,7 @@ live_sweep(int64 now_ms)
 					redis_announce(membership, "join", false);
 				if (!membership->connection->silent && user->status == STATUS_ONLINE &&
 					now_ms - user->last_activity_ms >= presence_away_threshold_ms)
-				{
-					user->status = STATUS_AWAY;
-					user->auto_away = true;
-					user_event(user, "update", NULL);
-					redis_announce(membership, "update", true);
-					log_user_activity(user, "status_changed",
-									  json_pack("{s:s, s:b}", "status", "away", "automatic", 1), NULL);
-				}
+					automatic_status(membership, STATUS_AWAY, NULL);
 			}
 		}
 }
