@@ -721,6 +721,34 @@ serve_http(struct lws *wsi, const char *uri)
 }
 
 /*
+ * Refuses an upgrade with a plain-text HTTP status.  lws_return_http_status()
+ * would answer "HTTP/1.0" at this point (lws reads the request's version
+ * only after the upgrade callback), which strict clients such as Python's
+ * websockets cannot read; the status line is written here instead.
+ */
+static void
+refuse_upgrade(struct lws *wsi, int status, const char *reason, const char *message)
+{
+	unsigned char buffer[LWS_PRE + 512];
+	unsigned char *start = buffer + LWS_PRE;
+	unsigned char *end = buffer + sizeof(buffer) - 1;
+	unsigned char *p = start;
+	size_t		len = strlen(message);
+
+	p += lws_snprintf((char *) p, lws_ptr_diff(end, p), "HTTP/1.1 %d %s\r\n", status, reason);
+	if (lws_add_http_header_by_token(wsi, WSI_TOKEN_HTTP_CONTENT_TYPE,
+									 (const unsigned char *) "text/plain", 10, &p, end) ||
+		lws_add_http_header_content_length(wsi, len, &p, end) ||
+		lws_add_http_header_by_token(wsi, WSI_TOKEN_CONNECTION,
+									 (const unsigned char *) "close", 5, &p, end) ||
+		lws_finalize_http_header(wsi, &p, end) || (size_t) lws_ptr_diff(end, p) < len)
+		return;
+	memcpy(p, message, len);
+	p += len;
+	(void) lws_write(wsi, start, lws_ptr_diff(p, start), LWS_WRITE_HTTP);
+}
+
+/*
  * The upgrade gate, while the request headers are still readable: path
  * /ws, Origin, the node's connection limit.  Refusals are plain HTTP.
  */
@@ -728,29 +756,17 @@ static int
 confirm_upgrade(struct lws *wsi)
 {
 	char		uri[256];
-	int			status = 0;
-	const char *message = NULL;
 
 	if (lws_hdr_copy(wsi, uri, sizeof(uri), WSI_TOKEN_GET_URI) < 0 ||
 		(strcmp(uri, "/ws") != 0 && strcmp(uri, "/") != 0))
-	{
-		status = HTTP_STATUS_NOT_FOUND;
-		message = "WebSocket endpoint is /ws";
-	}
+		refuse_upgrade(wsi, HTTP_STATUS_NOT_FOUND, "Not Found", "WebSocket endpoint is /ws\n");
 	else if (!origin_allowed(wsi))
-	{
-		status = HTTP_STATUS_FORBIDDEN;
-		message = "origin not allowed";
-	}
+		refuse_upgrade(wsi, HTTP_STATUS_FORBIDDEN, "Forbidden", "origin not allowed\n");
 	else if (presence_connections_total() >= presence_max_connections)
-	{
-		status = HTTP_STATUS_SERVICE_UNAVAILABLE;
-		message = "too many connections";
-	}
-	if (status == 0)
+		refuse_upgrade(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "Service Unavailable", "too many connections\n");
+	else
 		return 0;
 	presence_count(CTR_CONNECTIONS_REFUSED, 1);
-	lws_return_http_status(wsi, (unsigned int) status, message);
 	return 1;
 }
 

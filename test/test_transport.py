@@ -112,6 +112,20 @@ async def test_upgrade_on_other_paths_is_404(cluster, user, path):
     assert await upgrade_status(cluster, path=path, token=user().token()) == 404
 
 
+async def client_refusal(cluster, **kwargs):
+    """The status a WebSocket client library reads from a refused upgrade."""
+    with pytest.raises(websockets.InvalidStatusCode) as refused:
+        await Client.open(cluster, **kwargs)
+    return refused.value.status_code
+
+
+async def test_refusals_are_readable_by_client_libraries(cluster, user, gucs):
+    # an HTTP/1.1 status line: strict clients (websockets) reject HTTP/1.0 answers
+    assert await client_refusal(cluster, path="/nope", token=user().token()) == 404
+    gucs({"presence.allowed_origins": "https://good.example"})
+    assert await client_refusal(cluster, origin="https://evil.example") == 403
+
+
 async def test_upgrade_on_ws_path(cluster, user):
     assert await upgrade_status(cluster, path="/ws", token=user().token()) == 101
 
@@ -151,6 +165,7 @@ async def test_max_connections_503(fresh_cluster):
     u = c.create_user()
     clients = [await u.connect() for _ in range(3)]
     assert await upgrade_status(c, token=u.token()) == 503
+    assert await client_refusal(c, token=u.token()) == 503
     # HTTP is not a WebSocket connection: still served
     assert c.http("GET", "/healthz")[0] == 200
     await clients.pop().close()
