@@ -29,6 +29,7 @@
 
 #include "postmaster/postmaster.h"
 
+#include "primary_link.h"
 #include "protocol.h"
 #include "redis_layout.h"
 #include "redis_sync.h"
@@ -69,9 +70,35 @@ log_swept_user_work(void *arg)
 }
 
 /*
+ * On a standby, the swept user's timeout is logged on the primary: a
+ * short blocking libpq call, which the maintenance worker can afford.
+ */
+static void
+log_swept_user_on_primary(SweptUser *swept)
+{
+	char	   *conninfo = primary_conninfo_for_writes();
+	PGconn	   *conn = conninfo ? PQconnectdb(conninfo) : NULL;
+	const char *params[2] = {swept->session_id, swept->user_id};
+	PGresult   *result = NULL;
+
+	if (conn && PQstatus(conn) == CONNECTION_OK)
+		result = PQexecParams(conn, "SELECT presence.log_activity($1, $2::uuid, 'user_timeout',"
+							  " '{\"reason\": \"connections expired\"}')",
+							  2, NULL, params, NULL, NULL, 0);
+	if (result == NULL || PQresultStatus(result) != PGRES_TUPLES_OK)
+		ereport(LOG, (errmsg("presence: could not log the timeout of user %s on the primary: %s",
+							 swept->user_id, conn ? PQerrorMessage(conn) : "no primary_conninfo")));
+	if (result)
+		PQclear(result);
+	if (conn)
+		PQfinish(conn);
+	free(conninfo);
+}
+
+/*
  * Every session's sorted set in Redis, swept of users none of whose
- * connections was refreshed within presence_ttl; on the primary each one
- * also gets its user_timeout row.
+ * connections was refreshed within presence_ttl; each one also gets its
+ * user_timeout row, written on the primary wherever the sweep ran.
  */
 static void
 sweep_redis(void)
@@ -116,6 +143,8 @@ sweep_redis(void)
 									 swept.user_id, session_id)));
 				if (!RecoveryInProgress())
 					(void) db_run("presence: logging a swept user", log_swept_user_work, &swept);
+				else
+					log_swept_user_on_primary(&swept);
 			}
 			if (removed)
 				freeReplyObject(removed);

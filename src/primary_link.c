@@ -116,8 +116,11 @@ primary_link_send(const char *sql, int nparams, const char *const *params,
 	return true;
 }
 
-/* The connection string: ours, or the standby's, aimed at presence.database. */
-static char *
+/*
+ * The connection string: ours, or the standby's, aimed at
+ * presence.database (malloc'd; NULL when there is none).
+ */
+char *
 primary_conninfo_for_writes(void)
 {
 	const char *configured = presence_primary_conninfo && presence_primary_conninfo[0] ?
@@ -264,6 +267,12 @@ collect_result(void)
 static void
 on_socket(uv_poll_t *poll, int status, int events)
 {
+	/* libuv stops watching a socket it reports an error on */
+	if (status < 0)
+	{
+		link_failed(uv_strerror(status));
+		return;
+	}
 	if (primary_phase == PRIMARY_CONNECTING)
 		link_drive();
 	else if (primary_phase == PRIMARY_BUSY)

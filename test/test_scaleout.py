@@ -386,6 +386,11 @@ def test_node_death_times_users_out(world):
         await alice.close()
     run(scenario())
     assert redis.cli("ZSCORE", f"presence:session:{session_id}", BOB) == ""
+    timeouts = primary.sql(f"""SELECT count(*) FROM presence.activity_log a
+                                 JOIN presence.collaboration_sessions s ON s.id = a.session_id
+                                WHERE s.session_id = '{session_id}' AND a.user_id = '{BOB}'
+                                  AND a.activity_type = 'user_timeout'""")
+    assert timeouts == "1"
     standby.ctl("start", str(standby.pgport), str(standby.wsport))
     standby.wait_workers()
 
