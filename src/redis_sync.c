@@ -27,12 +27,10 @@ sync_drop(void)
 	sync_context = NULL;
 }
 
-/* A reply that is not an error, or NULL (the connection is then dropped). */
+/* reply when it is not an error; else NULL, and the connection is dropped. */
 static redisReply *
-sync_command_argv(int argc, const char **argv)
+sync_checked(redisReply *reply)
 {
-	redisReply *reply = redisCommandArgv(sync_context, argc, argv, NULL);
-
 	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
 	{
 		if (reply)
@@ -41,6 +39,12 @@ sync_command_argv(int argc, const char **argv)
 		return NULL;
 	}
 	return reply;
+}
+
+static redisReply *
+sync_command_argv(int argc, const char **argv)
+{
+	return sync_checked(redisCommandArgv(sync_context, argc, argv, NULL));
 }
 
 /* Connects (or reuses the connection), with AUTH and SELECT from the URL. */
@@ -114,14 +118,7 @@ redis_sync_script(const RedisScript *script, int nkeys, const char **args, int n
 		argv[1] = script->source;
 		reply = redisCommandArgv(sync_context, 3 + nargs, argv, NULL);
 	}
-	if (reply == NULL || reply->type == REDIS_REPLY_ERROR)
-	{
-		if (reply)
-			freeReplyObject(reply);
-		sync_drop();
-		return NULL;
-	}
-	return reply;
+	return sync_checked(reply);
 }
 
 /* The session's users with a fresh connection, as the snapshot script reads them. */
