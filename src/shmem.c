@@ -87,6 +87,7 @@ typedef struct PendingCommand
 static PresenceShared *shared = NULL;
 static HTAB *live_users = NULL;
 static PendingCommand *pending_commands = NULL;
+static uint32 admitted_here = 0;	/* of shared->connections, taken by this process */
 static bool command_callbacks_registered = false;
 
 static int	live_user_capacity(void);
@@ -300,7 +301,9 @@ worker_detach(int code, Datum arg)
 
 	presence_live_forget_worker(worker_index);
 	LWLockAcquire(shared->command_lock, LW_EXCLUSIVE);
-	pg_atomic_fetch_sub_u32(&shared->connections, (uint32) Max(slot->connections, 0));
+	/* places this process still holds: its clients did not all close */
+	pg_atomic_fetch_sub_u32(&shared->connections, admitted_here);
+	admitted_here = 0;
 	memset(slot, 0, sizeof(*slot));
 	LWLockRelease(shared->command_lock);
 }
@@ -328,7 +331,10 @@ presence_connection_admit(void)
 	while (current < (uint32) presence_max_connections)
 	{
 		if (pg_atomic_compare_exchange_u32(&shared->connections, &current, current + 1))
+		{
+			admitted_here++;
 			return true;
+		}
 	}
 	return false;
 }
@@ -336,6 +342,7 @@ presence_connection_admit(void)
 void
 presence_connection_release(void)
 {
+	admitted_here--;
 	pg_atomic_fetch_sub_u32(&shared->connections, 1);
 }
 
