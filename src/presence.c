@@ -9,8 +9,8 @@
  */
 #include "presence.h"
 
+#include <netdb.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "postmaster/bgworker.h"
@@ -44,29 +44,35 @@ presence_shmem_startup_hook(void)
 }
 
 /*
- * Claims listen_address:port for this server, machine-wide, by binding
- * an abstract Unix socket named after it for the postmaster's lifetime.
- * The ws workers listen with SO_REUSEPORT so that they can share the
- * port; without this claim a second server configured with the same port
- * would silently share it too and receive half the connections.
+ * Whether listen_address:port is free for this server's ws workers.  They
+ * listen with SO_REUSEPORT so that they can share the port, which would
+ * let a second server configured with the same port silently share it
+ * too and receive part of the connections.  A plain bind (without
+ * SO_REUSEPORT) fails while anyone listens there, so the postmaster tries
+ * one at start-up and lets it go at once.
  */
 static bool
-claim_port(void)
+port_is_free(void)
 {
-	struct sockaddr_un address = {.sun_family = AF_UNIX};
-	int			fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	int			len;
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
+	struct addrinfo *address = NULL;
+	char		port[16];
+	int			one = 1;
+	int			fd;
+	bool		free_port;
 
-	len = snprintf(address.sun_path + 1, sizeof(address.sun_path) - 1, "presence-listen-%s:%d",
-				   presence_listen_address, presence_port);
-	if (fd < 0 || bind(fd, (struct sockaddr *) &address,
-					   offsetof(struct sockaddr_un, sun_path) + 1 + Min(len, (int) sizeof(address.sun_path) - 2)) != 0)
-	{
-		if (fd >= 0)
-			close(fd);
-		return false;
-	}
-	return true;				/* kept open until the postmaster exits */
+	snprintf(port, sizeof(port), "%d", presence_port);
+	if (getaddrinfo(presence_listen_address[0] ? presence_listen_address : NULL, port, &hints, &address) != 0)
+		return true;				/* the worker reports the bad address */
+	fd = socket(address->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	free_port = fd < 0 ||
+		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+		bind(fd, address->ai_addr, address->ai_addrlen) == 0 ||
+		errno != EADDRINUSE;
+	if (fd >= 0)
+		close(fd);
+	freeaddrinfo(address);
+	return free_port;
 }
 
 /*
@@ -81,7 +87,7 @@ presence_register_workers(void)
 	BackgroundWorker worker;
 	int			ws_workers = presence_port > 0 ? presence_workers : 0;
 
-	if (ws_workers > 0 && !claim_port())
+	if (ws_workers > 0 && !port_is_free())
 	{
 		ereport(WARNING,
 				(errmsg("presence: %s:%d is already served by another PostgreSQL server; no ws worker starts",
