@@ -629,9 +629,10 @@ PRESENCE_FRAME = re.compile(r"presence\.so|\((%s):\d+\)" % "|".join(
 
 
 # PostgreSQL's own valgrind noise, as in its src/tools/valgrind.supp: WAL
-# pages are written with uninitialised padding (through our commits too).
+# pages and the relcache init file are written with uninitialised padding
+# (also when our worker commits or connects).
 VALGRIND_NOISE = re.compile(r"Syscall param \S+ points to uninitialised byte\(s\)(.|\n)*"
-                            r"(XLogFlush|XLogBackgroundFlush|XLogInsertRecord)")
+                            r"(XLogFlush|XLogBackgroundFlush|XLogInsertRecord|RelationCacheInitializePhase3)")
 
 
 def sanitizer_errors(text):
