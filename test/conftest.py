@@ -23,7 +23,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -157,10 +156,6 @@ class Cluster:
         if wait_worker:
             self.wait_worker()
 
-    def set(self, **gucs):
-        """Writes GUCs (use names with __ for dots: presence__rate_limit)."""
-        self.sh("set", *["%s=%s" % (k.replace("__", "."), v) for k, v in gucs.items()])
-
     def set_gucs(self, gucs):
         self.sh("set", *["%s=%s" % kv for kv in gucs.items()])
 
@@ -179,10 +174,6 @@ class Cluster:
         if re.fullmatch(r"\d+\s*(ms|s|min|h)", value):
             return self.sql1("SELECT current_setting(%s)::interval = %s::interval", (name, value))
         return self.sql1("SELECT current_setting(%s)", (name,)) == value
-
-    def restart(self):
-        self.sh("restart")
-        self.wait_worker()
 
     def stop(self, mode="fast"):
         self.sh("stop", mode)
@@ -373,7 +364,6 @@ class Client:
     def __init__(self, ws):
         self.ws = ws
         self.inbox = []
-        self.frames = 0
 
     @classmethod
     async def open(cls, cluster, token=None, path="/ws", origin=None, compression=None,
@@ -398,7 +388,6 @@ class Client:
             raw = await asyncio.wait_for(self.ws.recv(), timeout)
         except websockets.ConnectionClosed as e:
             raise Closed("closed %s %s" % (e.code, e.reason)) from e
-        self.frames += 1
         return json.loads(raw)
 
     async def _find(self, type_=None, predicate=None, timeout=WAIT, fields=None):
@@ -696,6 +685,3 @@ def timing(gucs):
 def user(cluster):
     return cluster.create_user
 
-
-def kill(pid, sig=signal.SIGKILL):
-    os.kill(pid, sig)

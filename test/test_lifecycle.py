@@ -9,9 +9,8 @@ import re
 import signal
 import time
 
-import psycopg
 
-from conftest import SCALE, SECRET, WAIT, Client, make_token, raw_connect, wait_until
+from conftest import SCALE, SECRET, WAIT, make_token, raw_connect, wait_until
 
 # Activity waits in the queue: a flush only happens at shutdown (or for refs).
 SLOW_FLUSH = {"presence.log_flush_interval": "60s", "presence.log_flush_max": "100000"}
