@@ -3,9 +3,11 @@ frame rules, close codes, the upgrade gate, rate limits, and plain HTTP on
 the same port (/healthz, /metrics, presence.static_dir)."""
 
 import asyncio
+import json
 import os
 import re
 import shutil
+import socket
 import tempfile
 
 import pytest
@@ -181,6 +183,33 @@ async def test_max_connections_503(fresh_cluster):
     assert c.sql1("SELECT connections_refused FROM presence.stats()") >= 1
     for client in clients:
         await client.close()
+
+
+async def test_a_client_that_stops_reading_is_closed_1008(cluster, user):
+    """Its unsent output is bounded: past the limit the server gives up on it
+    (1008) instead of queueing without end; other clients are unaffected."""
+    a, b = user(), user()
+    sid = cluster.create_session(a, participants=[(b, "viewer")])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", cluster.wsport))
+    ws = await websockets.connect(cluster.ws_url, sock=sock, extra_headers={"Authorization": "Bearer " + a.token()},
+                                  compression=None, ping_interval=None, max_queue=1, read_limit=4096,
+                                  max_size=None, close_timeout=WAIT)
+    slow = Client(ws)
+    await slow.expect("welcome")
+    await slow.join(sid)
+    other = await b.connect()
+    await other.join(sid)
+    # from here on nothing reads slow's socket; the event loop keeps reading other's
+    payload = json.dumps({"blob": "x" * 3900})
+    for _ in range(12):
+        await asyncio.to_thread(cluster.sql, "SELECT count(presence.broadcast(%s, %s::jsonb))"
+                                " FROM generate_series(1, 400)", (sid, payload))
+    await other.alive()
+    code, reason = await slow.closed(timeout=WAIT * 3)
+    assert code == 1008, (code, reason)
+    await other.close()
 
 
 # -- rate limits ---------------------------------------------------------------------
