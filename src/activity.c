@@ -10,15 +10,24 @@
  * the commit, and the worker flushes at the end of the same loop pass,
  * so a ref costs no flush interval.
  *
+ * Nothing here waits for another transaction.  Before writing, a flush
+ * takes the chain lock of every session of the batch if it is free
+ * (audit_chain.c); a session an application transaction holds is put
+ * off for a flush interval, its rows stay queued in order, and the other
+ * sessions' rows are written now.  Anything else that cannot be had in
+ * time (presence.db_lock_timeout, presence.db_statement_timeout) splits
+ * the batch by session the same way, and a batch the database refuses
+ * is split down to the row that is refused, so one bad row or one held
+ * session never holds up the rest.  A flush that fails for any other
+ * reason keeps every row and is retried.
+ *
  * On a hot standby the same statement goes to the primary over libpq
  * (primary_link.c), asynchronously: the rows stay queued, and the refs
  * unacknowledged, until the primary has committed them.
  *
- * A flush that fails because of the rows themselves (a session deleted
- * meanwhile, say) is retried row by row so one bad row cannot block the
- * queue; a flush that fails for any other reason keeps every row and is
- * retried.  The queue is bounded by presence.max_pending_activity: past
- * it new activity is refused with "unavailable", never dropped silently.
+ * The queue is bounded in rows (presence.max_pending_activity) and bytes
+ * (presence.max_pending_activity_memory): past either, new activity is
+ * refused with "unavailable", never dropped silently.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -29,9 +38,11 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/uuid.h"
 #include "pgtime.h"
 
 #include "activity.h"
+#include "audit_chain.h"
 #include "live_state.h"
 #include "primary_link.h"
 #include "protocol.h"
@@ -55,40 +66,174 @@ typedef struct QueuedActivity
 	Connection *requester;		/* held until acked */
 	json_t	   *ref;
 	bool		announce;		/* send an activity event after commit */
+	bool		done;			/* written or refused: a hole until the head passes it */
+	bool		put_off;		/* its session is put off (see below) */
 	char		id[PRESENCE_UUID_LEN + 1];	/* filled by the flush */
 } QueuedActivity;
 
+/*
+ * A session whose rows wait because its chain lock was taken, or its
+ * write ran out of time, until retry_at_ms.  Few at a time: a linear
+ * list is enough.
+ */
+typedef struct PutOffSession
+{
+	char		session_id[PRESENCE_SESSION_ID_MAX + 1];
+	int64		retry_at_ms;
+} PutOffSession;
+
+/* Queue offsets (from the head) of the rows one statement writes. */
+typedef struct FlushBatch
+{
+	int		   *rows;
+	int			count;
+} FlushBatch;
+
+/*
+ * The queue is a ring, oldest first.  Rows leave it from the head only,
+ * so rows written behind a put-off row are holes (done) until the head
+ * passes them; the ring is compacted when holes are most of it.
+ */
 static QueuedActivity *queue;
 static int	queue_head;
-static int	queue_count;
+static int	queue_count;		/* entries, holes included */
 static int	queue_capacity;
-static int64 oldest_queued_ms;
+static int	queue_rows;			/* rows waiting: not done */
+static int	queue_ready;		/* rows waiting whose session is not put off */
+static size_t queue_bytes;		/* memory of the rows waiting */
+static int64 oldest_ready_ms;	/* created_ms of the oldest ready row */
 static bool ack_waiting;		/* a queued row has a ref: flush this pass */
 static int64 retry_after_ms;	/* after a failed flush, not before this */
+static PutOffSession *put_off;
+static int	put_off_count;
+static int	put_off_capacity;
+static bool flush_in_progress;
 static int	remote_in_flight;	/* rows sent to the primary, not yet answered */
+static int *remote_rows;		/* their offsets */
 static int	remote_isolate;		/* rows still to send one at a time after a refusal */
 
 #define QUEUE_AT(i) (&queue[(queue_head + (i)) % queue_capacity])
 
+static size_t
+row_bytes(const QueuedActivity *row)
+{
+	return sizeof(QueuedActivity) + (row->details ? strlen(row->details) + 1 : 0);
+}
+
+/*
+ * Moves the queue to the front of a ring of the given capacity, without
+ * its holes unless rows are being written: a flush, and a batch sent to
+ * the primary, hold queue offsets that must stay valid.
+ */
+static bool
+queue_rebuild(int capacity)
+{
+	QueuedActivity *rebuilt = malloc(Max(capacity, 1) * sizeof(QueuedActivity));
+	bool		keep_holes = flush_in_progress || remote_in_flight > 0;
+	int			kept = 0;
+
+	if (rebuilt == NULL)
+		return false;
+	for (int i = 0; i < queue_count; i++)
+		if (keep_holes || !QUEUE_AT(i)->done)
+			rebuilt[kept++] = *QUEUE_AT(i);
+	free(queue);
+	queue = rebuilt;
+	queue_capacity = capacity;
+	queue_head = 0;
+	queue_count = kept;
+	return true;
+}
+
 static bool
 queue_reserve(void)
 {
-	QueuedActivity *grown;
-	int			capacity;
-
 	if (queue_count < queue_capacity)
 		return true;
-	capacity = Max(256, queue_capacity * 2);
-	grown = malloc(capacity * sizeof(QueuedActivity));
-	if (grown == NULL)
-		return false;
+	/* mostly holes: squeeze them out instead of growing */
+	if (queue_rows < queue_count / 2 && !flush_in_progress && remote_in_flight == 0)
+		return queue_rebuild(queue_capacity);
+	return queue_rebuild(Max(256, queue_capacity * 2));
+}
+
+static PutOffSession *
+put_off_find(const char *session_id)
+{
+	for (int i = 0; i < put_off_count; i++)
+		if (strcmp(put_off[i].session_id, session_id) == 0)
+			return &put_off[i];
+	return NULL;
+}
+
+/* Recounts the ready rows and the oldest of them after put-offs changed. */
+static void
+recount_ready(void)
+{
+	queue_ready = 0;
+	oldest_ready_ms = INT64_MAX;
 	for (int i = 0; i < queue_count; i++)
-		grown[i] = *QUEUE_AT(i);
-	free(queue);
-	queue = grown;
-	queue_capacity = capacity;
-	queue_head = 0;
-	return true;
+	{
+		QueuedActivity *row = QUEUE_AT(i);
+
+		if (row->done)
+			continue;
+		row->put_off = put_off_find(row->session_id) != NULL;
+		if (row->put_off)
+			continue;
+		if (queue_ready++ == 0)
+			oldest_ready_ms = row->created_ms;
+	}
+}
+
+/* Puts a session's rows off until a flush interval from now. */
+static void
+put_off_session(const char *session_id, int64 now_ms)
+{
+	PutOffSession *entry = put_off_find(session_id);
+
+	if (entry == NULL)
+	{
+		if (put_off_count == put_off_capacity)
+		{
+			int			capacity = Max(8, put_off_capacity * 2);
+			PutOffSession *grown = realloc(put_off, capacity * sizeof(PutOffSession));
+
+			/* without room the session simply stays ready and is tried again */
+			if (grown == NULL)
+				return;
+			put_off = grown;
+			put_off_capacity = capacity;
+		}
+		entry = &put_off[put_off_count++];
+		strlcpy(entry->session_id, session_id, sizeof(entry->session_id));
+	}
+	entry->retry_at_ms = now_ms + presence_log_flush_interval_ms;
+}
+
+/* Ends the put-offs that are due (all of them when forced). */
+static void
+put_offs_expire(int64 now_ms, bool force)
+{
+	int			kept = 0;
+
+	for (int i = 0; i < put_off_count; i++)
+		if (!force && put_off[i].retry_at_ms > now_ms)
+			put_off[kept++] = put_off[i];
+	if (kept != put_off_count)
+	{
+		put_off_count = kept;
+		recount_ready();
+	}
+}
+
+static int64
+put_offs_next_ms(void)
+{
+	int64		next = INT64_MAX;
+
+	for (int i = 0; i < put_off_count; i++)
+		next = Min(next, put_off[i].retry_at_ms);
+	return next;
 }
 
 /*
@@ -103,15 +248,21 @@ activity_enqueue(const char *session_id, const char *user_id, const char *activi
 				 bool announce)
 {
 	QueuedActivity *row;
+	char	   *details_text = details ? json_dumps(details, JSON_COMPACT) : NULL;
+	size_t		bytes = sizeof(QueuedActivity) + (details_text ? strlen(details_text) + 1 : 0);
 
-	if (queue_count >= presence_max_pending_activity || !queue_reserve())
+	if ((details && details_text == NULL) || queue_rows >= presence_max_pending_activity ||
+		queue_bytes + bytes > (size_t) presence_max_pending_activity_kb * 1024 || !queue_reserve())
+	{
+		free(details_text);
 		return false;
+	}
 	row = QUEUE_AT(queue_count);
 	memset(row, 0, sizeof(*row));
 	strlcpy(row->session_id, session_id, sizeof(row->session_id));
 	strlcpy(row->user_id, user_id ? user_id : "", sizeof(row->user_id));
 	strlcpy(row->activity_type, activity_type, sizeof(row->activity_type));
-	row->details = details ? json_dumps(details, JSON_COMPACT) : NULL;
+	row->details = details_text;
 	if (source)
 	{
 		strlcpy(row->ip, source->ip, sizeof(row->ip));
@@ -126,9 +277,13 @@ activity_enqueue(const char *session_id, const char *user_id, const char *activi
 		row->ref = ref ? json_incref(ref) : NULL;
 		ack_waiting |= ref != NULL;
 	}
-	if (queue_count == 0)
-		oldest_queued_ms = row->created_ms;
+	/* behind a put-off row of its session, so the chain keeps their order */
+	row->put_off = put_off_count > 0 && put_off_find(session_id) != NULL;
+	if (!row->put_off && queue_ready++ == 0)
+		oldest_ready_ms = row->created_ms;
 	queue_count++;
+	queue_rows++;
+	queue_bytes += bytes;
 	presence_count(CTR_ACTIVITY_QUEUED, 1);
 	return true;
 }
@@ -136,32 +291,30 @@ activity_enqueue(const char *session_id, const char *user_id, const char *activi
 int
 activity_pending(void)
 {
-	return queue_count;
+	return queue_rows;
 }
 
 bool
 activity_flush_due(int64 now_ms, bool force)
 {
-	return queue_count > remote_in_flight && remote_in_flight == 0 && now_ms >= retry_after_ms &&
-		(force || ack_waiting || queue_count >= presence_log_flush_max ||
-		 now_ms - oldest_queued_ms >= presence_log_flush_interval_ms);
+	if (put_off_count > 0)
+		put_offs_expire(now_ms, force);
+	return queue_ready > 0 && remote_in_flight == 0 && now_ms >= retry_after_ms &&
+		(force || ack_waiting || queue_ready >= presence_log_flush_max ||
+		 now_ms - oldest_ready_ms >= presence_log_flush_interval_ms);
 }
 
 int64
 activity_next_deadline(void)
 {
-	if (queue_count == 0)
-		return INT64_MAX;
-	if (ack_waiting || queue_count >= presence_log_flush_max)
-		return retry_after_ms;
-	return Max(retry_after_ms, oldest_queued_ms + presence_log_flush_interval_ms);
-}
+	int64		next = put_offs_next_ms();
 
-typedef struct FlushBatch
-{
-	int			first;			/* queue offset of the first row */
-	int			count;
-} FlushBatch;
+	if (queue_ready == 0)
+		return next;
+	if (ack_waiting || queue_ready >= presence_log_flush_max)
+		return Min(next, retry_after_ms);
+	return Min(next, Max(retry_after_ms, oldest_ready_ms + presence_log_flush_interval_ms));
+}
 
 static Datum
 text_array(FlushBatch *batch, Oid element_type, const char *(*field) (QueuedActivity *))
@@ -177,7 +330,7 @@ text_array(FlushBatch *batch, Oid element_type, const char *(*field) (QueuedActi
 	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
 	for (int i = 0; i < batch->count; i++)
 	{
-		const char *value = field(QUEUE_AT(batch->first + i));
+		const char *value = field(QUEUE_AT(batch->rows[i]));
 		Oid			input;
 		Oid			ioparam;
 
@@ -238,6 +391,51 @@ field_created(QueuedActivity *row)
 	return timestamp;
 }
 
+/*
+ * Takes the chain lock of every session of the batch that is free now,
+ * in one order (by session uuid), and drops from the batch the rows of
+ * the sessions that are not: they are put off.  Rows of a session that
+ * does not exist stay, for the insert to refuse.
+ */
+static void
+lock_batch_sessions(FlushBatch *batch, int64 now_ms)
+{
+	static SPIPlanPtr plan = NULL;
+	Oid			types[1] = {TEXTARRAYOID};
+	Datum		args[1] = {text_array(batch, TEXTOID, field_session)};
+	bool		busy_any = false;
+	int			kept = 0;
+
+	if (plan == NULL)
+	{
+		plan = SPI_prepare("SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
+						   " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.id",
+						   1, types);
+		if (plan == NULL)
+			elog(ERROR, "presence: could not prepare the session lock query");
+		SPI_keepplan(plan);
+	}
+	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "presence: could not look up the sessions of an activity batch");
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+
+		if (!audit_chain_try_lock_session(DatumGetUUIDP(id)))
+		{
+			put_off_session(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), now_ms);
+			busy_any = true;
+		}
+	}
+	if (!busy_any)
+		return;
+	for (int i = 0; i < batch->count; i++)
+		if (put_off_find(QUEUE_AT(batch->rows[i])->session_id) == NULL)
+			batch->rows[kept++] = batch->rows[i];
+	batch->count = kept;
+}
+
 /* Inserts one batch and records the new ids in the queued rows. */
 static DbResult
 insert_batch_work(void *arg)
@@ -249,6 +447,9 @@ insert_batch_work(void *arg)
 	Datum		args[BATCH_COLUMNS];
 	int			ret;
 
+	lock_batch_sessions(batch, presence_now_ms());
+	if (batch->count == 0)
+		return DB_OK;
 	args[0] = text_array(batch, TEXTOID, field_session);
 	args[1] = text_array(batch, UUIDOID, field_user);
 	args[2] = text_array(batch, TEXTOID, field_type);
@@ -268,7 +469,7 @@ insert_batch_work(void *arg)
 	if (ret != SPI_OK_SELECT || SPI_processed != (uint64) batch->count)
 		elog(ERROR, "presence: activity insert returned %d rows for %d", (int) SPI_processed, batch->count);
 	for (int i = 0; i < batch->count; i++)
-		strlcpy(QUEUE_AT(batch->first + i)->id,
+		strlcpy(QUEUE_AT(batch->rows[i])->id,
 				SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), PRESENCE_UUID_LEN + 1);
 	return DB_OK;
 }
@@ -315,36 +516,149 @@ row_refused(QueuedActivity *row)
 		ws_send_json(row->requester, protocol_error(row->ref, "bad_request", "the activity was refused"));
 }
 
+/* A row leaves the queue (written or refused): free what it holds. */
 static void
-rows_release(int count)
+row_done(QueuedActivity *row)
 {
-	for (int i = 0; i < count; i++)
+	queue_bytes -= row_bytes(row);
+	free(row->details);
+	row->details = NULL;
+	if (row->ref)
+		json_decref(row->ref);
+	row->ref = NULL;
+	if (row->requester)
+		connection_release(row->requester);
+	row->requester = NULL;
+	row->done = true;
+	queue_rows--;
+	if (!row->put_off)
+		queue_ready--;
+}
+
+static void
+batch_committed(FlushBatch *batch)
+{
+	for (int i = 0; i < batch->count; i++)
+	{
+		row_committed(QUEUE_AT(batch->rows[i]));
+		row_done(QUEUE_AT(batch->rows[i]));
+	}
+	presence_count(CTR_ACTIVITY_WRITTEN, batch->count);
+}
+
+/* Advances the head past the rows that are done; recounts the ready ones. */
+static void
+queue_settle(void)
+{
+	while (queue_count > 0 && QUEUE_AT(0)->done)
+	{
+		queue_head = (queue_head + 1) % queue_capacity;
+		queue_count--;
+	}
+	recount_ready();
+}
+
+/*
+ * Writes a batch, splitting it when it cannot be written whole: by
+ * session when it spans several (a held lock or a refused row is then
+ * confined to its session), else row by row when the database refused
+ * it, down to the one row that is dropped.  A session that cannot be
+ * written in time is put off.  Returns false when the database failed
+ * and everything must wait.
+ */
+static bool
+write_batch(FlushBatch *batch, int64 now_ms)
+{
+	DbResult	result = db_run("presence: writing activity", insert_batch_work, batch);
+	const char *first_session;
+	bool		one_session = true;
+	FlushBatch	part;
+
+	if (result == DB_OK)
+	{
+		batch_committed(batch);
+		return true;
+	}
+	if (result == DB_FAILED)
+		return false;
+	first_session = QUEUE_AT(batch->rows[0])->session_id;
+	for (int i = 1; i < batch->count && one_session; i++)
+		one_session = strcmp(QUEUE_AT(batch->rows[i])->session_id, first_session) == 0;
+	if (result == DB_BUSY && one_session)
+	{
+		put_off_session(first_session, now_ms);
+		return true;
+	}
+	if (batch->count == 1)
+	{
+		row_refused(QUEUE_AT(batch->rows[0]));
+		row_done(QUEUE_AT(batch->rows[0]));
+		return true;
+	}
+	part.rows = palloc(batch->count * sizeof(int));
+	if (one_session)
+	{
+		for (int i = 0; i < batch->count; i++)
+		{
+			part.rows[0] = batch->rows[i];
+			part.count = 1;
+			if (put_off_find(first_session) != NULL)
+				break;
+			if (!write_batch(&part, now_ms))
+			{
+				pfree(part.rows);
+				return false;
+			}
+		}
+		pfree(part.rows);
+		return true;
+	}
+	for (int i = 0; i < batch->count; i++)
+	{
+		QueuedActivity *row = QUEUE_AT(batch->rows[i]);
+
+		/* each session once, at its first row, with all of its rows */
+		if (row->done || put_off_find(row->session_id) != NULL)
+			continue;
+		part.count = 0;
+		for (int j = i; j < batch->count; j++)
+			if (strcmp(QUEUE_AT(batch->rows[j])->session_id, row->session_id) == 0)
+				part.rows[part.count++] = batch->rows[j];
+		if (!write_batch(&part, now_ms))
+		{
+			pfree(part.rows);
+			return false;
+		}
+	}
+	pfree(part.rows);
+	return true;
+}
+
+/* The next batch: the oldest ready rows, up to FLUSH_BATCH_ROWS. */
+static void
+next_batch(FlushBatch *batch)
+{
+	batch->count = 0;
+	for (int i = 0; i < queue_count && batch->count < FLUSH_BATCH_ROWS; i++)
 	{
 		QueuedActivity *row = QUEUE_AT(i);
 
-		free(row->details);
-		if (row->ref)
-			json_decref(row->ref);
-		if (row->requester)
-			connection_release(row->requester);
+		if (!row->done && !row->put_off && put_off_find(row->session_id) == NULL)
+			batch->rows[batch->count++] = i;
 	}
-	queue_head = (queue_head + count) % Max(queue_capacity, 1);
-	queue_count -= count;
-	if (queue_count > 0)
-		oldest_queued_ms = QUEUE_AT(0)->created_ms;
 }
 
-/* A Postgres array literal of one column of the first count rows (malloc'd). */
+/* A Postgres array literal of one column of the batch's rows (malloc'd). */
 static char *
-array_literal(int count, const char *(*field) (QueuedActivity *))
+array_literal(FlushBatch *batch, const char *(*field) (QueuedActivity *))
 {
 	size_t		capacity = 64,
 				len = 0;
 	char	   *literal = malloc(capacity);
 
-	for (int i = 0; literal && i < count; i++)
+	for (int i = 0; literal && i < batch->count; i++)
 	{
-		const char *value = field(QUEUE_AT(i));
+		const char *value = field(QUEUE_AT(batch->rows[i]));
 		size_t		needed = (value ? 2 * strlen(value) + 3 : 4) + 3;
 
 		if (len + needed >= capacity)
@@ -376,7 +690,7 @@ array_literal(int count, const char *(*field) (QueuedActivity *))
 	}
 	if (literal)
 	{
-		if (count == 0)
+		if (batch->count == 0)
 			literal[len++] = '{';
 		literal[len++] = '}';
 		literal[len] = '\0';
@@ -388,49 +702,58 @@ array_literal(int count, const char *(*field) (QueuedActivity *))
 static void
 remote_flush_done(PGresult *result, void *context)
 {
-	int			count = remote_in_flight;
+	FlushBatch	batch = {remote_rows, remote_in_flight};
+	DbResult	outcome = result == NULL ? DB_FAILED :
+		PQresultStatus(result) == PGRES_TUPLES_OK ? DB_OK :
+		db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE));
 
 	remote_in_flight = 0;
-	if (result && PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == count)
+	if (outcome == DB_OK && PQntuples(result) == batch.count)
 	{
-		for (int i = 0; i < count; i++)
-		{
-			strlcpy(QUEUE_AT(i)->id, PQgetvalue(result, i, 0), PRESENCE_UUID_LEN + 1);
-			row_committed(QUEUE_AT(i));
-		}
-		presence_count(CTR_ACTIVITY_WRITTEN, count);
-		rows_release(count);
-		remote_isolate = Max(remote_isolate - count, 0);
-		return;
+		for (int i = 0; i < batch.count; i++)
+			strlcpy(QUEUE_AT(batch.rows[i])->id, PQgetvalue(result, i, 0), PRESENCE_UUID_LEN + 1);
+		batch_committed(&batch);
+		remote_isolate = Max(remote_isolate - batch.count, 0);
 	}
-	if (result && primary_result_refused(result))
+	else if (outcome != DB_OK && outcome != DB_FAILED && outcome != DB_BUSY)
 	{
-		if (count == 1)
+		if (batch.count == 1)
 		{
-			row_refused(QUEUE_AT(0));
-			rows_release(1);
+			row_refused(QUEUE_AT(batch.rows[0]));
+			row_done(QUEUE_AT(batch.rows[0]));
 			remote_isolate = Max(remote_isolate - 1, 0);
 		}
 		else
-			remote_isolate = count;
-		return;
+			remote_isolate = batch.count;
 	}
-	retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
+	else
+		retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
+	queue_settle();
 }
 
-/* The standby's flush: the next batch goes to the primary; the answer comes later. */
+/*
+ * The standby's flush: the next batch goes to the primary, whose own
+ * backend may wait for locks without stopping this loop; the answer
+ * comes later.
+ */
 static bool
 flush_to_primary(void)
 {
 	static const char *(*const columns[BATCH_COLUMNS]) (QueuedActivity *) = {
 		field_session, field_user, field_type, field_details, field_ip, field_user_agent, field_created
 	};
-	int			count = remote_isolate > 0 ? 1 : Min(queue_count, FLUSH_BATCH_ROWS);
+	FlushBatch	batch;
 	char	   *params[BATCH_COLUMNS];
 	bool		sent;
 
+	if (remote_rows == NULL && (remote_rows = malloc(FLUSH_BATCH_ROWS * sizeof(int))) == NULL)
+		return false;
+	batch.rows = remote_rows;
+	next_batch(&batch);
+	if (remote_isolate > 0)
+		batch.count = Min(batch.count, 1);
 	for (int i = 0; i < BATCH_COLUMNS; i++)
-		params[i] = array_literal(count, columns[i]);
+		params[i] = array_literal(&batch, columns[i]);
 	sent = params[BATCH_COLUMNS - 1] != NULL &&
 		primary_link_send("SELECT id::text FROM presence.log_activity_batch($1::text[], $2::uuid[], $3::text[],"
 						  " $4::jsonb[], $5::inet[], $6::text[], $7::timestamptz[]) AS id",
@@ -438,62 +761,42 @@ flush_to_primary(void)
 	for (int i = 0; i < BATCH_COLUMNS; i++)
 		free(params[i]);
 	if (sent)
-		remote_in_flight = count;
+		remote_in_flight = batch.count;
 	return sent;
 }
 
 /*
- * Writes the queue.  Runs in the worker's main loop, never inside a
- * library callback, at the end of a pass when activity_flush_due().
- * Returns false when the database could not take the rows; they stay
- * queued and the next attempt waits a flush interval.
+ * Writes the oldest ready rows, one statement's worth, so a long queue
+ * is written over several loop passes with clients served in between.
+ * Runs in the worker's main loop, never inside a library callback, at
+ * the end of a pass when activity_flush_due().  Returns false when the
+ * database could not take the rows; they stay queued and the next
+ * attempt waits a flush interval.  Rows of a session that is put off
+ * stay queued and are not a failure.
  */
 bool
 activity_flush(void)
 {
+	int64		now_ms = presence_now_ms();
+	FlushBatch	batch;
+	bool		written = true;
+	bool		full;
+
 	ack_waiting = false;
 	if (primary_link_needed())
 		return flush_to_primary();
-	while (queue_count > 0)
-	{
-		FlushBatch	batch = {0, Min(queue_count, FLUSH_BATCH_ROWS)};
-		DbResult	result = db_run("presence: writing activity", insert_batch_work, &batch);
-
-		if (result == DB_OK)
-		{
-			for (int i = 0; i < batch.count; i++)
-				row_committed(QUEUE_AT(i));
-			presence_count(CTR_ACTIVITY_WRITTEN, batch.count);
-			rows_release(batch.count);
-			continue;
-		}
-		if (result == DB_FAILED)
-		{
-			/* transient: keep everything, retry after an interval */
-			retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
-			return false;
-		}
-
-		/* some row was refused: find it by writing one row at a time */
-		for (int i = 0; i < batch.count; i++)
-		{
-			FlushBatch	single = {0, 1};
-
-			result = db_run("presence: writing activity", insert_batch_work, &single);
-			if (result == DB_FAILED)
-			{
-				retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
-				return false;
-			}
-			if (result == DB_OK)
-			{
-				row_committed(QUEUE_AT(0));
-				presence_count(CTR_ACTIVITY_WRITTEN, 1);
-			}
-			else
-				row_refused(QUEUE_AT(0));
-			rows_release(1);
-		}
-	}
-	return true;
+	batch.rows = palloc(Max(Min(queue_count, FLUSH_BATCH_ROWS), 1) * sizeof(int));
+	next_batch(&batch);
+	full = batch.count == FLUSH_BATCH_ROWS;
+	flush_in_progress = true;
+	if (batch.count > 0)
+		written = write_batch(&batch, now_ms);
+	flush_in_progress = false;
+	pfree(batch.rows);
+	if (!written)
+		retry_after_ms = now_ms + presence_log_flush_interval_ms;
+	queue_settle();
+	/* more ready rows than one statement takes: the next pass goes on */
+	ack_waiting |= written && full && queue_ready > 0;
+	return written;
 }

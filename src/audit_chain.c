@@ -43,6 +43,8 @@
 #include "utils/rel.h"
 #include "utils/uuid.h"
 
+#include "audit_chain.h"
+
 /* Random bytes drawn at a time for activity ids (256 ids). */
 #define ID_POOL_BYTES 4096
 
@@ -289,18 +291,41 @@ chain_link_supplied(HeapTuple tuple, TupleDesc tupdesc)
 		!heap_attisnull(tuple, column_number(tupdesc, "row_hash"), tupdesc);
 }
 
-/* Serialises appends to one session's chain until this transaction ends. */
+/* The advisory lock that serialises appends to one session's chain. */
 static void
-chain_lock_session(const pg_uuid_t *session)
+chain_lock_tag(const pg_uuid_t *session, LOCKTAG *tag)
 {
-	LOCKTAG		tag;
 	uint32		key1,
 				key2;
 
 	memcpy(&key1, session->data, sizeof(key1));
 	memcpy(&key2, session->data + sizeof(key1), sizeof(key2));
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, key1, key2, CHAIN_LOCK_FIELD4);
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, key1, key2, CHAIN_LOCK_FIELD4);
+}
+
+/* Serialises appends to one session's chain until this transaction ends. */
+static void
+chain_lock_session(const pg_uuid_t *session)
+{
+	LOCKTAG		tag;
+
+	chain_lock_tag(session, &tag);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * Takes a session's chain lock for this transaction if it is free now.
+ * The ws workers lock every session of a batch this way before writing
+ * it, so a session another transaction holds is put off instead of
+ * stopping the worker's loop, and workers never wait on each other.
+ */
+bool
+audit_chain_try_lock_session(const pg_uuid_t *session)
+{
+	LOCKTAG		tag;
+
+	chain_lock_tag(session, &tag);
+	return LockAcquire(&tag, ExclusiveLock, false, true) != LOCKACQUIRE_NOT_AVAIL;
 }
 
 /*

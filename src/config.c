@@ -46,6 +46,9 @@ int			presence_log_flush_max = 100;
 int			presence_activity_retention_s = 0;
 int			presence_ping_interval_s = 60;
 int			presence_max_pending_activity = 100000;
+int			presence_max_pending_activity_kb = 65536;
+int			presence_db_lock_timeout_ms = 50;
+int			presence_db_statement_timeout_ms = 2000;
 char	   *presence_redis_url = NULL;
 char	   *presence_redis_prefix = NULL;
 int			presence_redis_connect_timeout_ms = 2000;
@@ -186,6 +189,18 @@ presence_define_gucs(void)
 							"Activity rows a worker may hold unwritten; past it new activity is refused with unavailable.",
 							NULL, &presence_max_pending_activity, 100000, 100, 10000000,
 							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_pending_activity_memory",
+							"Memory the unwritten activity rows of a worker may take; past it new activity is refused with unavailable.",
+							NULL, &presence_max_pending_activity_kb, 65536, 1024, INT_MAX / 2,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
+	define_ms("presence.db_lock_timeout",
+			  "Longest a worker waits for a lock held by another transaction (lock_timeout of its transactions); "
+			  "work that cannot lock in time is retried later while everything else goes on.",
+			  &presence_db_lock_timeout_ms, 50, 1, 60000);
+	define_ms("presence.db_statement_timeout",
+			  "Longest statement a worker runs (statement_timeout of its transactions); "
+			  "work that runs past it is retried later.",
+			  &presence_db_statement_timeout_ms, 2000, 100, 600000);
 
 	DefineCustomStringVariable("presence.redis_url",
 							   "Redis shared by every ws worker and node, redis://[[user:]password@]host[:port][/db]; "

@@ -64,6 +64,7 @@ fail_db(Connection *connection, json_t *ref, DbResult result, const char *not_fo
 			break;
 		case DB_OK:
 		case DB_READ_ONLY:
+		case DB_BUSY:
 		case DB_FAILED:
 			request_fail(connection, ref, "unavailable", "the database is unavailable; retry later");
 			break;

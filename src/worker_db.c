@@ -22,16 +22,29 @@
 #include "pgstat.h"
 #include "utils/builtins.h"
 #include "utils/memutils.h"
+#include "utils/guc.h"
 #include "utils/snapmgr.h"
+#include "utils/timeout.h"
 
 #include "worker_db.h"
 
-/* SQLSTATE classes that mean the data was refused, not that the database failed. */
+/*
+ * What a failed statement means to its caller.  A lock that was not free
+ * in time, a statement that ran past its bound, a deadlock or a
+ * serialization failure say nothing about the data: the work is retried.
+ * (ERRCODE_LOCK_NOT_AVAILABLE is in class 55 with the refusals, so exact
+ * codes are matched before classes.)
+ */
 static DbResult
 classify_error(int sqlerrcode)
 {
 	switch (sqlerrcode)
 	{
+		case ERRCODE_LOCK_NOT_AVAILABLE:
+		case ERRCODE_QUERY_CANCELED:
+		case ERRCODE_T_R_DEADLOCK_DETECTED:
+		case ERRCODE_T_R_SERIALIZATION_FAILURE:
+			return DB_BUSY;
 		case ERRCODE_UNIQUE_VIOLATION:
 			return DB_CONFLICT;
 		case ERRCODE_NO_DATA_FOUND:
@@ -51,16 +64,70 @@ classify_error(int sqlerrcode)
 	return DB_FAILED;
 }
 
+/* The same for an error a standby got back from the primary over libpq. */
+DbResult
+db_classify_sqlstate(const char *sqlstate)
+{
+	if (sqlstate == NULL || strlen(sqlstate) != 5)
+		return DB_FAILED;
+	return classify_error(MAKE_SQLSTATE(sqlstate[0], sqlstate[1], sqlstate[2], sqlstate[3], sqlstate[4]));
+}
+
+static void
+set_local(const char *name, const char *value)
+{
+	(void) set_config_option(name, value, PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
+							 true, ERROR, false);
+}
+
+/*
+ * The settings of every worker transaction, local to it:
+ * - lock_timeout and statement_timeout (presence.db_lock_timeout,
+ *   presence.db_statement_timeout) bound how long the event loop can
+ *   wait on the database: an application's open transaction costs a
+ *   worker at most the lock timeout, then the work is retried later;
+ * - synchronous_commit = local: a commit never waits for a synchronous
+ *   standby, so one that has gone cannot freeze live presence; an ack
+ *   means the row is durable on this server (docs/operations.md);
+ * - search_path = pg_catalog, pg_temp: the worker runs as a superuser,
+ *   and no object someone created in a schema on the default path may
+ *   stand in for a built-in function or operator its queries use.
+ */
+static void
+bound_transaction(void)
+{
+	char		lock_timeout[32];
+
+	snprintf(lock_timeout, sizeof(lock_timeout), "%dms", presence_db_lock_timeout_ms);
+	set_local("lock_timeout", lock_timeout);
+	set_local("synchronous_commit", "local");
+	set_local("search_path", "pg_catalog, pg_temp");
+	enable_timeout_after(STATEMENT_TIMEOUT, presence_db_statement_timeout_ms);
+}
+
+/*
+ * Interrupts are held for the whole call except while the work runs, so
+ * that statement_timeout, lock_timeout and a cancel can end the work
+ * (caught below like any error) but nothing can raise an error while the
+ * failure is logged or after the call returns into a library callback.
+ */
 DbResult
 db_run(const char *activity, DbWork work, void *arg)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	volatile DbResult result = DB_FAILED;
+	uint32		held;
 
+	HOLD_INTERRUPTS();
+	held = InterruptHoldoffCount;
+	/* a cancel that came between statements was not meant for this one */
+	QueryCancelPending = false;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PG_TRY();
 	{
+		InterruptHoldoffCount = 0;
+		bound_transaction();
 		if (SPI_connect() != SPI_OK_CONNECT)
 			elog(ERROR, "presence: SPI_connect failed");
 		PushActiveSnapshot(GetTransactionSnapshot());
@@ -68,24 +135,29 @@ db_run(const char *activity, DbWork work, void *arg)
 		result = work(arg);
 		SPI_finish();
 		PopActiveSnapshot();
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		CommitTransactionCommand();
+		InterruptHoldoffCount = held;
 	}
 	PG_CATCH();
 	{
 		ErrorData  *error;
 
+		InterruptHoldoffCount = held;
+		disable_timeout(STATEMENT_TIMEOUT, false);
 		MemoryContextSwitchTo(caller_context);
 		error = CopyErrorData();
 		FlushErrorState();
 		AbortCurrentTransaction();
 		result = classify_error(error->sqlerrcode);
-		ereport(result == DB_FAILED ? WARNING : DEBUG1,
+		ereport(result == DB_FAILED ? WARNING : result == DB_BUSY ? LOG : DEBUG1,
 				(errmsg("%s failed: %s", activity, error->message)));
 		FreeErrorData(error);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(caller_context);
 	pgstat_report_activity(STATE_IDLE, NULL);
+	RESUME_INTERRUPTS();
 	return result;
 }
 

@@ -1,8 +1,8 @@
 /*-------------------------------------------------------------------------
  * worker_db.h
- *	  The SQL a ws worker runs: each call is one short transaction whose
- *	  errors are caught and turned into a DbResult, so it is safe to call
- *	  from inside a libwebsockets callback.
+ *	  The SQL a ws worker runs: each call is one short, bounded transaction
+ *	  whose errors are caught and turned into a DbResult, so it is safe to
+ *	  call from inside a libwebsockets callback.
  *-------------------------------------------------------------------------
  */
 #ifndef PRESENCE_WORKER_DB_H
@@ -20,12 +20,14 @@ typedef enum DbResult
 	DB_CONFLICT,				/* e.g. the session id is taken */
 	DB_INVALID,					/* the data itself was refused (SQLSTATE class 22, 23, P0, 55) */
 	DB_READ_ONLY,				/* a standby: the write goes to the primary */
+	DB_BUSY,					/* a lock or the statement time ran out: retry later */
 	DB_FAILED					/* anything else: transient, worth retrying */
 } DbResult;
 
 typedef DbResult (*DbWork) (void *arg);
 
 extern DbResult db_run(const char *activity, DbWork work, void *arg);
+extern DbResult db_classify_sqlstate(const char *sqlstate);
 extern bool db_extension_ready(void);
 extern DbResult db_resolve_user(const char *user_id, const char *token_name, char *username);
 extern DbResult db_session_access(const char *session_id, const char *user_id,

@@ -6,7 +6,13 @@
  *
  * SIGTERM sets a flag instead of PostgreSQL's default die(), as contrib's
  * autoprewarm does: a ws worker has clients to close and activity to
- * write on its way out, so it must leave its loop itself.
+ * write on its way out, so it must leave its loop itself.  Every other
+ * interrupt is answered here, between statements, where none of them
+ * can cost a queued row: a cancel (pg_cancel_backend(), a recovery
+ * conflict) has no statement to cancel and is ignored, and a request to
+ * die that did not come as SIGTERM (a recovery conflict on a dropped
+ * database) stops the worker the way SIGTERM does.  Inside a statement
+ * db_run() lets cancels and timeouts end that statement only.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -45,13 +51,26 @@ worker_process_start(void)
 }
 
 /*
- * After every wake-up: interrupts (cancel, ProcSignalBarriers such as
- * DROP DATABASE elsewhere) and a pending configuration reload.
+ * After every wake-up: interrupts (ProcSignalBarriers such as DROP
+ * DATABASE elsewhere; cancels and termination as the header says) and a
+ * pending configuration reload.  A worker that holds interrupts for its
+ * whole life (the ws worker, whose library callbacks must never see an
+ * ereport longjmp) has them processed here and only here.
  */
 void
 worker_process_interrupts(void)
 {
+	uint32		held = InterruptHoldoffCount;
+
+	QueryCancelPending = false;
+	if (ProcDiePending)
+	{
+		ProcDiePending = false;
+		worker_shutdown_requested = true;
+	}
+	InterruptHoldoffCount = 0;
 	CHECK_FOR_INTERRUPTS();
+	InterruptHoldoffCount = held;
 	if (ConfigReloadPending)
 	{
 		ConfigReloadPending = false;

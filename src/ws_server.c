@@ -55,6 +55,7 @@ static uint64 ws_next_serial = 1;
 static int	ws_worker_index;
 static lws_retry_bo_t ping_policy;
 static int	ws_partial_messages;	/* connections with a message half received */
+static bool ws_stopping;
 static struct lws_vhost *ws_vhost;
 static int	ws_listen_fd = -1;
 static uv_poll_t ws_listen_poll;
@@ -118,13 +119,22 @@ connection_hold(Connection *connection)
 	connection->refs++;
 }
 
+/* Forgets the frames a connection has not sent yet. */
+static void
+drop_output(Connection *connection)
+{
+	for (int i = 0; i < connection->out_count; i++)
+		frame_release(connection->out[(connection->out_head + i) % connection->out_capacity]);
+	connection->out_count = 0;
+	connection->out_bytes = 0;
+}
+
 void
 connection_release(Connection *connection)
 {
 	if (--connection->refs > 0)
 		return;
-	for (int i = 0; i < connection->out_count; i++)
-		frame_release(connection->out[(connection->out_head + i) % connection->out_capacity]);
+	drop_output(connection);
 	free(connection->out);
 	free(connection->rx);
 	free(connection);
@@ -359,7 +369,7 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 {
 	int64		now_ms;
 
-	if (connection->close_code != 0)
+	if (connection->close_code != 0 || ws_stopping)
 		return 0;
 	if (lws_frame_is_binary(wsi))
 	{
@@ -975,10 +985,14 @@ listen_shared(uv_loop_t *loop)
 	return true;
 }
 
-/* Stops accepting: the first step of a shutdown. */
+/*
+ * Stops accepting, and reading what connected clients send: the first
+ * step of a shutdown, after which the clients' leaves are final.
+ */
 void
 ws_server_stop_listening(void)
 {
+	ws_stopping = true;
 	if (ws_listen_fd < 0)
 		return;
 	uv_poll_stop(&ws_listen_poll);
@@ -987,14 +1001,23 @@ ws_server_stop_listening(void)
 	ws_listen_fd = -1;
 }
 
-/* Shutdown: every client gets the close code; frames already queued go first. */
+/*
+ * Shutdown: every client gets the close code at once.  Frames still
+ * queued are dropped, so a client that stopped reading does not keep
+ * its close waiting behind them.
+ */
 void
 ws_server_close_all(int code, const char *reason)
 {
 	dlist_iter	iter;
 
 	dlist_foreach(iter, &ws_connections)
-		ws_close(dlist_container(Connection, all_node, iter.cur), code, reason);
+	{
+		Connection *connection = dlist_container(Connection, all_node, iter.cur);
+
+		drop_output(connection);
+		ws_close(connection, code, reason);
+	}
 }
 
 /*

@@ -162,39 +162,47 @@ publish_gauges(PresenceWorkerSlot *slot, bool database_ready)
 	slot->redis_connected = redis_link_ready();
 }
 
+/* Runs libuv once without blocking, after a wait of at most timeout_ms. */
+static void
+turn_loop(uv_loop_t *loop, WaitEventSet *set, long timeout_ms)
+{
+	WaitEvent	events[3];
+
+	(void) WaitEventSetWait(set, timeout_ms, events, lengthof(events), PG_WAIT_EXTENSION);
+	ResetLatch(MyLatch);
+	uv_run(loop, UV_RUN_NOWAIT);
+}
+
 /*
- * Graceful stop: close every client with 1001 and let the closes go out,
- * then write what is queued (their leaves included), within the budget.
+ * Graceful stop, within SHUTDOWN_BUDGET_MS: first every client leaves its
+ * sessions and the queue (those leaves included) is written, then the
+ * clients get 1001 with what is left of the budget, so a client that
+ * stopped reading, or never answers the close, costs no row.
  */
 static void
 shut_down(uv_loop_t *loop, WaitEventSet *set)
 {
 	int64		deadline = presence_now_ms() + SHUTDOWN_BUDGET_MS;
-	WaitEvent	events[3];
+	dlist_iter	iter;
 
 	ws_server_stop_listening();
-	ws_server_close_all(1001, "server shutting down");
-	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
-	{
-		(void) WaitEventSetWait(set, Min(uv_backend_timeout(loop) < 0 ? 50 : uv_backend_timeout(loop), 50),
-								events, lengthof(events), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		uv_run(loop, UV_RUN_NOWAIT);
-	}
+	dlist_foreach(iter, ws_server_connections())
+		live_connection_closed(dlist_container(Connection, all_node, iter.cur));
 	live_flush(INT64_MAX);
 	/* a standby's flush completes on the loop, so keep it turning */
 	while (activity_pending() > 0 && presence_now_ms() < deadline)
 	{
 		if (activity_flush_due(presence_now_ms(), true))
 			(void) activity_flush();
-		(void) WaitEventSetWait(set, 20, events, lengthof(events), PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
-		uv_run(loop, UV_RUN_NOWAIT);
+		turn_loop(loop, set, 20);
 	}
 	if (activity_pending() > 0)
 		ereport(WARNING,
 				(errmsg("presence: %d activity rows could not be written before shutdown",
 						activity_pending())));
+	ws_server_close_all(1001, "server shutting down");
+	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
+		turn_loop(loop, set, Min(deadline - presence_now_ms(), 50));
 	redis_link_stop();
 	primary_link_stop();
 	ws_server_destroy();
@@ -216,6 +224,15 @@ presence_ws_worker_main(Datum main_arg)
 	bool		database_ready = true;
 
 	worker_process_start();
+
+	/*
+	 * Held for good: errfinish() checks for interrupts even after a LOG,
+	 * so any ereport inside a libwebsockets, libuv or hiredis callback
+	 * could otherwise longjmp through the library's frames.  They are
+	 * processed after each wait (worker_process_interrupts) and inside
+	 * statements (db_run).
+	 */
+	HOLD_INTERRUPTS();
 	raise_open_files_limit();
 	slot = presence_worker_attach(worker_index);
 	if (!wait_for_extension())
