@@ -367,13 +367,13 @@ class Client:
 
     @classmethod
     async def open(cls, cluster, token=None, path="/ws", origin=None, compression=None,
-                   subprotocols=None, user_agent="presence-tests/1.0", headers=None):
+                   subprotocols=None, user_agent="presence-tests/1.0", headers=None, extensions=None):
         extra = dict(headers or {})
         if token is not None:
             extra["Authorization"] = "Bearer " + token
         ws = await websockets.connect(
             "ws://127.0.0.1:%d%s" % (cluster.wsport, path), extra_headers=extra,
-            origin=origin, compression=compression, subprotocols=subprotocols,
+            origin=origin, compression=compression, extensions=extensions, subprotocols=subprotocols,
             user_agent_header=user_agent, ping_interval=None, max_queue=None,
             max_size=None, open_timeout=WAIT, close_timeout=WAIT)
         return cls(ws)
