@@ -17,7 +17,7 @@ import time
 import pytest
 from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
 
-from conftest import BASE_GUCS, SCALE, Client, Cluster
+from conftest import BASE_GUCS, SCALE, Client, Cluster, upgrade_response
 
 # Room for bursts and large frames; the shared cluster's small limits are
 # for the tests that reach them.
@@ -154,6 +154,23 @@ async def test_offer_of_server_max_window_bits_is_declined(cluster, user):
     sent = await burst(c, sid, 40, "plain", rng)
     assert logged(cluster, sid, "plain") == sent
     await c.close()
+
+
+@pytest.mark.parametrize("offer, answer", [
+    ("permessage-deflate", "permessage-deflate"),
+    ("permessage-deflate; client_max_window_bits", "permessage-deflate"),
+    ("permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+     "permessage-deflate; client_no_context_takeover; server_no_context_takeover"),
+    ("permessage-deflate; server_max_window_bits=10", None),
+    ("permessage-deflate; server_max_window_bits=10, permessage-deflate; client_max_window_bits",
+     "permessage-deflate"),
+    ("permessage-deflate; client_max_window_bits=16", None),
+], ids=["bare", "client_max_window_bits", "no_context_takeover", "server_max_window_bits",
+        "declined_then_accepted", "window_out_of_range"])
+async def test_negotiation_answers(cluster, user, offer, answer):
+    status, headers = await upgrade_response(cluster, token=user().token(), extensions=offer)
+    assert status == 101
+    assert headers.get("sec-websocket-extensions") == answer
 
 
 @pytest.mark.parametrize("kind", ["random", "prose"])
