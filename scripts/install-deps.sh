@@ -8,7 +8,7 @@ set -euo pipefail
 
 build_packages=(build-essential pkg-config ca-certificates curl
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib
-	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev
+	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev zlib1g-dev
 	redis-server)
 test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt
 	libipc-run-perl valgrind)

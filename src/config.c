@@ -30,6 +30,7 @@ int			presence_rate_limit = 50;
 int			presence_max_participants = 100;
 bool		presence_auto_create_users = true;
 bool		presence_compression = true;
+int			presence_compression_min_bytes = 256;
 char	   *presence_ssl_cert_file = NULL;
 char	   *presence_ssl_key_file = NULL;
 char	   *presence_static_dir = NULL;
@@ -131,6 +132,11 @@ presence_define_gucs(void)
 							 "Offer permessage-deflate to WebSocket clients.",
 							 NULL, &presence_compression, true,
 							 PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.compression_min_bytes",
+							"Server messages smaller than this go out uncompressed even on a connection "
+							"that negotiated permessage-deflate: small ones gain little and cost CPU on both ends.",
+							NULL, &presence_compression_min_bytes, 256, 0, 1048576,
+							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomStringVariable("presence.ssl_cert_file",
 							   "PEM certificate for wss://; empty serves plain ws://.",
 							   NULL, &presence_ssl_cert_file, "",

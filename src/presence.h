@@ -45,6 +45,7 @@ extern int	presence_rate_limit;
 extern int	presence_max_participants;
 extern bool presence_auto_create_users;
 extern bool presence_compression;
+extern int	presence_compression_min_bytes;
 extern char *presence_ssl_cert_file;
 extern char *presence_ssl_key_file;
 extern char *presence_static_dir;

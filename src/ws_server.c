@@ -2,8 +2,9 @@
  * ws_server.c
  *	  The libwebsockets vhost of a ws worker: the upgrade gate (path,
  *	  Origin, connection limit), frames in (size, binary, rate limits)
- *	  and out (shared frames, one write per WRITEABLE), and plain HTTP on
- *	  the same port: /healthz, /metrics and presence.static_dir.
+ *	  and out (shared frames, one write per WRITEABLE), permessage-deflate,
+ *	  and plain HTTP on the same port: /healthz, /metrics and
+ *	  presence.static_dir.
  *
  * lws runs on the worker's own libuv loop as a foreign loop, so it
  * installs no signal handlers of its own (PostgreSQL owns signals) and
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
+#include <zlib.h>
 
 #include "postmaster/postmaster.h"
 
@@ -37,6 +39,25 @@
 #define MAX_PENDING_OUTPUT_BYTES (4 * 1024 * 1024)
 /* Sustained rate above this multiple of presence.rate_limit closes with 4029. */
 #define ABUSE_FACTOR 5
+/* The longest header of an unmasked frame (it fits in LWS_PRE); its bits. */
+#define FRAME_HEADER_MAX 10
+#define FRAME_FIN 0x80
+#define FRAME_RSV1 0x40				/* permessage-deflate: a compressed message */
+#define FRAME_OPCODE_TEXT 0x1
+/* How the worker's one deflater compresses server messages. */
+#define DEFLATE_LEVEL 6
+#define DEFLATE_WINDOW_BITS 15
+#define DEFLATE_MEM_LEVEL 8
+
+StaticAssertDecl(LWS_PRE >= FRAME_HEADER_MAX, "a frame header must fit in LWS_PRE");
+
+/* The permessage-deflate parameters of one offer that change what we do. */
+typedef struct DeflateOffer
+{
+	bool		client_no_context_takeover;
+	bool		server_max_window_bits;
+	int			client_max_window_bits; /* 0 absent, -1 without a value */
+} DeflateOffer;
 
 /* lws per-connection data: what the handshake told us, then the Connection. */
 typedef struct HandshakeData
@@ -47,6 +68,9 @@ typedef struct HandshakeData
 	JwtIdentity identity;
 	char		ip[64];
 	char		user_agent[256];
+	int			deflate_offers_seen;	/* CONFIRM_EXTENSION_OKAY calls so far */
+	DeflateOffer deflate_offer; /* the one accepted */
+	bool		deflate;		/* permessage-deflate is in use */
 } HandshakeData;
 
 static struct lws_context *ws_context = NULL;
@@ -63,8 +87,11 @@ static uv_poll_t ws_listen_poll;
 static bool listen_shared(uv_loop_t *loop);
 static char ws_node_id[64];
 static char ws_origin[96];
+static z_stream ws_deflater;
+static bool ws_deflater_ready;
 
 static bool frame_write(struct lws *wsi, OutFrame *frame);
+static size_t frame_header(unsigned char *payload, size_t len, bool compressed);
 static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 						void *in, size_t len);
 
@@ -162,14 +189,103 @@ frame_from_json(json_t *message, int64 created_us)
 	frame->payload = frame->buffer + LWS_PRE;
 	frame->type_index = json_is_string(type) ? server_message_type_index(json_string_value(type)) : -1;
 	json_dumpb(message, (char *) frame->payload, len, JSON_COMPACT);
+	frame->wire_len = frame_header(frame->payload, len, false) + len;
+	frame->wire = frame->payload + len - frame->wire_len;
+	frame->deflate_tried = false;
+	frame->deflated = NULL;
 	return frame;
 }
 
 void
 frame_release(OutFrame *frame)
 {
-	if (--frame->refs == 0)
-		free(frame);
+	if (--frame->refs > 0)
+		return;
+	free(frame->deflated);
+	free(frame);
+}
+
+/*
+ * Writes the header of an unmasked, final text frame into the bytes just
+ * before payload and returns its length.  RSV1 marks a permessage-deflate
+ * payload (RFC 7692).
+ */
+static size_t
+frame_header(unsigned char *payload, size_t len, bool compressed)
+{
+	unsigned char *header;
+	size_t		header_len = len < 126 ? 2 : len < 65536 ? 4 : 10;
+
+	header = payload - header_len;
+	header[0] = FRAME_FIN | (compressed ? FRAME_RSV1 : 0) | FRAME_OPCODE_TEXT;
+	if (len < 126)
+		header[1] = (unsigned char) len;
+	else if (len < 65536)
+	{
+		header[1] = 126;
+		header[2] = (unsigned char) (len >> 8);
+		header[3] = (unsigned char) len;
+	}
+	else
+	{
+		header[1] = 127;
+		for (int i = 0; i < 8; i++)
+			header[2 + i] = (unsigned char) ((uint64) len >> (56 - 8 * i));
+	}
+	return header_len;
+}
+
+/*
+ * Makes the frame's compressed twin once, for every connection that
+ * negotiated permessage-deflate: the worker's one deflater starts afresh
+ * for each message (a server may always do without context takeover, so
+ * the bytes suit every such connection, whatever it offered), flushes
+ * with Z_SYNC_FLUSH and drops the 00 00 ff ff that ends it (RFC 7692
+ * 7.2.1).  Left NULL when it would not be smaller or zlib fails: then the
+ * plain frame goes, which RFC 7692 allows for any message.
+ */
+static void
+frame_deflate(OutFrame *frame)
+{
+	unsigned char *out;
+	size_t		capacity;
+	size_t		len;
+
+	frame->deflate_tried = true;
+	if (!ws_deflater_ready)
+	{
+		if (deflateInit2(&ws_deflater, DEFLATE_LEVEL, Z_DEFLATED, -DEFLATE_WINDOW_BITS,
+						 DEFLATE_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
+			return;
+		ws_deflater_ready = true;
+	}
+	/* a sync flush may add a few bytes to what deflateBound counts */
+	capacity = deflateBound(&ws_deflater, frame->len) + 16;
+	out = malloc(FRAME_HEADER_MAX + capacity);
+	if (out == NULL)
+		return;
+	ws_deflater.next_in = frame->payload;
+	ws_deflater.avail_in = frame->len;
+	ws_deflater.next_out = out + FRAME_HEADER_MAX;
+	ws_deflater.avail_out = capacity;
+	if (deflate(&ws_deflater, Z_SYNC_FLUSH) != Z_OK || ws_deflater.avail_in != 0 ||
+		ws_deflater.avail_out == 0)
+	{
+		deflateReset(&ws_deflater);
+		free(out);
+		return;
+	}
+	len = capacity - ws_deflater.avail_out - 4;
+	deflateReset(&ws_deflater);
+	if (len >= frame->len)
+	{
+		free(out);
+		return;
+	}
+	frame->deflated_len = frame_header(out + FRAME_HEADER_MAX, len, true) + len;
+	/* the frame starts where the block does, so frame_release can free it */
+	memmove(out, out + FRAME_HEADER_MAX + len - frame->deflated_len, frame->deflated_len);
+	frame->deflated = out;
 }
 
 /* Queues a frame for a connection; it goes out on the next WRITEABLE. */
@@ -189,7 +305,9 @@ ws_send_frame(Connection *connection, OutFrame *frame)
 	 * Nothing queued and nothing half-sent: write at once.  Going through
 	 * lws_callback_on_writable would cost two epoll_ctl calls per frame,
 	 * more than the send itself; a send the kernel cannot take whole is
-	 * kept by lws, and later frames then queue until WRITEABLE.
+	 * kept by lws, and later frames then queue until WRITEABLE.  (lws's
+	 * own deflater, which spreads a large message over later WRITEABLEs,
+	 * is never used: frame_write writes whole frames.)
 	 */
 	if (connection->out_count == 0 && !lws_partial_buffered(connection->wsi))
 	{
@@ -427,11 +545,31 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 	return 0;
 }
 
-/* Writes one frame now and counts it; false when the connection failed. */
+/*
+ * Writes one frame now and counts it; false when the connection failed.
+ *
+ * The frame is complete, header included, and goes out as LWS_WRITE_HTTP,
+ * which lws passes straight to the socket (keeping what the kernel does
+ * not take, in order).  lws's permessage-deflate would compress every
+ * message per connection, and it sends a large one over several
+ * WRITEABLEs, during which a pong or ping it writes itself is mixed into
+ * the message (lws 4.1 continues the drain with whatever is written
+ * next).  Ours compresses a message once for every connection, and only
+ * when it is at least presence.compression_min_bytes.
+ */
 static bool
 frame_write(struct lws *wsi, OutFrame *frame)
 {
-	if (lws_write(wsi, frame->payload, frame->len, LWS_WRITE_TEXT) < (int) frame->len)
+	HandshakeData *handshake = lws_wsi_user(wsi);
+	bool		compress = handshake->deflate && frame->len >= (size_t) presence_compression_min_bytes;
+	unsigned char *wire;
+	size_t		wire_len;
+
+	if (compress && !frame->deflate_tried)
+		frame_deflate(frame);
+	wire = compress && frame->deflated ? frame->deflated : frame->wire;
+	wire_len = compress && frame->deflated ? frame->deflated_len : frame->wire_len;
+	if (lws_write(wsi, wire, wire_len, LWS_WRITE_HTTP) < (int) wire_len)
 		return false;
 	presence_count_message_out(frame->type_index);
 	presence_count(CTR_BYTES_OUT, frame->len);
@@ -780,6 +918,87 @@ confirm_upgrade(struct lws *wsi)
 	return 1;
 }
 
+/*
+ * Reads the index'th (0 first) permessage-deflate offer of the request's
+ * Sec-WebSocket-Extensions; false when there is none.
+ */
+static bool
+read_deflate_offer(struct lws *wsi, int index, DeflateOffer *offer)
+{
+	char		header[1024];
+	char	   *save_item = NULL;
+
+	memset(offer, 0, sizeof(*offer));
+	if (lws_hdr_copy(wsi, header, sizeof(header), WSI_TOKEN_EXTENSIONS) < 0)
+		return false;
+	for (char *item = strtok_r(header, ",", &save_item); item; item = strtok_r(NULL, ",", &save_item))
+	{
+		char	   *save_param = NULL;
+		char	   *param = strtok_r(item, "; \t", &save_param);
+
+		if (param == NULL || strcmp(param, "permessage-deflate") != 0 || index-- > 0)
+			continue;
+		while ((param = strtok_r(NULL, "; \t", &save_param)) != NULL)
+		{
+			char	   *value = strchr(param, '=');
+
+			if (value)
+				*value++ = '\0';
+			if (strcmp(param, "client_no_context_takeover") == 0)
+				offer->client_no_context_takeover = true;
+			else if (strcmp(param, "server_max_window_bits") == 0)
+				offer->server_max_window_bits = true;
+			else if (strcmp(param, "client_max_window_bits") == 0)
+				offer->client_max_window_bits = value ? atoi(value + (*value == '"')) : -1;
+		}
+		return true;
+	}
+	return false;
+}
+
+/*
+ * CONFIRM_EXTENSION_OKAY, once per permessage-deflate offer in the order
+ * the client listed them, until one is accepted (non-zero declines).  lws
+ * answers only the options without a value, so an offer that asks for
+ * server_max_window_bits, which must be answered to be accepted, is
+ * declined; the next offer, or none, is taken.
+ */
+static int
+confirm_deflate(struct lws *wsi, HandshakeData *handshake)
+{
+	DeflateOffer *offer = &handshake->deflate_offer;
+
+	if (!read_deflate_offer(wsi, handshake->deflate_offers_seen++, offer))
+		return 1;
+	if (offer->server_max_window_bits ||
+		(offer->client_max_window_bits > 0 &&
+		 (offer->client_max_window_bits < 8 || offer->client_max_window_bits > 15)))
+		return 1;
+	return 0;
+}
+
+/*
+ * Once permessage-deflate is negotiated, before any data: makes lws's
+ * inflater right.  lws 4.1.6 gets the server side backwards: it inflates
+ * with the window of server_max_window_bits (the client compresses with
+ * client_max_window_bits, which we never answer, hence 15 bits) and resets
+ * the inflater after each message when server_no_context_takeover is set
+ * (which is about our deflater).  So the server_* options set here are
+ * the inflater's: the client's window, and a reset exactly when the
+ * client said it starts afresh for each message, which frees the window
+ * between messages.  lws's deflater, configured by the client_* ones, is
+ * never used (frame_write).
+ */
+static void
+deflate_established(struct lws *wsi, HandshakeData *handshake)
+{
+	handshake->deflate = lws_set_extension_option(wsi, "permessage-deflate",
+												  "server_max_window_bits", "15") == 0;
+	if (handshake->deflate)
+		lws_set_extension_option(wsi, "permessage-deflate", "server_no_context_takeover",
+								 handshake->deflate_offer.client_no_context_takeover ? "1" : "0");
+}
+
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
@@ -801,6 +1020,9 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 			read_handshake(wsi, handshake);
 			return 0;
 
+		case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
+			return confirm_deflate(wsi, handshake);
+
 		case LWS_CALLBACK_ESTABLISHED:
 			if (!presence_connection_admit())
 			{
@@ -817,10 +1039,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 			handshake->connection = connection;
 			presence_count(CTR_CONNECTIONS_OPENED, 1);
 			if (presence_compression)
-			{
-				lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "10");
-				lws_set_extension_option(wsi, "permessage-deflate", "mem_level", "1");
-			}
+				deflate_established(wsi, handshake);
 			if (handshake->header_token)
 			{
 				if (handshake->verdict == JWT_VALID)
@@ -1042,6 +1261,9 @@ ws_server_destroy(void)
 	if (ws_context)
 		lws_context_destroy(ws_context);
 	ws_context = NULL;
+	if (ws_deflater_ready)
+		deflateEnd(&ws_deflater);
+	ws_deflater_ready = false;
 }
 
 /*

@@ -12,7 +12,11 @@
 
 #include "connection.h"
 
-/* A serialised server message shared by every connection it goes to. */
+/*
+ * A serialised server message shared by every connection it goes to, as
+ * whole WebSocket frames: plain (the header in the LWS_PRE headroom before
+ * payload) and, made when a connection first needs it, compressed.
+ */
 struct OutFrame
 {
 	int			refs;
@@ -20,6 +24,11 @@ struct OutFrame
 	int			type_index;		/* server_message_types[] index, for /metrics */
 	size_t		len;
 	unsigned char *payload;		/* points LWS_PRE bytes into buffer */
+	unsigned char *wire;		/* the plain frame: header, then payload */
+	size_t		wire_len;
+	bool		deflate_tried;	/* deflated is made, or not worth making */
+	unsigned char *deflated;	/* the permessage-deflate frame, or NULL */
+	size_t		deflated_len;
 	unsigned char buffer[FLEXIBLE_ARRAY_MEMBER];
 };
 

@@ -367,13 +367,13 @@ class Client:
 
     @classmethod
     async def open(cls, cluster, token=None, path="/ws", origin=None, compression=None,
-                   subprotocols=None, user_agent="presence-tests/1.0", headers=None):
+                   subprotocols=None, user_agent="presence-tests/1.0", headers=None, extensions=None):
         extra = dict(headers or {})
         if token is not None:
             extra["Authorization"] = "Bearer " + token
         ws = await websockets.connect(
             "ws://127.0.0.1:%d%s" % (cluster.wsport, path), extra_headers=extra,
-            origin=origin, compression=compression, subprotocols=subprotocols,
+            origin=origin, compression=compression, extensions=extensions, subprotocols=subprotocols,
             user_agent_header=user_agent, ping_interval=None, max_queue=None,
             max_size=None, open_timeout=WAIT, close_timeout=WAIT)
         return cls(ws)
@@ -534,6 +534,11 @@ async def raw_connect(cluster, token=None, **kwargs):
 
 async def upgrade_status(cluster, path="/ws", token=None, origin=None, subprotocols=None):
     """The HTTP status of an upgrade request: 101, or the refusal's status."""
+    return (await upgrade_response(cluster, path, token, origin, subprotocols))[0]
+
+
+async def upgrade_response(cluster, path="/ws", token=None, origin=None, subprotocols=None, extensions=None):
+    """(status, {lower-case header name: value}) of the answer to an upgrade request."""
     headers = ["GET %s HTTP/1.1" % path, "Host: 127.0.0.1:%d" % cluster.wsport, "Upgrade: websocket",
                "Connection: Upgrade", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==",
                "Sec-WebSocket-Version: 13"]
@@ -543,15 +548,21 @@ async def upgrade_status(cluster, path="/ws", token=None, origin=None, subprotoc
         headers.append("Origin: " + origin)
     if subprotocols:
         headers.append("Sec-WebSocket-Protocol: " + ", ".join(subprotocols))
+    if extensions:
+        headers.append("Sec-WebSocket-Extensions: " + extensions)
     reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", cluster.wsport), WAIT)
+    answer = {}
     try:
         writer.write(("\r\n".join(headers) + "\r\n\r\n").encode())
         line = await asyncio.wait_for(reader.readline(), WAIT)
+        while (header := await asyncio.wait_for(reader.readline(), WAIT)).strip():
+            name, _, value = header.decode().partition(":")
+            answer[name.strip().lower()] = value.strip()
     finally:
         writer.close()
     m = re.match(rb"HTTP/1\.[01] (\d{3}) ", line)
     assert m, line
-    return int(m.group(1))
+    return int(m.group(1)), answer
 
 
 def assert_no_crash(cluster, offset):
