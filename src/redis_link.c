@@ -11,11 +11,14 @@
  * Each connection is a small state machine: DOWN -> CONNECTING (bounded
  * by presence.redis_connect_timeout) -> handshake (AUTH, SELECT, SCRIPT
  * LOAD, PING) -> READY.  Any failure drops back to DOWN and schedules a
- * reconnect with exponential backoff and jitter, 1 s doubling to 30 s.
+ * reconnect (backoff.c): 200 ms doubling to 1 s, with jitter.  The cap is
+ * short because these are a server's own two connections, not a crowd of
+ * clients, and cross-worker delivery waits for them: Redis answering
+ * again is noticed within about a second however long it was away.
  * When both are READY again live_state re-subscribes its sessions and
- * re-publishes its presence, so views converge after an outage.  While
- * Redis is down, nothing waits for it: live_state serves local clients
- * from memory.
+ * re-publishes its presence at once, so views converge right after an
+ * outage.  While Redis is down, nothing waits for it: live_state serves
+ * local clients from memory.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -24,14 +27,15 @@
 #include <hiredis/async.h>
 #include <hiredis/adapters/libuv.h>
 
+#include "backoff.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 #include "shmem.h"
 #include "ws_server.h"
 
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_CAP_MS 30000
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_CAP_MS 1000
 
 typedef enum LinkState
 {
@@ -47,12 +51,15 @@ typedef struct RedisConnection
 	redisAsyncContext *context;
 	LinkState	state;
 	uv_timer_t	timer;			/* connect timeout, then reconnect backoff */
-	int			failures;		/* consecutive, for the backoff */
-	bool		reported;		/* the current outage was logged */
+	Backoff		backoff;		/* also: whether the current outage was logged */
 } RedisConnection;
 
-static RedisConnection link_commands = {"commands"};
-static RedisConnection link_subscriptions = {"subscriptions"};
+static RedisConnection link_commands = {
+	.role = "commands", .backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS)
+};
+static RedisConnection link_subscriptions = {
+	.role = "subscriptions", .backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS)
+};
 static RedisTarget link_target;
 static uv_loop_t *link_loop;
 static bool link_stopping;
@@ -85,11 +92,10 @@ reconnect_timer_fired(uv_timer_t *timer)
 	link_connect(timer->data);
 }
 
-/* Drops to DOWN and tries again later: 1 s doubling to 30 s, with jitter. */
+/* Drops to DOWN and tries again after the backoff; logs the first failure of an outage. */
 static void
 link_failed(RedisConnection *connection, const char *what, const char *detail)
 {
-	int64		delay = Min((int64) BACKOFF_FIRST_MS << Min(connection->failures, 5), BACKOFF_CAP_MS);
 	bool		was_ready = connection->state == LINK_READY;
 
 	connection->state = LINK_DOWN;
@@ -97,15 +103,12 @@ link_failed(RedisConnection *connection, const char *what, const char *detail)
 	presence_count(CTR_REDIS_ERRORS, 1);
 	if (link_stopping)
 		return;
-	if (!connection->reported)
+	if (!backoff_in_outage(&connection->backoff))
 		ereport(LOG,
 				(errmsg("presence: Redis %s connection to %s:%d %s: %s; serving local clients from memory and retrying",
 						connection->role, link_target.host, link_target.port, what, detail)));
-	connection->reported = true;
-	connection->failures++;
-	delay = delay / 2 + random() % (delay / 2 + 1);
 	uv_timer_stop(&connection->timer);
-	uv_timer_start(&connection->timer, reconnect_timer_fired, (uint64) delay, 0);
+	uv_timer_start(&connection->timer, reconnect_timer_fired, backoff_next_delay(&connection->backoff), 0);
 	if (was_ready)
 		live_redis_changed(false);
 }
@@ -179,11 +182,9 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 
 	uv_timer_stop(&connection->timer);
 	connection->state = LINK_READY;
-	connection->failures = 0;
-	if (connection->reported)
+	if (backoff_succeeded(&connection->backoff))
 		ereport(LOG, (errmsg("presence: Redis %s connection to %s:%d is back",
 							 connection->role, link_target.host, link_target.port)));
-	connection->reported = false;
 	if (connection == &link_subscriptions)
 	{
 		char		channel[REDIS_KEY_MAX];
