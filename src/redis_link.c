@@ -25,7 +25,6 @@
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
 #include "backoff.h"
 #include "live_state.h"
@@ -196,6 +195,111 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 		live_redis_changed(true);
 }
 
+/*
+ * hiredis on the worker's libuv loop.  hiredis's own adapter
+ * (hiredis/adapters/libuv.h, 0.14) ignores the error status libuv
+ * reports for a socket, and libuv stops watching a socket once it
+ * reported an error: a connect that Redis refused never failed, so every
+ * attempt while Redis was down waited out presence.redis_connect_timeout
+ * (the link came back up to that much later), and a reset connection was
+ * never noticed.  This one hands the error to hiredis as a read, which
+ * finds the socket's error and fails the connection at once.
+ */
+typedef struct RedisPoll
+{
+	redisAsyncContext *context; /* NULL once hiredis is done with it */
+	uv_poll_t	handle;
+	int			events;
+} RedisPoll;
+
+/* The socket is ready, or failed (libuv no longer watches it): hiredis's read finds the error. */
+static void
+poll_ready(uv_poll_t *handle, int status, int events)
+{
+	RedisPoll  *watcher = handle->data;
+
+	if (status < 0)
+		events = UV_READABLE;
+	if (watcher->context && (events & UV_READABLE))
+		redisAsyncHandleRead(watcher->context);
+	/* the read may have freed the context */
+	if (watcher->context && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(watcher->context);
+}
+
+/* hiredis wants (add) or no longer wants (remove) to hear of readability or writability. */
+static void
+poll_change(RedisPoll *watcher, int add, int remove)
+{
+	watcher->events = (watcher->events | add) & ~remove;
+	if (watcher->events)
+		uv_poll_start(&watcher->handle, watcher->events, poll_ready);
+	else
+		uv_poll_stop(&watcher->handle);
+}
+
+static void
+poll_add_read(void *privdata)
+{
+	poll_change(privdata, UV_READABLE, 0);
+}
+
+static void
+poll_del_read(void *privdata)
+{
+	poll_change(privdata, 0, UV_READABLE);
+}
+
+static void
+poll_add_write(void *privdata)
+{
+	poll_change(privdata, UV_WRITABLE, 0);
+}
+
+static void
+poll_del_write(void *privdata)
+{
+	poll_change(privdata, 0, UV_WRITABLE);
+}
+
+static void
+poll_closed(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+/* hiredis frees the context: stop watching, free ours once libuv let go. */
+static void
+poll_cleanup(void *privdata)
+{
+	RedisPoll  *watcher = privdata;
+
+	watcher->context = NULL;
+	uv_close((uv_handle_t *) &watcher->handle, poll_closed);
+}
+
+/* Puts a new context on the worker's loop, with the hooks above. */
+static bool
+poll_attach(redisAsyncContext *context)
+{
+	RedisPoll  *watcher = calloc(1, sizeof(RedisPoll));
+
+	if (watcher == NULL || uv_poll_init(link_loop, &watcher->handle, context->c.fd) != 0)
+	{
+		free(watcher);
+		return false;
+	}
+	watcher->context = context;
+	watcher->handle.data = watcher;
+	context->ev.data = watcher;
+	context->ev.addRead = poll_add_read;
+	context->ev.delRead = poll_del_read;
+	context->ev.addWrite = poll_add_write;
+	context->ev.delWrite = poll_del_write;
+	context->ev.cleanup = poll_cleanup;
+	return true;
+}
+
 static void
 link_connect(RedisConnection *connection)
 {
@@ -213,7 +317,7 @@ link_connect(RedisConnection *connection)
 			redisAsyncFree(context);
 		return;
 	}
-	if (redisLibuvAttach(context, link_loop) != REDIS_OK)
+	if (!poll_attach(context))
 	{
 		redisAsyncFree(context);
 		link_failed(connection, "failed", "could not attach to the event loop");
