@@ -8,8 +8,9 @@
  * (every request is one autocommitted statement), or with NULL when the
  * connection failed.  The caller keeps what it sent until it hears back,
  * so a primary restart or failover delays writes and loses none.  After
- * a failure the link reconnects with a backoff, 1 s doubling to 5 s: a
- * write waiting for the primary is worth trying often.
+ * a failure the link reconnects with a backoff (backoff.c), 200 ms
+ * doubling to 1 s: a write waiting for the primary is worth trying
+ * often, and one worker's attempt a second costs the primary little.
  *
  * Where to connect: presence.primary_conninfo, else the standby's own
  * primary_conninfo, with dbname set to presence.database and any
@@ -22,12 +23,13 @@
 #include "libpq-fe.h"
 #include "utils/guc.h"
 
+#include "backoff.h"
 #include "primary_link.h"
 #include "ws_server.h"
 
 #define MAX_PARAMS 8
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_CAP_MS 5000
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_CAP_MS 1000
 
 typedef struct PrimaryRequest
 {
@@ -54,8 +56,7 @@ static uv_poll_t primary_poll;
 static bool primary_poll_active;
 static uv_timer_t primary_timer;
 static LinkPhase primary_phase = PRIMARY_IDLE;
-static int	primary_failures;
-static bool primary_reported;
+static Backoff primary_backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS);
 static PrimaryRequest *queue_head;
 static PrimaryRequest *queue_tail;
 
@@ -192,17 +193,17 @@ retry_timer_fired(uv_timer_t *timer)
 	link_drive();
 }
 
-/* Drops the connection, fails the request in flight back to its owner, backs off. */
+/*
+ * Drops the connection, fails the request in flight back to its owner,
+ * backs off; logs the first failure of an outage.
+ */
 static void
 link_failed(const char *detail)
 {
-	int64		delay = Min((int64) BACKOFF_FIRST_MS << Min(primary_failures, 5), BACKOFF_CAP_MS);
-
-	if (!primary_reported)
+	if (!backoff_in_outage(&primary_backoff))
 		ereport(LOG,
 				(errmsg("presence: cannot write to the primary: %s; writes wait and are retried",
 						detail)));
-	primary_reported = true;
 	link_disconnect();
 	if (primary_phase == PRIMARY_BUSY && queue_head)
 	{
@@ -214,9 +215,8 @@ link_failed(const char *detail)
 		failed->done(NULL, failed->context);
 		request_free(failed);
 	}
-	primary_failures++;
 	primary_phase = PRIMARY_WAITING;
-	uv_timer_start(&primary_timer, retry_timer_fired, (uint64) (delay / 2 + random() % (delay / 2 + 1)), 0);
+	uv_timer_start(&primary_timer, retry_timer_fired, backoff_next_delay(&primary_backoff), 0);
 }
 
 static void on_socket(uv_poll_t *poll, int status, int events);
@@ -325,10 +325,8 @@ link_drive(void)
 				watch_socket(UV_WRITABLE);
 				return;
 			case PGRES_POLLING_OK:
-				if (primary_reported)
+				if (backoff_succeeded(&primary_backoff))
 					ereport(LOG, (errmsg("presence: writing to the primary again")));
-				primary_reported = false;
-				primary_failures = 0;
 				PQsetnonblocking(primary_conn, 1);
 				primary_phase = PRIMARY_READY;
 				watch_socket(UV_READABLE);

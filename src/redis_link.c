@@ -11,27 +11,30 @@
  * Each connection is a small state machine: DOWN -> CONNECTING (bounded
  * by presence.redis_connect_timeout) -> handshake (AUTH, SELECT, SCRIPT
  * LOAD, PING) -> READY.  Any failure drops back to DOWN and schedules a
- * reconnect with exponential backoff and jitter, 1 s doubling to 30 s.
+ * reconnect (backoff.c): 200 ms doubling to 1 s, with jitter.  The cap is
+ * short because these are a server's own two connections, not a crowd of
+ * clients, and cross-worker delivery waits for them: Redis answering
+ * again is noticed within about a second however long it was away.
  * When both are READY again live_state re-subscribes its sessions and
- * re-publishes its presence, so views converge after an outage.  While
- * Redis is down, nothing waits for it: live_state serves local clients
- * from memory.
+ * re-publishes its presence at once, so views converge right after an
+ * outage.  While Redis is down, nothing waits for it: live_state serves
+ * local clients from memory.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
 
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
+#include "backoff.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 #include "shmem.h"
 #include "ws_server.h"
 
-#define BACKOFF_FIRST_MS 1000
-#define BACKOFF_CAP_MS 30000
+#define BACKOFF_FIRST_MS 200
+#define BACKOFF_CAP_MS 1000
 
 typedef enum LinkState
 {
@@ -47,12 +50,15 @@ typedef struct RedisConnection
 	redisAsyncContext *context;
 	LinkState	state;
 	uv_timer_t	timer;			/* connect timeout, then reconnect backoff */
-	int			failures;		/* consecutive, for the backoff */
-	bool		reported;		/* the current outage was logged */
+	Backoff		backoff;		/* also: whether the current outage was logged */
 } RedisConnection;
 
-static RedisConnection link_commands = {"commands"};
-static RedisConnection link_subscriptions = {"subscriptions"};
+static RedisConnection link_commands = {
+	.role = "commands", .backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS)
+};
+static RedisConnection link_subscriptions = {
+	.role = "subscriptions", .backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS)
+};
 static RedisTarget link_target;
 static uv_loop_t *link_loop;
 static bool link_stopping;
@@ -85,11 +91,10 @@ reconnect_timer_fired(uv_timer_t *timer)
 	link_connect(timer->data);
 }
 
-/* Drops to DOWN and tries again later: 1 s doubling to 30 s, with jitter. */
+/* Drops to DOWN and tries again after the backoff; logs the first failure of an outage. */
 static void
 link_failed(RedisConnection *connection, const char *what, const char *detail)
 {
-	int64		delay = Min((int64) BACKOFF_FIRST_MS << Min(connection->failures, 5), BACKOFF_CAP_MS);
 	bool		was_ready = connection->state == LINK_READY;
 
 	connection->state = LINK_DOWN;
@@ -97,15 +102,12 @@ link_failed(RedisConnection *connection, const char *what, const char *detail)
 	presence_count(CTR_REDIS_ERRORS, 1);
 	if (link_stopping)
 		return;
-	if (!connection->reported)
+	if (!backoff_in_outage(&connection->backoff))
 		ereport(LOG,
 				(errmsg("presence: Redis %s connection to %s:%d %s: %s; serving local clients from memory and retrying",
 						connection->role, link_target.host, link_target.port, what, detail)));
-	connection->reported = true;
-	connection->failures++;
-	delay = delay / 2 + random() % (delay / 2 + 1);
 	uv_timer_stop(&connection->timer);
-	uv_timer_start(&connection->timer, reconnect_timer_fired, (uint64) delay, 0);
+	uv_timer_start(&connection->timer, reconnect_timer_fired, backoff_next_delay(&connection->backoff), 0);
 	if (was_ready)
 		live_redis_changed(false);
 }
@@ -179,11 +181,9 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 
 	uv_timer_stop(&connection->timer);
 	connection->state = LINK_READY;
-	connection->failures = 0;
-	if (connection->reported)
+	if (backoff_succeeded(&connection->backoff))
 		ereport(LOG, (errmsg("presence: Redis %s connection to %s:%d is back",
 							 connection->role, link_target.host, link_target.port)));
-	connection->reported = false;
 	if (connection == &link_subscriptions)
 	{
 		char		channel[REDIS_KEY_MAX];
@@ -193,6 +193,111 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 	}
 	if (redis_link_ready())
 		live_redis_changed(true);
+}
+
+/*
+ * hiredis on the worker's libuv loop.  hiredis's own adapter
+ * (hiredis/adapters/libuv.h, 0.14) ignores the error status libuv
+ * reports for a socket, and libuv stops watching a socket once it
+ * reported an error: a connect that Redis refused never failed, so every
+ * attempt while Redis was down waited out presence.redis_connect_timeout
+ * (the link came back up to that much later), and a reset connection was
+ * never noticed.  This one hands the error to hiredis as a read, which
+ * finds the socket's error and fails the connection at once.
+ */
+typedef struct RedisPoll
+{
+	redisAsyncContext *context; /* NULL once hiredis is done with it */
+	uv_poll_t	handle;
+	int			events;
+} RedisPoll;
+
+/* The socket is ready, or failed (libuv no longer watches it): hiredis's read finds the error. */
+static void
+poll_ready(uv_poll_t *handle, int status, int events)
+{
+	RedisPoll  *watcher = handle->data;
+
+	if (status < 0)
+		events = UV_READABLE;
+	if (watcher->context && (events & UV_READABLE))
+		redisAsyncHandleRead(watcher->context);
+	/* the read may have freed the context */
+	if (watcher->context && (events & UV_WRITABLE))
+		redisAsyncHandleWrite(watcher->context);
+}
+
+/* hiredis wants (add) or no longer wants (remove) to hear of readability or writability. */
+static void
+poll_change(RedisPoll *watcher, int add, int remove)
+{
+	watcher->events = (watcher->events | add) & ~remove;
+	if (watcher->events)
+		uv_poll_start(&watcher->handle, watcher->events, poll_ready);
+	else
+		uv_poll_stop(&watcher->handle);
+}
+
+static void
+poll_add_read(void *privdata)
+{
+	poll_change(privdata, UV_READABLE, 0);
+}
+
+static void
+poll_del_read(void *privdata)
+{
+	poll_change(privdata, 0, UV_READABLE);
+}
+
+static void
+poll_add_write(void *privdata)
+{
+	poll_change(privdata, UV_WRITABLE, 0);
+}
+
+static void
+poll_del_write(void *privdata)
+{
+	poll_change(privdata, 0, UV_WRITABLE);
+}
+
+static void
+poll_closed(uv_handle_t *handle)
+{
+	free(handle->data);
+}
+
+/* hiredis frees the context: stop watching, free ours once libuv let go. */
+static void
+poll_cleanup(void *privdata)
+{
+	RedisPoll  *watcher = privdata;
+
+	watcher->context = NULL;
+	uv_close((uv_handle_t *) &watcher->handle, poll_closed);
+}
+
+/* Puts a new context on the worker's loop, with the hooks above. */
+static bool
+poll_attach(redisAsyncContext *context)
+{
+	RedisPoll  *watcher = calloc(1, sizeof(RedisPoll));
+
+	if (watcher == NULL || uv_poll_init(link_loop, &watcher->handle, context->c.fd) != 0)
+	{
+		free(watcher);
+		return false;
+	}
+	watcher->context = context;
+	watcher->handle.data = watcher;
+	context->ev.data = watcher;
+	context->ev.addRead = poll_add_read;
+	context->ev.delRead = poll_del_read;
+	context->ev.addWrite = poll_add_write;
+	context->ev.delWrite = poll_del_write;
+	context->ev.cleanup = poll_cleanup;
+	return true;
 }
 
 static void
@@ -212,7 +317,7 @@ link_connect(RedisConnection *connection)
 			redisAsyncFree(context);
 		return;
 	}
-	if (redisLibuvAttach(context, link_loop) != REDIS_OK)
+	if (!poll_attach(context))
 	{
 		redisAsyncFree(context);
 		link_failed(connection, "failed", "could not attach to the event loop");
