@@ -1,28 +1,15 @@
 // The demo page in headless Chromium against the real server: two browser
 // contexts are two users. Screenshots of each step go to clients/artifacts/.
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import os from 'node:os';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { after, afterEach, before, test } from 'node:test';
-import { promisify } from 'node:util';
-import { chromium } from 'playwright-core';
-import { artifacts, repoRoot, startCluster } from '../support/cluster.js';
+import { assembleDemo, launchChromium, markerOf, openDemo as openDemoPage, participant, pointAt } from '../support/browser.js';
+import { artifacts, startCluster } from '../support/cluster.js';
 
 const AWAY_SECONDS = 3;
-const STEP_TIMEOUT_MS = 20_000;
-const CHROMIUM_ARGS = [
-	'--no-sandbox',
-	'--disable-gpu',
-	'--disable-quic',
-	'--no-first-run',
-	'--disable-background-networking',
-	'--disable-component-update',
-	'--disable-sync',
-];
 
-let staticDir;
+let demo;
 let cluster;
 let browser;
 let alice;
@@ -30,15 +17,13 @@ let bob;
 let sessionId;
 
 before(async () => {
-	staticDir = await mkdtemp(path.join(os.tmpdir(), 'presence-demo-'));
-	await promisify(execFile)('bash', [path.join(repoRoot, 'demo/assemble.sh'), staticDir]);
+	demo = await assembleDemo();
 	await mkdir(artifacts, { recursive: true });
-	cluster = await startCluster('e2e', { 'presence.static_dir': staticDir });
+	cluster = await startCluster('e2e', { 'presence.static_dir': demo.dir });
 	alice = await cluster.createUser('Alice');
 	bob = await cluster.createUser('Bob');
 	sessionId = await cluster.createSession('demo', alice, [{ user: bob, role: 'operator' }]);
-	// launch() gives the browser a fresh temporary profile (user-data-dir) every time.
-	browser = await chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
+	browser = await launchChromium();
 });
 
 // Pages of a failed test would otherwise stay connected into the next one.
@@ -49,29 +34,13 @@ afterEach(async () => {
 after(async () => {
 	await browser?.close();
 	await cluster?.destroy();
-	if (staticDir) await rm(staticDir, { recursive: true, force: true });
+	await demo?.remove();
 });
 
 // Uncaught exceptions in any demo page; each test ends by checking there were none.
 const pageErrors = [];
 
-async function openDemo(user, awaySeconds) {
-	const context = await browser.newContext({ viewport: { width: 1280, height: 760 } });
-	const page = await context.newPage();
-	page.setDefaultTimeout(STEP_TIMEOUT_MS);
-	page.on('pageerror', (error) => pageErrors.push(`${user.username}: ${error.message}`));
-	const query = new URLSearchParams({ session: sessionId, token: user.token, away: String(awaySeconds) });
-	await page.goto(`${cluster.httpUrl}/?${query}`);
-	return page;
-}
-
-const participant = (page, user) => page.locator(`[data-testid="participant"][data-user-id="${user.id}"]`);
-const markerOf = (page, user) => page.locator(`[data-testid="cursor-marker"][data-user-id="${user.id}"]`);
-
-async function pointAt(page, eventId, share) {
-	const box = await page.locator(`[data-testid="timeline-event"][data-event-id="${eventId}"]`).boundingBox();
-	await page.mouse.move(box.x + box.width * share, box.y + box.height / 2, { steps: 4 });
-}
+const openDemo = (user, awaySeconds) => openDemoPage(browser, cluster, { user, sessionId, awaySeconds, errors: pageErrors });
 
 test('two users see each other\'s cursor, away status and departure', { timeout: 120_000 }, async () => {
 	const pageA = await openDemo(alice, AWAY_SECONDS);

@@ -71,6 +71,25 @@ class Cluster {
 		return sessionId;
 	}
 
+	/**
+	 * The session's rows of presence.activity_log in chain order, as
+	 * [{id, userId, activityType, details}], optionally only `types`.
+	 */
+	async activityLog(sessionId, types = null) {
+		const typeFilter = types ? `AND a.activity_type = ANY (ARRAY[${types.map(literal).join(', ')}])` : '';
+		const rows = await this.sql(`
+			SELECT coalesce(json_agg(json_build_object('id', a.id, 'userId', a.user_id,
+					'activityType', a.activity_type, 'details', a.details) ORDER BY a.chain_seq), '[]')
+			FROM presence.activity_log a JOIN presence.collaboration_sessions s ON s.id = a.session_id
+			WHERE s.session_id = ${literal(sessionId)} ${typeFilter}`);
+		return JSON.parse(rows);
+	}
+
+	/** presence.broadcast() of `payload` (an object) to the session; returns the connections it reaches. */
+	async broadcast(sessionId, payload) {
+		return Number(await this.sql(`SELECT presence.broadcast(${literal(sessionId)}, ${literal(JSON.stringify(payload))}::jsonb)`));
+	}
+
 	async restart() {
 		await this.script('restart');
 		await this.waitUntilListening();
