@@ -352,17 +352,6 @@ link_drive(void)
 	}
 }
 
-/* Whether the primary refused the statement because of its data (not worth retrying). */
-bool
-primary_result_refused(PGresult *result)
-{
-	const char *sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
-
-	return sqlstate && (strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0 ||
-						strncmp(sqlstate, "P0", 2) == 0 || strncmp(sqlstate, "55", 2) == 0 ||
-						strncmp(sqlstate, "54", 2) == 0);
-}
-
 void
 primary_link_stop(void)
 {

@@ -17,7 +17,6 @@ extern bool primary_link_needed(void);
 extern void primary_link_start(uv_loop_t *loop);
 extern bool primary_link_send(const char *sql, int nparams, const char *const *params,
 							  PrimaryReply done, void *context);
-extern bool primary_result_refused(PGresult *result);
 extern char *primary_conninfo_for_writes(void);
 extern void primary_link_stop(void);
 

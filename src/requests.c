@@ -163,11 +163,11 @@ primary_succeeded(PGresult *result)
 static void
 fail_primary(Connection *connection, json_t *ref, PGresult *result, const char *refused)
 {
-	const char *sqlstate = result ? PQresultErrorField(result, PG_DIAG_SQLSTATE) : NULL;
+	DbResult	outcome = result ? db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE)) : DB_FAILED;
 
-	if (sqlstate && strcmp(sqlstate, "23505") == 0)
+	if (outcome == DB_CONFLICT)
 		request_fail(connection, ref, "bad_request", "a session with this sessionId already exists");
-	else if (result && primary_result_refused(result))
+	else if (outcome == DB_INVALID || outcome == DB_NOT_FOUND || outcome == DB_FORBIDDEN)
 		request_fail(connection, ref, "bad_request", refused);
 	else
 		request_fail(connection, ref, "unavailable", "the primary database is unavailable; retry later");

@@ -500,10 +500,7 @@ def test_delivery_resumes_soon_after_redis_returns(world, outage_s):
             await asyncio.sleep(0.05)
 
     async def scenario():
-        # alice sends dozens of frames: uncompressed, because the server
-        # inflates with a 1 KiB window what clients deflate with 32 KiB and
-        # context takeover, which breaks about the 20th small message
-        alice = await Client(primary, ALICE).connect(compression=None)
+        alice = await Client(primary, ALICE).connect()
         await alice.join(session_id)
         other_worker = await connect_to_worker_of(alice, primary, BOB, same=False)
         await other_worker.join(session_id)
