@@ -25,6 +25,9 @@ char	   *presence_jwt_audience = NULL;
 int			presence_jwt_leeway_s = 30;
 char	   *presence_allowed_origins = NULL;
 int			presence_max_connections = 10000;
+int			presence_max_unauthenticated = 1024;
+int			presence_max_unauthenticated_per_address = 64;
+int			presence_handshake_timeout_ms = 5000;
 int			presence_max_message_bytes = 16384;
 int			presence_rate_limit = 50;
 int			presence_max_participants = 100;
@@ -112,6 +115,19 @@ presence_define_gucs(void)
 							"Also sizes the shared table online_users() reads, hence a restart to change.",
 							NULL, &presence_max_connections, 10000, 1, 1000000,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_unauthenticated",
+							"Sockets a ws worker holds that have not authenticated (HTTP upgrade, then until auth); "
+							"at the bound the oldest of them is closed to make room.",
+							NULL, &presence_max_unauthenticated, 1024, 16, 65535,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_unauthenticated_per_address",
+							"Sockets one source address may hold in a ws worker before authenticating; "
+							"more are closed at once.",
+							NULL, &presence_max_unauthenticated_per_address, 64, 1, 65535,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	define_ms("presence.handshake_timeout",
+			  "How long a client may take to send its HTTP upgrade request; slower sockets are closed.",
+			  &presence_handshake_timeout_ms, 5000, 100, 600000);
 	DefineCustomIntVariable("presence.max_message_bytes",
 							"Largest inbound message, after decompression; larger ones close the connection with 1009.",
 							NULL, &presence_max_message_bytes, 16384, 1024, 1048576,

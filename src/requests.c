@@ -91,10 +91,6 @@ request_authenticate(Connection *connection, const char *token, size_t token_len
 	request_admit(connection, &identity, ref);
 }
 
-/*
- * Admits the user of a verified token (from an auth message or the
- * Authorization header): finds or adds the user, then sends welcome.
- */
 /* Authenticated: the connection takes the token's identity and gets welcome. */
 static void
 admit_finish(Connection *connection, const JwtIdentity *identity, const char *stored_name, json_t *ref)
@@ -102,6 +98,7 @@ admit_finish(Connection *connection, const JwtIdentity *identity, const char *st
 	json_t	   *welcome;
 
 	connection->authenticated = true;
+	ws_connection_authenticated(connection);
 	strlcpy(connection->user_id, identity->user_id, sizeof(connection->user_id));
 	strlcpy(connection->username, identity->username[0] ? identity->username : stored_name,
 			sizeof(connection->username));

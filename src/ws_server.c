@@ -28,6 +28,7 @@
 
 #include "postmaster/postmaster.h"
 
+#include "admission.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "protocol.h"
@@ -85,6 +86,7 @@ static int	ws_listen_fd = -1;
 static uv_poll_t ws_listen_poll;
 
 static bool listen_shared(uv_loop_t *loop);
+static void evict_newcomer(void *socket);
 static char ws_node_id[64];
 static char ws_origin[96];
 static z_stream ws_deflater;
@@ -1023,7 +1025,15 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
 			return confirm_deflate(wsi, handshake);
 
+		case LWS_CALLBACK_WSI_DESTROY:
+			if (lws_get_opaque_user_data(wsi))
+				admission_done(lws_get_opaque_user_data(wsi));
+			lws_set_opaque_user_data(wsi, NULL);
+			return 0;
+
 		case LWS_CALLBACK_ESTABLISHED:
+			if (lws_get_opaque_user_data(wsi))
+				admission_upgraded(lws_get_opaque_user_data(wsi));
 			if (!presence_connection_admit())
 			{
 				presence_count(CTR_CONNECTIONS_REFUSED, 1);
@@ -1128,7 +1138,11 @@ ws_server_start(uv_loop_t *loop, int worker_index)
 	}
 	info.timeout_secs = 30;
 	info.max_http_header_data = 16384;
-	info.max_http_header_pool = 64;
+	/* one header table for every newcomer admission.c allows, so trickled
+	 * headers cannot keep a legitimate client waiting for a table */
+	info.max_http_header_pool = (unsigned short) Min(presence_max_unauthenticated + 1, 65535);
+	info.timeout_secs_ah_idle = (presence_handshake_timeout_ms + 999) / 1000;
+	admission_init(evict_newcomer);
 	info.server_string = "presence";
 	info.vhost_name = "presence";
 	if (presence_ssl_cert_file && presence_ssl_cert_file[0])
@@ -1143,26 +1157,71 @@ ws_server_start(uv_loop_t *loop, int worker_index)
 	return listen_shared(loop);
 }
 
+/* admission.c's way to close a newcomer: on lws's next service of it. */
+static void
+evict_newcomer(void *socket)
+{
+	lws_set_timeout((struct lws *) socket, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+}
+
 /*
  * Accepts what the listening socket has ready and hands each connection
- * to lws.  Bounded per call so a connection storm cannot starve the rest
- * of the loop; libuv calls again while more are pending.
+ * admission.c lets in to lws, which carries its Newcomer record until it
+ * authenticates.  Bounded per call so a connection storm cannot starve
+ * the rest of the loop; libuv calls again while more are pending.
  */
 static void
 accept_ready(uv_poll_t *poll, int status, int events)
 {
 	for (int i = 0; i < 64; i++)
 	{
-		int			fd = accept4(ws_listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		struct sockaddr_storage peer;
+		socklen_t	peer_len = sizeof(peer);
+		int			fd = accept4(ws_listen_fd, (struct sockaddr *) &peer, &peer_len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		char		address[64];
+		Newcomer   *newcomer;
 		lws_sock_file_fd_type descriptor;
+		struct lws *wsi;
 
 		if (fd < 0)
 			break;
-		descriptor.sockfd = fd;
-		if (lws_adopt_descriptor_vhost(ws_vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
-									   (presence_ssl_cert_file && presence_ssl_cert_file[0] ? LWS_ADOPT_ALLOW_SSL : 0),
-									   descriptor, NULL, NULL) == NULL)
+		if (getnameinfo((struct sockaddr *) &peer, peer_len, address, sizeof(address), NULL, 0, NI_NUMERICHOST) != 0)
+			strlcpy(address, "unknown", sizeof(address));
+		newcomer = admission_admit(address, presence_now_ms());
+		if (newcomer == NULL)
+		{
+			presence_count(CTR_CONNECTIONS_REFUSED, 1);
 			close(fd);
+			continue;
+		}
+		descriptor.sockfd = fd;
+		wsi = lws_adopt_descriptor_vhost(ws_vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
+										 (presence_ssl_cert_file && presence_ssl_cert_file[0] ? LWS_ADOPT_ALLOW_SSL : 0),
+										 descriptor, NULL, NULL);
+		if (wsi == NULL)
+		{
+			admission_done(newcomer);
+			close(fd);
+			continue;
+		}
+		admission_bind(newcomer, wsi);
+		lws_set_opaque_user_data(wsi, newcomer);
+	}
+}
+
+/*
+ * A connection's client authenticated: it is no longer a newcomer, and
+ * counts against presence.max_connections only.
+ */
+void
+ws_connection_authenticated(Connection *connection)
+{
+	Newcomer   *newcomer = connection->wsi ? lws_get_opaque_user_data(connection->wsi) : NULL;
+
+	if (newcomer)
+	{
+		lws_set_opaque_user_data(connection->wsi, NULL);
+		admission_done(newcomer);
 	}
 }
 
@@ -1267,13 +1326,16 @@ ws_server_destroy(void)
 }
 
 /*
- * Connection timers: authentication deadline (4008) and token expiry
- * (4001, so a client reconnects with a fresh token).
+ * Connection timers: the handshake deadline (admission.c), authentication
+ * deadline (4008) and token expiry (4001, so a client reconnects with a
+ * fresh token).
  */
 void
 ws_server_sweep(int64 now_ms)
 {
 	dlist_iter	iter;
+
+	admission_sweep(now_ms);
 
 	dlist_foreach(iter, &ws_connections)
 	{

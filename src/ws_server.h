@@ -43,6 +43,7 @@ extern void ws_server_stop_listening(void);
 extern void ws_server_close_all(int code, const char *reason);
 extern void ws_server_destroy(void);
 extern void ws_server_sweep(int64 now_ms);
+extern void ws_connection_authenticated(Connection *connection);
 extern void ws_server_service_pending(void);
 extern dlist_head *ws_server_connections(void);
 extern const char *ws_server_node_id(void);

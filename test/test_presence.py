@@ -184,7 +184,8 @@ async def test_chosen_away_is_not_undone_by_activity(cluster, user, timing):
 @contextlib.contextmanager
 def worker_blocked(cluster):
     """Holds a lock the worker needs to authenticate anyone, so the worker
-    stalls in a callback; messages sent meanwhile arrive in one loop pass."""
+    stalls in a callback; messages sent meanwhile arrive in one loop pass.
+    The caller raises presence.db_lock_timeout so the worker waits."""
     conn = cluster.connect()
     conn.autocommit = False
     conn.execute("LOCK TABLE presence.users IN ACCESS EXCLUSIVE MODE")
@@ -195,7 +196,8 @@ def worker_blocked(cluster):
         conn.close()
 
 
-async def test_events_of_one_pass_travel_in_one_frame(cluster, user):
+async def test_events_of_one_pass_travel_in_one_frame(cluster, user, gucs):
+    gucs({"presence.db_lock_timeout": "10s"})
     sid, (a, b, c), (ca, cb, cc) = await joined_session(cluster, ("operator", "operator"))
     ca.inbox.clear()
     newcomer = user()
