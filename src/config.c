@@ -29,6 +29,7 @@ int			presence_max_unauthenticated = 1024;
 int			presence_max_unauthenticated_per_address = 64;
 int			presence_handshake_timeout_ms = 5000;
 int			presence_max_message_bytes = 16384;
+int			presence_max_client_backlog_kb = 1024;
 int			presence_rate_limit = 50;
 int			presence_max_participants = 100;
 bool		presence_auto_create_users = true;
@@ -132,6 +133,11 @@ presence_define_gucs(void)
 							"Largest inbound message, after decompression; larger ones close the connection with 1009.",
 							NULL, &presence_max_message_bytes, 16384, 1024, 1048576,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.max_client_backlog",
+							"Output a worker holds for one client that does not read it (a frozen tab, a slow link); "
+							"past it the client is closed with 1008.",
+							NULL, &presence_max_client_backlog_kb, 1024, 64, 1048576,
+							PGC_SIGHUP, GUC_UNIT_KB, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.rate_limit",
 							"Messages per second one connection may send (token bucket, burst twice this).",
 							NULL, &presence_rate_limit, 50, 1, 100000,

@@ -44,6 +44,7 @@ extern int	presence_max_unauthenticated;
 extern int	presence_max_unauthenticated_per_address;
 extern int	presence_handshake_timeout_ms;
 extern int	presence_max_message_bytes;
+extern int	presence_max_client_backlog_kb;
 extern int	presence_rate_limit;
 extern int	presence_max_participants;
 extern bool presence_auto_create_users;

@@ -36,8 +36,6 @@
 #include "shmem.h"
 #include "ws_server.h"
 
-/* A client whose unsent output passes this is too slow to keep. */
-#define MAX_PENDING_OUTPUT_BYTES (4 * 1024 * 1024)
 /* Sustained rate above this multiple of presence.rate_limit closes with 4029. */
 #define ABUSE_FACTOR 5
 /* The longest header of an unmasked frame (it fits in LWS_PRE); its bits. */
@@ -297,7 +295,8 @@ ws_send_frame(Connection *connection, OutFrame *frame)
 	/* once a close is decided nothing more is queued, so it is not delayed */
 	if (connection->wsi == NULL || connection->close_code != 0)
 		return;
-	if (connection->out_bytes + frame->len > MAX_PENDING_OUTPUT_BYTES)
+	/* a client whose unsent output passes presence.max_client_backlog is too slow to keep */
+	if (connection->out_bytes + frame->len > (size_t) presence_max_client_backlog_kb * 1024)
 	{
 		ws_close(connection, 1008, "client is not reading fast enough");
 		return;

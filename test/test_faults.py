@@ -245,3 +245,40 @@ async def test_fast_shutdown_with_a_client_that_stopped_reading(fresh_cluster):
     assert {r[1] for r in c.activity_rows(sid, "user_left")} == {a.id, b.id}
     assert "could not be written before shutdown" not in open(c.log_path).read()
     assert c.sql1("SELECT ok FROM presence.verify_audit_chain(%s)", (sid,))
+
+
+def worker_rss_kb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+async def test_a_client_that_asks_and_never_reads_costs_bounded_memory(fresh_cluster):
+    """Repeated session_join from a client that reads nothing: each reply is
+    queued for it until presence.max_client_backlog, then it is closed with
+    1008; the worker's memory does not follow the replies."""
+    c = fresh_cluster({"presence.rate_limit": "100000", "presence.max_client_backlog": "256kB"})
+    owner = c.create_user()
+    others = [c.create_user() for _ in range(4)]
+    sid = c.create_session(owner, participants=[(u, "operator") for u in others])
+    present = []
+    for u in others:  # every reply lists them: about 1 KB each
+        client = await u.connect()
+        await client.join(sid)
+        present.append(client)
+    pid = c.worker_pid()
+    before = worker_rss_kb(pid)
+    greedy = await owner.connect()
+    greedy.ws.transport.pause_reading()
+    for i in range(20000):  # ~20 MB of replies if they were all kept
+        await greedy.send({"type": "session_join", "sessionId": sid, "ref": i})
+        if i % 1000 == 999:
+            await present[0].alive()
+    await present[0].alive()
+    grown = worker_rss_kb(pid) - before
+    assert grown < 16 * 1024, "the worker grew by %d kB" % grown
+    greedy.ws.transport.resume_reading()
+    code, _ = await greedy.closed(timeout=WAIT * 3)
+    assert code == 1008
+    for client in present:
+        await client.alive()
+        await client.close()
