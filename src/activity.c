@@ -35,7 +35,10 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/array.h"
+#include "catalog/namespace.h"
+#include "storage/lmgr.h"
 #include "utils/builtins.h"
+#include "utils/hsearch.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/uuid.h"
@@ -53,6 +56,12 @@
 /* Most rows one statement carries; a longer queue takes several. */
 #define FLUSH_BATCH_ROWS 5000
 #define BATCH_COLUMNS 7
+/*
+ * How soon a put-off session is tried again: soon, so that its rows
+ * follow the lock holder's closely (another worker may write the same
+ * session meanwhile, and the chain is in commit order).
+ */
+#define PUT_OFF_RETRY_MS 100
 
 typedef struct QueuedActivity
 {
@@ -87,7 +96,16 @@ typedef struct FlushBatch
 {
 	int		   *rows;
 	int			count;
+	bool		tables_busy;	/* a table lock was not free: nothing was tried */
 } FlushBatch;
+
+/* Which ready rows the next batch takes: all, one session's, or one. */
+typedef enum BatchScope
+{
+	BATCH_ALL,
+	BATCH_ONE_SESSION,
+	BATCH_ONE_ROW
+} BatchScope;
 
 /*
  * The queue is a ring, oldest first.  Rows leave it from the head only,
@@ -110,7 +128,8 @@ static int	put_off_capacity;
 static bool flush_in_progress;
 static int	remote_in_flight;	/* rows sent to the primary, not yet answered */
 static int *remote_rows;		/* their offsets */
-static int	remote_isolate;		/* rows still to send one at a time after a refusal */
+static BatchScope remote_scope = BATCH_ALL;	/* narrowed after a batch failed */
+static int	remote_scope_rows;	/* rows still to send narrowed */
 
 #define QUEUE_AT(i) (&queue[(queue_head + (i)) % queue_capacity])
 
@@ -185,7 +204,7 @@ recount_ready(void)
 	}
 }
 
-/* Puts a session's rows off until a flush interval from now. */
+/* Puts a session's rows off for a while (PUT_OFF_RETRY_MS). */
 static void
 put_off_session(const char *session_id, int64 now_ms)
 {
@@ -207,7 +226,7 @@ put_off_session(const char *session_id, int64 now_ms)
 		entry = &put_off[put_off_count++];
 		strlcpy(entry->session_id, session_id, sizeof(entry->session_id));
 	}
-	entry->retry_at_ms = now_ms + presence_log_flush_interval_ms;
+	entry->retry_at_ms = now_ms + Min(presence_log_flush_interval_ms, PUT_OFF_RETRY_MS);
 }
 
 /* Ends the put-offs that are due (all of them when forced). */
@@ -309,7 +328,8 @@ activity_next_deadline(void)
 {
 	int64		next = put_offs_next_ms();
 
-	if (queue_ready == 0)
+	/* a batch at the primary: its answer wakes the loop */
+	if (queue_ready == 0 || remote_in_flight > 0)
 		return next;
 	if (ack_waiting || queue_ready >= presence_log_flush_max)
 		return Min(next, retry_after_ms);
@@ -391,48 +411,115 @@ field_created(QueuedActivity *row)
 	return timestamp;
 }
 
+/* Whether a table of ours can be locked in mode now. */
+static bool
+table_free(const char *name, LOCKMODE mode)
+{
+	Oid			relid = get_relname_relid(name, get_namespace_oid("presence", false));
+
+	return OidIsValid(relid) && ConditionalLockRelationOid(relid, mode);
+}
+
+/* A session of the batch being locked, and what became of it. */
+typedef enum SessionLock
+{
+	SESSION_UNKNOWN,			/* not found (yet): its rows stay for the insert to refuse */
+	SESSION_LOCKED,
+	SESSION_BUSY				/* another transaction holds it: put off */
+} SessionLock;
+
+typedef struct BatchSession
+{
+	char		session_id[PRESENCE_SESSION_ID_MAX + 1];	/* hash key */
+	SessionLock state;
+} BatchSession;
+
 /*
- * Takes the chain lock of every session of the batch that is free now,
- * in one order (by session uuid), and drops from the batch the rows of
- * the sessions that are not: they are put off.  Rows of a session that
- * does not exist stay, for the insert to refuse.
+ * Takes, if they are free now, everything the insert would otherwise
+ * wait for: the two tables (not free during CREATE INDEX, LOCK TABLE and
+ * the like: then nothing is tried and the whole flush waits), the row of
+ * every session of the batch (an application's SELECT ... FOR UPDATE)
+ * and its chain lock (an application's uncommitted activity), in one
+ * order, by session uuid.  The rows of the sessions that are not free
+ * leave the batch and are put off; rows of a session that does not
+ * exist stay, for the insert to refuse.
  */
 static void
 lock_batch_sessions(FlushBatch *batch, int64 now_ms)
 {
-	static SPIPlanPtr plan = NULL;
+	static SPIPlanPtr lock_plan = NULL;
+	static SPIPlanPtr exists_plan = NULL;
+	HASHCTL		ctl = {.keysize = PRESENCE_SESSION_ID_MAX + 1, .entrysize = sizeof(BatchSession),
+	.hcxt = CurrentMemoryContext};
+	HTAB	   *sessions = hash_create("presence batch sessions", 64, &ctl,
+									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
 	Oid			types[1] = {TEXTARRAYOID};
 	Datum		args[1] = {text_array(batch, TEXTOID, field_session)};
-	bool		busy_any = false;
 	int			kept = 0;
 
-	if (plan == NULL)
+	if (!table_free("activity_log", RowExclusiveLock) ||
+		!table_free("collaboration_sessions", RowShareLock))
 	{
-		plan = SPI_prepare("SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
-						   " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.id",
-						   1, types);
-		if (plan == NULL)
-			elog(ERROR, "presence: could not prepare the session lock query");
-		SPI_keepplan(plan);
+		batch->tables_busy = true;
+		batch->count = 0;
+		return;
 	}
-	if (SPI_execute_plan(plan, args, NULL, true, 0) != SPI_OK_SELECT)
-		elog(ERROR, "presence: could not look up the sessions of an activity batch");
+	for (int i = 0; i < batch->count; i++)
+	{
+		bool		found;
+		BatchSession *session = hash_search(sessions, QUEUE_AT(batch->rows[i])->session_id, HASH_ENTER, &found);
+
+		if (!found)
+			session->state = SESSION_UNKNOWN;
+	}
+	if (lock_plan == NULL)
+	{
+		lock_plan = SPI_prepare("SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
+								" WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.id"
+								" FOR KEY SHARE SKIP LOCKED", 1, types);
+		exists_plan = SPI_prepare("SELECT s.session_id FROM presence.collaboration_sessions s"
+								  " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1)", 1, types);
+		if (lock_plan == NULL || exists_plan == NULL)
+			elog(ERROR, "presence: could not prepare the session lock queries");
+		SPI_keepplan(lock_plan);
+		SPI_keepplan(exists_plan);
+	}
+	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "presence: could not lock the sessions of an activity batch");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
 		Datum		id = SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1, &isnull);
+		BatchSession *session = hash_search(sessions, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2),
+											HASH_FIND, NULL);
 
-		if (!audit_chain_try_lock_session(DatumGetUUIDP(id)))
+		if (session == NULL || session->state != SESSION_UNKNOWN)
+			continue;
+		session->state = audit_chain_try_lock_session(DatumGetUUIDP(id)) ? SESSION_LOCKED : SESSION_BUSY;
+	}
+	/* sessions the first query skipped exist, but someone holds their row */
+	if ((long) SPI_processed < hash_get_num_entries(sessions))
+	{
+		if (SPI_execute_plan(exists_plan, args, NULL, true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "presence: could not look up the sessions of an activity batch");
+		for (uint64 i = 0; i < SPI_processed; i++)
 		{
-			put_off_session(SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2), now_ms);
-			busy_any = true;
+			BatchSession *session = hash_search(sessions, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
+												HASH_FIND, NULL);
+
+			if (session && session->state == SESSION_UNKNOWN)
+				session->state = SESSION_BUSY;
 		}
 	}
-	if (!busy_any)
-		return;
 	for (int i = 0; i < batch->count; i++)
-		if (put_off_find(QUEUE_AT(batch->rows[i])->session_id) == NULL)
+	{
+		BatchSession *session = hash_search(sessions, QUEUE_AT(batch->rows[i])->session_id, HASH_FIND, NULL);
+
+		if (session->state == SESSION_BUSY)
+			put_off_session(session->session_id, now_ms);
+		else
 			batch->rows[kept++] = batch->rows[i];
+	}
 	batch->count = kept;
 }
 
@@ -558,93 +645,108 @@ queue_settle(void)
 	recount_ready();
 }
 
+/* What became of a batch, and whether the flush may go on. */
+typedef enum WriteOutcome
+{
+	WRITE_DONE,					/* written, refused or partly put off: go on */
+	WRITE_WAITS,				/* something must be waited for: end this flush */
+	WRITE_FAILED				/* the database failed: everything waits */
+} WriteOutcome;
+
+static WriteOutcome write_batch(FlushBatch *batch, int64 now_ms);
+
+/*
+ * Writes a batch part by part: by session when it spans several, else
+ * row by row.  The first part that must wait ends the split, so a flush
+ * costs at most about two lock timeouts whatever holds the database; the
+ * parts not tried stay ready for the next pass.
+ */
+static WriteOutcome
+write_parts(FlushBatch *batch, bool by_session, int64 now_ms)
+{
+	FlushBatch	part = {palloc(batch->count * sizeof(int)), 0, false};
+	WriteOutcome outcome = WRITE_DONE;
+
+	for (int i = 0; i < batch->count && outcome == WRITE_DONE; i++)
+	{
+		QueuedActivity *row = QUEUE_AT(batch->rows[i]);
+
+		/* by session: each once, at its first row, with all of its rows */
+		if (row->done || put_off_find(row->session_id) != NULL)
+			continue;
+		part.count = 0;
+		part.tables_busy = false;
+		for (int j = i; j < (by_session ? batch->count : i + 1); j++)
+			if (strcmp(QUEUE_AT(batch->rows[j])->session_id, row->session_id) == 0)
+				part.rows[part.count++] = batch->rows[j];
+		outcome = write_batch(&part, now_ms);
+	}
+	pfree(part.rows);
+	return outcome;
+}
+
 /*
  * Writes a batch, splitting it when it cannot be written whole: by
  * session when it spans several (a held lock or a refused row is then
  * confined to its session), else row by row when the database refused
  * it, down to the one row that is dropped.  A session that cannot be
- * written in time is put off.  Returns false when the database failed
- * and everything must wait.
+ * written in time is put off.
  */
-static bool
+static WriteOutcome
 write_batch(FlushBatch *batch, int64 now_ms)
 {
 	DbResult	result = db_run("presence: writing activity", insert_batch_work, batch);
 	const char *first_session;
 	bool		one_session = true;
-	FlushBatch	part;
 
 	if (result == DB_OK)
 	{
 		batch_committed(batch);
-		return true;
+		return batch->tables_busy ? WRITE_WAITS : WRITE_DONE;
 	}
 	if (result == DB_FAILED)
-		return false;
+		return WRITE_FAILED;
 	first_session = QUEUE_AT(batch->rows[0])->session_id;
 	for (int i = 1; i < batch->count && one_session; i++)
 		one_session = strcmp(QUEUE_AT(batch->rows[i])->session_id, first_session) == 0;
 	if (result == DB_BUSY && one_session)
 	{
 		put_off_session(first_session, now_ms);
-		return true;
+		return WRITE_WAITS;
 	}
 	if (batch->count == 1)
 	{
 		row_refused(QUEUE_AT(batch->rows[0]));
 		row_done(QUEUE_AT(batch->rows[0]));
-		return true;
+		return WRITE_DONE;
 	}
-	part.rows = palloc(batch->count * sizeof(int));
-	if (one_session)
-	{
-		for (int i = 0; i < batch->count; i++)
-		{
-			part.rows[0] = batch->rows[i];
-			part.count = 1;
-			if (put_off_find(first_session) != NULL)
-				break;
-			if (!write_batch(&part, now_ms))
-			{
-				pfree(part.rows);
-				return false;
-			}
-		}
-		pfree(part.rows);
-		return true;
-	}
-	for (int i = 0; i < batch->count; i++)
-	{
-		QueuedActivity *row = QUEUE_AT(batch->rows[i]);
-
-		/* each session once, at its first row, with all of its rows */
-		if (row->done || put_off_find(row->session_id) != NULL)
-			continue;
-		part.count = 0;
-		for (int j = i; j < batch->count; j++)
-			if (strcmp(QUEUE_AT(batch->rows[j])->session_id, row->session_id) == 0)
-				part.rows[part.count++] = batch->rows[j];
-		if (!write_batch(&part, now_ms))
-		{
-			pfree(part.rows);
-			return false;
-		}
-	}
-	pfree(part.rows);
-	return true;
+	return write_parts(batch, !one_session, now_ms);
 }
 
-/* The next batch: the oldest ready rows, up to FLUSH_BATCH_ROWS. */
+/*
+ * The next batch: the oldest ready rows, up to FLUSH_BATCH_ROWS; with a
+ * narrower scope only those of the oldest ready row's session, or only
+ * that row.
+ */
 static void
-next_batch(FlushBatch *batch)
+next_batch(FlushBatch *batch, BatchScope scope)
 {
+	const char *session_id = NULL;
+	int			limit = scope == BATCH_ONE_ROW ? 1 : FLUSH_BATCH_ROWS;
+
 	batch->count = 0;
-	for (int i = 0; i < queue_count && batch->count < FLUSH_BATCH_ROWS; i++)
+	batch->tables_busy = false;
+	for (int i = 0; i < queue_count && batch->count < limit; i++)
 	{
 		QueuedActivity *row = QUEUE_AT(i);
 
-		if (!row->done && !row->put_off && put_off_find(row->session_id) == NULL)
-			batch->rows[batch->count++] = i;
+		if (row->done || row->put_off || put_off_find(row->session_id) != NULL)
+			continue;
+		if (session_id == NULL)
+			session_id = row->session_id;
+		else if (scope == BATCH_ONE_SESSION && strcmp(row->session_id, session_id) != 0)
+			continue;
+		batch->rows[batch->count++] = i;
 	}
 }
 
@@ -698,43 +800,68 @@ array_literal(FlushBatch *batch, const char *(*field) (QueuedActivity *))
 	return literal;
 }
 
-/* The primary answered a batch (result NULL: the connection failed). */
+/*
+ * The primary answered a batch (result NULL: the connection failed).  A
+ * batch it could not write in time is narrowed to one session, and a
+ * session that cannot be written in time is put off; a batch it refused
+ * is narrowed to one row, down to the row that is dropped.  A refusal of
+ * privileges is no verdict on the rows (the link's role lacks grants):
+ * they wait, like every row after a failure.
+ */
 static void
 remote_flush_done(PGresult *result, void *context)
 {
-	FlushBatch	batch = {remote_rows, remote_in_flight};
+	FlushBatch	batch = {remote_rows, remote_in_flight, false};
 	DbResult	outcome = result == NULL ? DB_FAILED :
 		PQresultStatus(result) == PGRES_TUPLES_OK ? DB_OK :
 		db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE));
+	bool		one_session = true;
 
 	remote_in_flight = 0;
+	for (int i = 1; i < batch.count && one_session; i++)
+		one_session = strcmp(QUEUE_AT(batch.rows[i])->session_id, QUEUE_AT(batch.rows[0])->session_id) == 0;
 	if (outcome == DB_OK && PQntuples(result) == batch.count)
 	{
 		for (int i = 0; i < batch.count; i++)
 			strlcpy(QUEUE_AT(batch.rows[i])->id, PQgetvalue(result, i, 0), PRESENCE_UUID_LEN + 1);
 		batch_committed(&batch);
-		remote_isolate = Max(remote_isolate - batch.count, 0);
+		remote_scope_rows -= batch.count;
 	}
-	else if (outcome != DB_OK && outcome != DB_FAILED && outcome != DB_BUSY)
+	else if (outcome == DB_BUSY && one_session)
+	{
+		put_off_session(QUEUE_AT(batch.rows[0])->session_id, presence_now_ms());
+		remote_scope_rows -= batch.count;
+	}
+	else if (outcome == DB_BUSY)
+	{
+		remote_scope = BATCH_ONE_SESSION;
+		remote_scope_rows = batch.count;
+	}
+	else if (outcome == DB_INVALID || outcome == DB_NOT_FOUND || outcome == DB_CONFLICT)
 	{
 		if (batch.count == 1)
 		{
 			row_refused(QUEUE_AT(batch.rows[0]));
 			row_done(QUEUE_AT(batch.rows[0]));
-			remote_isolate = Max(remote_isolate - 1, 0);
+			remote_scope_rows--;
 		}
 		else
-			remote_isolate = batch.count;
+		{
+			remote_scope = BATCH_ONE_ROW;
+			remote_scope_rows = batch.count;
+		}
 	}
 	else
 		retry_after_ms = presence_now_ms() + presence_log_flush_interval_ms;
+	if (remote_scope_rows <= 0)
+		remote_scope = BATCH_ALL;
 	queue_settle();
 }
 
 /*
  * The standby's flush: the next batch goes to the primary, whose own
- * backend may wait for locks without stopping this loop; the answer
- * comes later.
+ * backend waits for locks at most the lock timeout (primary_link.c)
+ * without stopping this loop; the answer comes later.
  */
 static bool
 flush_to_primary(void)
@@ -749,9 +876,7 @@ flush_to_primary(void)
 	if (remote_rows == NULL && (remote_rows = malloc(FLUSH_BATCH_ROWS * sizeof(int))) == NULL)
 		return false;
 	batch.rows = remote_rows;
-	next_batch(&batch);
-	if (remote_isolate > 0)
-		batch.count = Min(batch.count, 1);
+	next_batch(&batch, remote_scope);
 	for (int i = 0; i < BATCH_COLUMNS; i++)
 		params[i] = array_literal(&batch, columns[i]);
 	sent = params[BATCH_COLUMNS - 1] != NULL &&
@@ -771,32 +896,34 @@ flush_to_primary(void)
  * Runs in the worker's main loop, never inside a library callback, at
  * the end of a pass when activity_flush_due().  Returns false when the
  * database could not take the rows; they stay queued and the next
- * attempt waits a flush interval.  Rows of a session that is put off
- * stay queued and are not a failure.
+ * attempt waits a flush interval.  Rows of a session that is put off,
+ * or that wait for a table lock, stay queued and are not a failure.
  */
 bool
 activity_flush(void)
 {
 	int64		now_ms = presence_now_ms();
 	FlushBatch	batch;
-	bool		written = true;
+	WriteOutcome outcome = WRITE_DONE;
 	bool		full;
 
 	ack_waiting = false;
 	if (primary_link_needed())
 		return flush_to_primary();
 	batch.rows = palloc(Max(Min(queue_count, FLUSH_BATCH_ROWS), 1) * sizeof(int));
-	next_batch(&batch);
+	next_batch(&batch, BATCH_ALL);
 	full = batch.count == FLUSH_BATCH_ROWS;
 	flush_in_progress = true;
 	if (batch.count > 0)
-		written = write_batch(&batch, now_ms);
+		outcome = write_batch(&batch, now_ms);
 	flush_in_progress = false;
-	pfree(batch.rows);
-	if (!written)
+	if (outcome == WRITE_FAILED)
 		retry_after_ms = now_ms + presence_log_flush_interval_ms;
+	else if (batch.tables_busy)
+		retry_after_ms = now_ms + Min(presence_log_flush_interval_ms, PUT_OFF_RETRY_MS);
+	pfree(batch.rows);
 	queue_settle();
 	/* more ready rows than one statement takes: the next pass goes on */
-	ack_waiting |= written && full && queue_ready > 0;
-	return written;
+	ack_waiting |= outcome == WRITE_DONE && full && queue_ready > 0;
+	return outcome != WRITE_FAILED;
 }

@@ -197,42 +197,62 @@ apply_retention_work(void *arg)
 	return DB_OK;
 }
 
+/* One pass: the Redis sweep, then on a primary session expiry and retention. */
+static void
+maintenance_pass(bool *extension_reported)
+{
+	if (redis_configured())
+		sweep_redis();
+	if (RecoveryInProgress())
+		return;
+	if (db_extension_ready())
+	{
+		uint64		expired = 0;
+		int64		purged = 0;
+
+		*extension_reported = false;
+		if (db_run("presence: expiring idle sessions", expire_sessions_work, &expired) == DB_OK &&
+			expired > 0)
+			ereport(LOG, (errmsg("presence: %llu idle sessions marked inactive",
+								 (unsigned long long) expired)));
+		if (presence_activity_retention_s > 0 &&
+			db_run("presence: applying activity retention", apply_retention_work, &purged) == DB_OK &&
+			purged > 0)
+			ereport(LOG, (errmsg("presence: purged %lld activity rows past retention",
+								 (long long) purged)));
+	}
+	else if (!*extension_reported)
+	{
+		ereport(LOG,
+				(errmsg("presence: database \"%s\" does not have the presence extension; maintenance waits",
+						presence_database)));
+		*extension_reported = true;
+	}
+}
+
 void
 presence_maintenance_main(Datum main_arg)
 {
 	bool		extension_reported = false;
 
 	worker_process_start();
-	do
+	db_set_waits(DB_WAITS_BACKGROUND);
+	for (;;)
 	{
-		if (redis_configured())
-			sweep_redis();
-		if (!RecoveryInProgress())
-		{
-			if (db_extension_ready())
-			{
-				uint64		expired = 0;
-				int64		purged = 0;
+		int64		next_pass_ms;
 
-				extension_reported = false;
-				if (db_run("presence: expiring idle sessions", expire_sessions_work, &expired) == DB_OK &&
-					expired > 0)
-					ereport(LOG, (errmsg("presence: %llu idle sessions marked inactive",
-										 (unsigned long long) expired)));
-				if (presence_activity_retention_s > 0 &&
-					db_run("presence: applying activity retention", apply_retention_work, &purged) == DB_OK &&
-					purged > 0)
-					ereport(LOG, (errmsg("presence: purged %lld activity rows past retention",
-										 (long long) purged)));
-			}
-			else if (!extension_reported)
-			{
-				ereport(LOG,
-						(errmsg("presence: database \"%s\" does not have the presence extension; maintenance waits",
-								presence_database)));
-				extension_reported = true;
-			}
-		}
-	} while (worker_process_sleep(maintenance_period_ms()));
-	proc_exit(0);
+		maintenance_pass(&extension_reported);
+
+		/*
+		 * Sleep until the next pass is due even when woken early: a lock
+		 * timeout sets the latch too (its SIGINT), and a pass that failed
+		 * must not be retried back to back.
+		 */
+		next_pass_ms = presence_now_ms() + maintenance_period_ms();
+		do
+		{
+			if (!worker_process_sleep((long) Max(next_pass_ms - presence_now_ms(), 0)))
+				proc_exit(0);
+		} while (presence_now_ms() < next_pass_ms);
+	}
 }

@@ -141,10 +141,25 @@ primary_conninfo_for_writes(void)
 	for (PQconninfoOption *option = options; result && option->keyword; option++)
 	{
 		const char *value = option->val;
+		char		session_options[512];
 		int			needed;
 
 		if (strcmp(option->keyword, "replication") == 0)
 			continue;
+		if (strcmp(option->keyword, "options") == 0)
+		{
+			/*
+			 * The primary's backend runs our writes with the bounds and the
+			 * search_path of the workers' own transactions (worker_db.c),
+			 * so a held lock or a synchronous standby that has gone delays
+			 * a standby's writes by a lock timeout, not forever.
+			 */
+			snprintf(session_options, sizeof(session_options),
+					 "%s -c lock_timeout=%dms -c statement_timeout=%dms -c synchronous_commit=local"
+					 " -c search_path=pg_catalog,pg_temp",
+					 value ? value : "", presence_db_lock_timeout_ms, presence_db_statement_timeout_ms);
+			value = session_options;
+		}
 		if (strcmp(option->keyword, "dbname") == 0)
 			value = presence_database;
 		else if (strcmp(option->keyword, "application_name") == 0)

@@ -164,7 +164,7 @@ fail_primary(Connection *connection, json_t *ref, PGresult *result, const char *
 
 	if (outcome == DB_CONFLICT)
 		request_fail(connection, ref, "bad_request", "a session with this sessionId already exists");
-	else if (outcome == DB_INVALID || outcome == DB_NOT_FOUND || outcome == DB_FORBIDDEN)
+	else if (outcome == DB_INVALID || outcome == DB_NOT_FOUND)
 		request_fail(connection, ref, "bad_request", refused);
 	else
 		request_fail(connection, ref, "unavailable", "the primary database is unavailable; retry later");

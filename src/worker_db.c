@@ -80,12 +80,30 @@ set_local(const char *name, const char *value)
 							 true, ERROR, false);
 }
 
+/* How long the maintenance worker's transactions may wait for a lock. */
+#define BACKGROUND_LOCK_TIMEOUT_MS 5000
+
+static DbWaits db_waits = DB_WAITS_LOOP;
+
+/*
+ * Chooses the bounds of this process's transactions.  The ws workers
+ * keep DB_WAITS_LOOP; the maintenance worker, which serves no clients,
+ * takes DB_WAITS_BACKGROUND: a retention purge may run as long as it
+ * needs, and a lock may take seconds.
+ */
+void
+db_set_waits(DbWaits waits)
+{
+	db_waits = waits;
+}
+
 /*
  * The settings of every worker transaction, local to it:
  * - lock_timeout and statement_timeout (presence.db_lock_timeout,
- *   presence.db_statement_timeout) bound how long the event loop can
- *   wait on the database: an application's open transaction costs a
- *   worker at most the lock timeout, then the work is retried later;
+ *   presence.db_statement_timeout for the ws workers) bound how long the
+ *   event loop can wait on the database: an application's open
+ *   transaction costs a ws worker at most the lock timeout, then the
+ *   work is retried later;
  * - synchronous_commit = local: a commit never waits for a synchronous
  *   standby, so one that has gone cannot freeze live presence; an ack
  *   means the row is durable on this server (docs/operations.md);
@@ -98,11 +116,13 @@ bound_transaction(void)
 {
 	char		lock_timeout[32];
 
-	snprintf(lock_timeout, sizeof(lock_timeout), "%dms", presence_db_lock_timeout_ms);
+	snprintf(lock_timeout, sizeof(lock_timeout), "%dms",
+			 db_waits == DB_WAITS_LOOP ? presence_db_lock_timeout_ms : BACKGROUND_LOCK_TIMEOUT_MS);
 	set_local("lock_timeout", lock_timeout);
 	set_local("synchronous_commit", "local");
 	set_local("search_path", "pg_catalog, pg_temp");
-	enable_timeout_after(STATEMENT_TIMEOUT, presence_db_statement_timeout_ms);
+	if (db_waits == DB_WAITS_LOOP)
+		enable_timeout_after(STATEMENT_TIMEOUT, presence_db_statement_timeout_ms);
 }
 
 /*

@@ -26,6 +26,15 @@ typedef enum DbResult
 
 typedef DbResult (*DbWork) (void *arg);
 
+/* How long a process's transactions may wait (db_set_waits). */
+typedef enum DbWaits
+{
+	DB_WAITS_LOOP,				/* an event loop: presence.db_lock_timeout, presence.db_statement_timeout */
+	DB_WAITS_BACKGROUND			/* no clients waiting: a few seconds per lock, statements unbounded */
+} DbWaits;
+
+extern void db_set_waits(DbWaits waits);
+
 extern DbResult db_run(const char *activity, DbWork work, void *arg);
 extern DbResult db_classify_sqlstate(const char *sqlstate);
 extern bool db_extension_ready(void);

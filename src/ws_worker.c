@@ -40,8 +40,13 @@
 #include "workers.h"
 #include "ws_server.h"
 
-/* How long shutdown may spend closing clients and writing activity. */
+/* How long shutdown may spend writing activity and closing clients. */
 #define SHUTDOWN_BUDGET_MS 4000
+/*
+ * Of that, how long the clients get to answer the close: one round trip
+ * for a client that reads; one that stopped reading never will.
+ */
+#define SHUTDOWN_CLOSE_WAIT_MS 1000
 /* How often a worker whose database lacks the extension looks again. */
 #define EXTENSION_RETRY_MS 10000
 
@@ -176,8 +181,9 @@ turn_loop(uv_loop_t *loop, WaitEventSet *set, long timeout_ms)
 /*
  * Graceful stop, within SHUTDOWN_BUDGET_MS: first every client leaves its
  * sessions and the queue (those leaves included) is written, then the
- * clients get 1001 with what is left of the budget, so a client that
- * stopped reading, or never answers the close, costs no row.
+ * clients get 1001 and what is left of the budget, at most
+ * SHUTDOWN_CLOSE_WAIT_MS, to answer; so a client that stopped reading,
+ * or never answers the close, costs no row and at most that wait.
  */
 static void
 shut_down(uv_loop_t *loop, WaitEventSet *set)
@@ -201,6 +207,7 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 				(errmsg("presence: %d activity rows could not be written before shutdown",
 						activity_pending())));
 	ws_server_close_all(1001, "server shutting down");
+	deadline = Min(deadline, presence_now_ms() + SHUTDOWN_CLOSE_WAIT_MS);
 	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
 		turn_loop(loop, set, Min(deadline - presence_now_ms(), 50));
 	redis_link_stop();

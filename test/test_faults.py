@@ -4,10 +4,10 @@ clients that stop reading during a shutdown.  Each test asserts that
 live presence goes on and that no queued row is lost."""
 
 import asyncio
+import os
 import statistics
 import time
 
-import psycopg
 import pytest
 
 from conftest import SCALE, WAIT, wait_until
@@ -90,36 +90,90 @@ async def test_a_held_session_does_not_stall_the_others(cluster, user, hold):
     await cb.close()
 
 
-async def test_two_workers_write_the_same_sessions_without_deadlock(fresh_cluster):
-    """Both workers' batches span the same sessions in opposite orders."""
-    c = fresh_cluster({"presence.workers": "2", "presence.log_flush_interval": "20ms", "presence.rate_limit": "1000"})
-    users = [c.create_user() for _ in range(4)]
-    sessions = [c.create_session(users[0], participants=[(u, "operator") for u in users[1:]])
-                for _ in range(3)]
-    clients = []
-    for u in users:
-        for _ in range(2):  # SO_REUSEPORT spreads them over both workers
-            client = await u.connect()
-            for sid in sessions:
-                await client.join(sid)
-            clients.append(client)
-
-    async def burst(client, order, index):
-        for round_ in range(15):
-            for sid in order:
-                await client.send({"type": "activity", "sessionId": sid, "activityType": "burst",
-                                   "details": {"c": index, "r": round_}})
-        await client.ok({"type": "heartbeat"}, "heartbeat_ack")
-    await asyncio.gather(*(burst(client, sessions if i % 2 else sessions[::-1], i)
-                           for i, client in enumerate(clients)))
-    expected = len(clients) * 15
+async def test_a_table_lock_costs_the_loop_nothing(fresh_cluster):
+    """CREATE INDEX or LOCK TABLE on the log blocks every insert: the flush
+    sees the table is not free and waits, instead of a lock timeout per
+    session with the event loop stopped."""
+    c = fresh_cluster({"presence.log_flush_interval": "200ms", "presence.rate_limit": "1000",
+                       "presence.max_participants": "100"})
+    a, b = c.create_user(), c.create_user()
+    sessions = [c.create_session(a) for _ in range(40)]
+    free = c.create_session(b)
+    ca, cb = await a.connect(), await b.connect()
     for sid in sessions:
-        wait_until(lambda sid=sid: len(c.activity_rows(sid, "burst")) == expected,
-                   what="every burst row of %s" % sid)
-        assert c.sql1("SELECT ok FROM presence.verify_audit_chain(%s)", (sid,))
-    assert "deadlock" not in open(c.log_path).read()
-    for client in clients:
-        await client.close()
+        await ca.join(sid)
+    await cb.join(free)
+    app = c.connect()
+    try:
+        app.autocommit = False
+        app.execute("LOCK TABLE presence.activity_log IN SHARE MODE")
+        for sid in sessions:
+            await ca.send({"type": "activity", "sessionId": sid, "activityType": "under.table.lock"})
+        await asyncio.sleep(0.3 * SCALE)
+        assert_responsive(await heartbeat_latencies(cb, 3 * SCALE))
+    finally:
+        app.rollback()
+        app.close()
+    for sid in sessions:
+        wait_until(lambda sid=sid: c.activity_rows(sid, "under.table.lock"), what="the rows after the lock")
+    await ca.close()
+    await cb.close()
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def test_a_put_off_session_does_not_spin_the_worker(fresh_cluster):
+    c = fresh_cluster({"presence.log_flush_interval": "200ms"})
+    a = c.create_user()
+    held = c.create_session(a)
+    ca = await a.connect()
+    await ca.join(held)
+    pid = c.worker_pid()
+    app = c.connect()
+    try:
+        app.autocommit = False
+        app.execute("SELECT presence.log_activity(%s, NULL, 'app.pending')", (held,))
+        await ca.send({"type": "activity", "sessionId": held, "activityType": "while.held", "ref": "r"})
+        await asyncio.sleep(0.5 * SCALE)
+        before, started = cpu_seconds(pid), time.monotonic()
+        await asyncio.sleep(3)
+        used = (cpu_seconds(pid) - before) / (time.monotonic() - started)
+    finally:
+        app.commit()
+        app.close()
+    assert used < 0.2, used
+    await ca.expect(predicate=lambda m: m.get("ref") == "r")
+    await ca.close()
+
+
+async def test_rows_of_a_put_off_session_keep_their_order(fresh_cluster):
+    c = fresh_cluster({"presence.log_flush_interval": "200ms", "presence.rate_limit": "1000"})
+    a = c.create_user()
+    held, other = c.create_session(a), c.create_session(a)
+    ca = await a.connect()
+    await ca.join(held)
+    await ca.join(other)
+    app = c.connect()
+    try:
+        app.autocommit = False
+        app.execute("SELECT presence.log_activity(%s, NULL, 'app.pending')", (held,))
+        for i in range(30):
+            await ca.send({"type": "activity", "sessionId": held, "activityType": "ordered", "details": {"i": i}})
+            if i % 5 == 0:
+                await activity_acked(ca, other, "other")
+            await asyncio.sleep(0.03)
+    finally:
+        app.commit()
+        app.close()
+    rows = wait_until(lambda: (lambda r: r if len(r) == 30 else None)(c.activity_rows(held, "ordered")),
+                      what="every ordered row")
+    assert [r[2]["i"] for r in rows] == list(range(30))
+    assert c.sql1("SELECT ok FROM presence.verify_audit_chain(%s)", (held,))
+    await ca.close()
 
 
 async def test_a_synchronous_standby_that_is_gone_does_not_freeze_presence(fresh_cluster):

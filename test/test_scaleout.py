@@ -17,6 +17,7 @@ import tempfile
 import time
 import uuid
 
+import psycopg
 import pytest
 import websockets
 
@@ -571,3 +572,111 @@ def test_bad_redis_settings_degrade_without_crashing(world):
                 redis.password = None
             subprocess.call([CLUSTER, "destroy", node.dir])
             shutil.rmtree(base, ignore_errors=True)
+
+
+# -- writes under contention (issue 8) -------------------------------------------------
+
+def activity_types(primary, session_id, types):
+    return primary.sql("SELECT a.activity_type FROM presence.activity_log a"
+                       " JOIN presence.collaboration_sessions s ON s.id = a.session_id"
+                       f" WHERE s.session_id = '{session_id}' AND a.activity_type IN ({types})"
+                       " ORDER BY a.chain_seq").split()
+
+
+def test_two_workers_write_the_same_sessions_without_deadlock(world):
+    """Both workers' batches span the same sessions, sent in opposite orders."""
+    primary, standby, _ = world
+    sessions = [new_session(primary, standby, BOB) for _ in range(3)]
+    rounds = 15
+
+    async def scenario():
+        first = await Client(primary, BOB).connect()
+        clients = [first, await connect_to_worker_of(first, primary, BOB, same=False)]
+        clients += [await connect_to_worker_of(first, primary, BOB, same=same) for same in (True, False)]
+        for client in clients:
+            for sid in sessions:
+                await client.join(sid)
+
+        async def burst(client, order):
+            for round_ in range(rounds):
+                for sid in order:
+                    await client.ws.send(json.dumps({"type": "activity", "sessionId": sid,
+                                                     "activityType": "burst", "details": {"r": round_}}))
+            reply = await client.request({"type": "heartbeat"})
+            assert reply["type"] == "heartbeat_ack", reply
+        await asyncio.gather(*(burst(client, sessions if i % 2 else sessions[::-1])
+                               for i, client in enumerate(clients)))
+        for client in clients:
+            await client.close()
+        return len(clients)
+    count = run(scenario())
+    deadline = time.time() + 20
+    for sid in sessions:
+        while len(activity_types(primary, sid, "'burst'")) < count * rounds:
+            assert time.time() < deadline, "burst rows of %s missing" % sid
+            time.sleep(0.2)
+        assert primary.sql(f"SELECT ok FROM presence.verify_audit_chain('{sid}')") == "t"
+    assert "deadlock" not in primary.log()
+
+
+def test_a_session_held_on_the_primary_does_not_stall_a_standby(world):
+    """The standby's link writes with the workers' lock timeout: a session an
+    application holds on the primary is put off, the others' rows go on."""
+    primary, standby, _ = world
+    held, free = new_session(primary, standby, BOB), new_session(primary, standby, BOB)
+
+    async def scenario():
+        bob = await joined_client(standby, BOB, held)
+        await bob.join(free)
+        app = psycopg.connect(host="127.0.0.1", port=primary.pgport, user="postgres", dbname="presence")
+        try:
+            app.execute("SELECT presence.log_activity(%s, NULL, 'app.pending')", (held,))
+            await bob.ws.send(json.dumps({"type": "activity", "sessionId": held, "activityType": "while.held",
+                                          "ref": "held"}))
+            await asyncio.sleep(0.5)
+            started = time.monotonic()
+            ack = await bob.request({"type": "activity", "sessionId": free, "activityType": "other"}, timeout=5)
+            assert ack["type"] == "ack", ack
+            assert time.monotonic() - started < 2.0
+        finally:
+            app.commit()
+            app.close()
+        ack = await bob.next(lambda m: m.get("ref") == "held")
+        assert ack["type"] == "ack", ack
+        await bob.close()
+    run(scenario())
+    assert activity_types(primary, held, "'app.pending', 'while.held'") == ["app.pending", "while.held"]
+
+
+def test_a_link_role_without_grants_keeps_the_rows(world):
+    """A permission error from the primary says nothing about the rows (the
+    link's role lacks grants): they wait, and are written once it is fixed."""
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+    primary.sql("DO $$ BEGIN CREATE ROLE presence_no_grants LOGIN; EXCEPTION WHEN duplicate_object THEN END $$")
+
+    def relink(conninfo):
+        standby.sql("ALTER SYSTEM SET presence.primary_conninfo = '%s'" % conninfo if conninfo
+                    else "ALTER SYSTEM RESET presence.primary_conninfo")
+        standby.sql("SELECT pg_reload_conf()")
+        time.sleep(1)
+        # the link takes the new conninfo when it reconnects
+        primary.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE application_name = 'presence standby writes'")
+
+    relink("host=127.0.0.1 port=%d user=presence_no_grants dbname=presence" % primary.pgport)
+
+    async def scenario():
+        bob = await joined_client(standby, BOB, session_id)
+        try:
+            await bob.ws.send(json.dumps({"type": "activity", "sessionId": session_id,
+                                          "activityType": "needs.grant", "ref": "grant"}))
+            await asyncio.sleep(2)
+            assert not [m for m in bob.messages if m.get("ref") == "grant"], bob.messages
+        finally:
+            relink(None)
+        ack = await bob.next(lambda m: m.get("ref") == "grant", timeout=15)
+        assert ack["type"] == "ack", ack
+        await bob.close()
+    run(scenario())
+    assert activity_types(primary, session_id, "'needs.grant'") == ["needs.grant"]
