@@ -1,19 +1,28 @@
 --
--- upgrade: 1.0 is the only version.  Updating to the installed version
--- is a no-op PostgreSQL does without a script; a later version ships
--- sql/presence--1.0--<new>.sql and raises default_version in
+-- upgrade: a database made with 1.0 is updated in place to 1.1 (a fixed
+-- _ensure_user), its data and its audit chain untouched; later versions
+-- add sql/presence--1.1--<new>.sql and raise default_version in
 -- presence.control (docs/sql-reference.md, "Upgrades").
 --
+DROP EXTENSION presence CASCADE;
+CREATE EXTENSION presence VERSION '1.0';
 INSERT INTO presence.users (id, username) VALUES ('00000000-0000-4000-8000-000000000a01', 'upg-owner');
 SELECT presence.create_session('00000000-0000-4000-8000-000000000a01', session_id => 'upg-s');
 SELECT presence.log_activity('upg-s', NULL, 'before.update') IS NOT NULL AS logged;
 
 SELECT name, version, installed, superuser, relocatable, schema, requires
-  FROM pg_available_extension_versions WHERE name = 'presence';
-SELECT * FROM pg_extension_update_paths('presence');
+  FROM pg_available_extension_versions WHERE name = 'presence' ORDER BY version;
+SELECT * FROM pg_extension_update_paths('presence') ORDER BY source, target;
+-- 1.0's _ensure_user gives up when the name and the name with the id's first block are taken
+INSERT INTO presence.users (id, username) VALUES ('00000000-0000-4000-8000-000000000a02', 'vera'),
+	('00000000-0000-4000-8000-000000000a03', 'vera #abcd1234');
+SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'vera');
 ALTER EXTENSION presence UPDATE;
-ALTER EXTENSION presence UPDATE TO '1.0';
 SELECT extversion FROM pg_extension WHERE extname = 'presence';
+ALTER EXTENSION presence UPDATE TO '1.1';
+-- 1.1's finds a free name
+SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'vera');
+SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'someone else');
 -- The data and the chain are untouched and go on.
 SELECT presence.log_activity('upg-s', NULL, 'after.update') IS NOT NULL AS logged;
 SELECT chain_seq, activity_type FROM presence.session_activity('upg-s');

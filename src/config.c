@@ -38,6 +38,8 @@ int			presence_compression_min_bytes = 256;
 char	   *presence_ssl_cert_file = NULL;
 char	   *presence_ssl_key_file = NULL;
 char	   *presence_static_dir = NULL;
+bool		presence_metrics_loopback_only = false;
+char	   *presence_metrics_token = NULL;
 int			presence_heartbeat_interval_ms = 30000;
 int			presence_heartbeat_timeout_ms = 30000;
 int			presence_away_threshold_ms = 120000;
@@ -167,6 +169,14 @@ presence_define_gucs(void)
 							   "PEM private key for presence.ssl_cert_file.",
 							   NULL, &presence_ssl_key_file, "",
 							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomBoolVariable("presence.metrics_loopback_only",
+							 "Serve /healthz and /metrics only to clients on this machine (127.0.0.0/8, ::1); others get 403.",
+							 NULL, &presence_metrics_loopback_only, false,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.metrics_token",
+							   "When set, /healthz and /metrics need the header Authorization: Bearer <this token>; others get 401.",
+							   NULL, &presence_metrics_token, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("presence.static_dir",
 							   "Directory whose files are served over HTTP on the WebSocket port; empty serves none.",
 							   NULL, &presence_static_dir, "",

@@ -53,6 +53,8 @@ extern int	presence_compression_min_bytes;
 extern char *presence_ssl_cert_file;
 extern char *presence_ssl_key_file;
 extern char *presence_static_dir;
+extern bool presence_metrics_loopback_only;
+extern char *presence_metrics_token;
 extern int	presence_heartbeat_interval_ms;
 extern int	presence_heartbeat_timeout_ms;
 extern int	presence_away_threshold_ms;

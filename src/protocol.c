@@ -379,3 +379,70 @@ protocol_error(json_t *ref, const char *code, const char *message)
 	json_object_set_new(error, "message", json_string(message));
 	return error;
 }
+
+/*
+ * Length of the valid UTF-8 sequence at in (at most len bytes), or 0
+ * when there is none: overlong forms, surrogates and code points past
+ * U+10FFFF are invalid, as PostgreSQL's own check (pg_utf8_islegal) says.
+ */
+static size_t
+utf8_sequence_length(const unsigned char *in, size_t len)
+{
+	size_t		need;
+	uint32_t	code;
+	uint32_t	minimum;
+
+	if (in[0] < 0x80)
+		return 1;
+	if ((in[0] & 0xE0) == 0xC0)
+		need = 2, code = in[0] & 0x1F, minimum = 0x80;
+	else if ((in[0] & 0xF0) == 0xE0)
+		need = 3, code = in[0] & 0x0F, minimum = 0x800;
+	else if ((in[0] & 0xF8) == 0xF0)
+		need = 4, code = in[0] & 0x07, minimum = 0x10000;
+	else
+		return 0;
+	if (len < need)
+		return 0;
+	for (size_t i = 1; i < need; i++)
+	{
+		if ((in[i] & 0xC0) != 0x80)
+			return 0;
+		code = (code << 6) | (in[i] & 0x3F);
+	}
+	if (code < minimum || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF))
+		return 0;
+	return need;
+}
+
+/*
+ * Makes text from the network (a header value) safe to store: valid
+ * UTF-8 is kept, every invalid byte and every control character becomes
+ * U+FFFD, and the result is cut to fit out_size (terminator included)
+ * at a character boundary.  So whatever a client sends, the activity log
+ * dumps and restores.
+ */
+void
+protocol_clean_text(const char *in, size_t len, char *out, size_t out_size)
+{
+	static const char replacement[] = "\xEF\xBF\xBD";
+	const unsigned char *bytes = (const unsigned char *) in;
+	size_t		written = 0;
+
+	if (out_size == 0)
+		return;
+	for (size_t i = 0; i < len;)
+	{
+		size_t		sequence = utf8_sequence_length(bytes + i, len - i);
+		bool		control = sequence == 1 && (bytes[i] < 0x20 || bytes[i] == 0x7F);
+		const char *piece = sequence == 0 || control ? replacement : in + i;
+		size_t		piece_len = sequence == 0 || control ? sizeof(replacement) - 1 : sequence;
+
+		if (written + piece_len >= out_size)
+			break;
+		memcpy(out + written, piece, piece_len);
+		written += piece_len;
+		i += sequence == 0 ? 1 : sequence;
+	}
+	out[written] = '\0';
+}

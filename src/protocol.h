@@ -77,6 +77,7 @@ extern bool protocol_parse(const char *text, size_t len, ClientRequest *request,
 						   const char **problem);
 extern void protocol_request_free(ClientRequest *request);
 extern bool protocol_valid_session_id(const char *session_id);
+extern void protocol_clean_text(const char *in, size_t len, char *out, size_t out_size);
 
 extern json_t *protocol_object(void);
 extern json_t *protocol_error(json_t *ref, const char *code, const char *message);

@@ -170,6 +170,23 @@ fail_primary(Connection *connection, json_t *ref, PGresult *result, const char *
 		request_fail(connection, ref, "unavailable", "the primary database is unavailable; retry later");
 }
 
+/*
+ * Refuses a connection whose user could not be found or added: 4001 with
+ * the reason when the database said no (a retry would not help), 1011
+ * when it failed (a retry may).
+ */
+static void
+refuse_user(Connection *connection, DbResult result)
+{
+	presence_count(CTR_AUTH_FAILURES, 1);
+	if (result == DB_NOT_FOUND)
+		ws_close(connection, 4001, "unknown user");
+	else if (result == DB_CONFLICT || result == DB_INVALID || result == DB_FORBIDDEN)
+		ws_close(connection, 4001, "the user could not be added: its name is refused or taken");
+	else
+		ws_close(connection, 1011, "authentication is unavailable; retry later");
+}
+
 static void
 user_ensured(PGresult *result, void *context)
 {
@@ -180,7 +197,8 @@ user_ensured(PGresult *result, void *context)
 		if (primary_succeeded(result))
 			admit_finish(pending->connection, &pending->identity, PQgetvalue(result, 0, 0), pending->ref);
 		else
-			ws_close(pending->connection, 1011, "authentication is unavailable; retry later");
+			refuse_user(pending->connection,
+						result ? db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE)) : DB_FAILED);
 	}
 	pending_reply_free(pending);
 }
@@ -210,11 +228,7 @@ request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
 	}
 	if (result != DB_OK)
 	{
-		presence_count(CTR_AUTH_FAILURES, 1);
-		if (result == DB_NOT_FOUND)
-			ws_close(connection, 4001, "unknown user");
-		else
-			ws_close(connection, 1011, "authentication is unavailable; retry later");
+		refuse_user(connection, result);
 		return;
 	}
 	admit_finish(connection, identity, stored_name, ref);

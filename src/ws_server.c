@@ -17,6 +17,7 @@
 
 #include <limits.h>
 #include <stdlib.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -399,6 +400,22 @@ origin_allowed(struct lws *wsi)
 	return allowed;
 }
 
+/*
+ * A header's value as text that is safe to store (protocol_clean_text):
+ * any length is read, then repaired and cut to out_size.
+ */
+static void
+copy_header_text(struct lws *wsi, enum lws_token_indexes header, char *out, size_t out_size)
+{
+	int			len = lws_hdr_total_length(wsi, header);
+	char	   *raw = len > 0 ? malloc(len + 1) : NULL;
+
+	out[0] = '\0';
+	if (raw && lws_hdr_copy(wsi, raw, len + 1, header) >= 0)
+		protocol_clean_text(raw, strlen(raw), out, out_size);
+	free(raw);
+}
+
 /* Reads the Authorization header; verifies a Bearer token if there is one. */
 static void
 read_handshake(struct lws *wsi, HandshakeData *handshake)
@@ -406,9 +423,7 @@ read_handshake(struct lws *wsi, HandshakeData *handshake)
 	int			len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
 
 	lws_get_peer_simple(wsi, handshake->ip, sizeof(handshake->ip));
-	if (lws_hdr_copy(wsi, handshake->user_agent, sizeof(handshake->user_agent),
-					 WSI_TOKEN_HTTP_USER_AGENT) < 0)
-		handshake->user_agent[0] = '\0';
+	copy_header_text(wsi, WSI_TOKEN_HTTP_USER_AGENT, handshake->user_agent, sizeof(handshake->user_agent));
 	if (len > 0)
 	{
 		char	   *header = malloc(len + 1);
@@ -840,9 +855,64 @@ serve_static(struct lws *wsi, const char *uri)
 	return 0;
 }
 
+/* Whether the peer is this machine: 127.0.0.0/8, ::1, or 127/8 mapped into IPv6. */
+static bool
+peer_is_loopback(struct lws *wsi)
+{
+	char		peer[64];
+	struct in_addr v4;
+	struct in6_addr v6;
+
+	lws_get_peer_simple(wsi, peer, sizeof(peer));
+	if (inet_pton(AF_INET, peer, &v4) == 1)
+		return (ntohl(v4.s_addr) >> 24) == 127;
+	if (inet_pton(AF_INET6, peer, &v6) == 1)
+		return IN6_IS_ADDR_LOOPBACK(&v6) ||
+			(IN6_IS_ADDR_V4MAPPED(&v6) && v6.s6_addr[12] == 127);
+	return false;
+}
+
+/*
+ * May this request read /healthz and /metrics?  presence.metrics_loopback_only
+ * keeps them to this machine, presence.metrics_token to who sends it as a
+ * bearer token (compared in constant time).  Refusals are answered here.
+ */
+static bool
+monitoring_allowed(struct lws *wsi, int *status)
+{
+	char		authorization[256];
+	const char *token = presence_metrics_token ? presence_metrics_token : "";
+	size_t		token_len = strlen(token);
+	unsigned char difference = 0;
+
+	if (presence_metrics_loopback_only && !peer_is_loopback(wsi))
+	{
+		*status = http_respond(wsi, HTTP_STATUS_FORBIDDEN, "text/plain", "forbidden\n", 10);
+		return false;
+	}
+	if (token_len == 0)
+		return true;
+	if (lws_hdr_copy(wsi, authorization, sizeof(authorization), WSI_TOKEN_HTTP_AUTHORIZATION) < 0 ||
+		strncasecmp(authorization, "Bearer ", 7) != 0 || strlen(authorization + 7) != token_len)
+		difference = 1;
+	else
+		for (size_t i = 0; i < token_len; i++)
+			difference |= (unsigned char) (authorization[7 + i] ^ token[i]);
+	if (difference != 0)
+	{
+		*status = http_respond(wsi, HTTP_STATUS_UNAUTHORIZED, "text/plain", "unauthorized\n", 13);
+		return false;
+	}
+	return true;
+}
+
 static int
 serve_http(struct lws *wsi, const char *uri)
 {
+	int			status;
+
+	if ((strcmp(uri, "/healthz") == 0 || strcmp(uri, "/metrics") == 0) && !monitoring_allowed(wsi, &status))
+		return status;
 	if (strcmp(uri, "/healthz") == 0)
 	{
 		PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
