@@ -33,6 +33,7 @@ int			presence_max_client_backlog_kb = 1024;
 int			presence_rate_limit = 50;
 int			presence_max_participants = 100;
 bool		presence_auto_create_users = true;
+bool		presence_client_session_ids = false;
 bool		presence_compression = true;
 int			presence_compression_min_bytes = 256;
 char	   *presence_ssl_cert_file = NULL;
@@ -151,6 +152,11 @@ presence_define_gucs(void)
 	DefineCustomBoolVariable("presence.auto_create_users",
 							 "Add a user who authenticates with a valid token and is not in presence.users yet.",
 							 NULL, &presence_auto_create_users, true,
+							 PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomBoolVariable("presence.client_session_ids",
+							 "Let a WebSocket client choose the sessionId of a session it creates; "
+							 "off, clients get generated ids and cannot take the application's.",
+							 NULL, &presence_client_session_ids, false,
 							 PGC_SIGHUP, 0, NULL, NULL, NULL);
 	DefineCustomBoolVariable("presence.compression",
 							 "Offer permessage-deflate to WebSocket clients.",

@@ -48,6 +48,7 @@ extern int	presence_max_client_backlog_kb;
 extern int	presence_rate_limit;
 extern int	presence_max_participants;
 extern bool presence_auto_create_users;
+extern bool presence_client_session_ids;
 extern bool presence_compression;
 extern int	presence_compression_min_bytes;
 extern char *presence_ssl_cert_file;

@@ -266,11 +266,25 @@ session_created_on_primary(PGresult *result, void *context)
 	pending_reply_free(pending);
 }
 
+/*
+ * A client creates a session as its owner.  It may choose the session's
+ * id only where presence.client_session_ids allows: elsewhere the ids are
+ * the application's (create_session(... session_id => 'op-001')), and
+ * any authenticated user could otherwise take one first.
+ */
 static void
 handle_session_create(Connection *connection, ClientRequest *request)
 {
 	json_t	   *session;
-	DbResult	result = db_create_session(connection->user_id, request, &session);
+	DbResult	result;
+
+	if (request->session_id && !presence_client_session_ids)
+	{
+		request_fail(connection, request->ref, "forbidden",
+					 "this server does not let clients choose a sessionId; leave it out to get one");
+		return;
+	}
+	result = db_create_session(connection->user_id, request, &session);
 
 	if (result == DB_READ_ONLY)
 	{
@@ -302,10 +316,12 @@ handle_session_join(Connection *connection, ClientRequest *request)
 	bool		is_owner = false;
 	DbResult	result = db_session_access(request->session_id, connection->user_id, role, &is_owner);
 
+	/* to one who is not a participant a session does not exist: ids are not probed */
+	if (result == DB_FORBIDDEN)
+		result = DB_NOT_FOUND;
 	if (result != DB_OK)
 	{
-		fail_db(connection, request->ref, result, "session not found",
-				"not a participant of this session", "session is not active");
+		fail_db(connection, request->ref, result, "session not found", "session not found", "session is not active");
 		return;
 	}
 	switch (live_join(connection, request->session_id, role, is_owner, request))

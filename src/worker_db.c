@@ -404,10 +404,15 @@ end_session_work(void *arg)
 	bool		isnull;
 
 	execute(prepared(&owner_plan,
-					 "SELECT owner_id = $2::uuid FROM presence.collaboration_sessions WHERE session_id = $1",
+					 "SELECT s.owner_id = $2::uuid, EXISTS (SELECT 1 FROM presence.session_participants p"
+					 "  WHERE p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL)"
+					 "  FROM presence.collaboration_sessions s WHERE s.session_id = $1",
 					 2, types),
 			args, NULL, true);
-	if (SPI_processed == 0)
+	/* to one who is not a participant a session does not exist: ids are not probed */
+	if (SPI_processed == 0 ||
+		(!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
+		 !DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull))))
 		return DB_NOT_FOUND;
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return DB_FORBIDDEN;

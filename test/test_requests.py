@@ -48,7 +48,8 @@ async def test_session_create_generates_an_id(cluster, user):
     await c.close()
 
 
-async def test_session_create_with_fields(cluster, user):
+async def test_session_create_with_fields(cluster, user, gucs):
+    gucs({"presence.client_session_ids": "on"})
     a = user()
     c = await a.connect()
     sid = "sess-" + uuid.uuid4().hex[:12]
@@ -62,7 +63,19 @@ async def test_session_create_with_fields(cluster, user):
     await c.close()
 
 
-async def test_session_create_duplicate_id(cluster, user):
+async def test_session_create_chosen_id_needs_the_setting(cluster, user):
+    """Without presence.client_session_ids no client can take an id the
+    application means to create (create_session(... session_id => ...))."""
+    c = await user().connect()
+    sid = "op-" + uuid.uuid4().hex[:8]
+    assert_clean_error(await c.request({"type": "session_create", "sessionId": sid}), "forbidden")
+    assert cluster.sql1("SELECT count(*) FROM presence.collaboration_sessions WHERE session_id = %s", (sid,)) == 0
+    await c.alive()
+    await c.close()
+
+
+async def test_session_create_duplicate_id(cluster, user, gucs):
+    gucs({"presence.client_session_ids": "on"})
     a, b = user(), user()
     sid = cluster.create_session(a, "dup-" + uuid.uuid4().hex[:8])
     c = await b.connect()
@@ -121,17 +134,25 @@ async def test_session_join_not_found(cluster, user):
     await c.close()
 
 
-async def test_session_join_forbidden_for_non_participant(cluster, user):
+async def test_session_join_by_a_non_participant_is_not_found(cluster, user):
+    """To an outsider a session does not exist: the reply is the one for an
+    id nobody uses, so ids cannot be probed."""
     a, b = user(), user()
     sid = cluster.create_session(a)
     cb = await b.connect()
-    assert_clean_error(await cb.request({"type": "session_join", "sessionId": sid}), "forbidden")
+    unknown = await cb.request({"type": "session_join", "sessionId": "no-such-" + uuid.uuid4().hex[:8]})
+    existing = await cb.request({"type": "session_join", "sessionId": sid})
+    assert_clean_error(existing, "not_found")
+    assert existing["message"] == unknown["message"]
+    ended = await cb.request({"type": "session_end", "sessionId": sid})
+    assert_clean_error(ended, "not_found")
+    assert ended["message"] == unknown["message"]
     # and a removed participant is refused too
     c = user()
     cluster.sql("SELECT presence.add_participant(%s, %s::uuid, 'viewer')", (sid, c.id))
     cluster.sql("SELECT presence.remove_participant(%s, %s::uuid)", (sid, c.id))
     cc = await c.connect()
-    assert_clean_error(await cc.request({"type": "session_join", "sessionId": sid}), "forbidden")
+    assert_clean_error(await cc.request({"type": "session_join", "sessionId": sid}), "not_found")
     await cb.close()
     await cc.close()
 

@@ -71,12 +71,13 @@ async def test_objects_planted_in_public_never_run_as_the_worker(fresh_cluster):
         await owner_client.send({"type": "activity", "sessionId": sid, "activityType": "under.trap",
                                  "details": {"i": i}})
     await owner_client.ok({"type": "activity", "sessionId": sid, "activityType": "under.trap"})
-    created = await owner_client.ok({"type": "session_create", "sessionId": "trap-made"}, "session_created")
-    await owner_client.join("trap-made")
-    await owner_client.ok({"type": "session_end", "sessionId": "trap-made"})
+    created = await owner_client.ok({"type": "session_create", "objective": "trap"}, "session_created")
+    await owner_client.join(created["session"]["sessionId"])
+    await owner_client.ok({"type": "session_end", "sessionId": created["session"]["sessionId"]})
     await client.close()
     await owner_client.close()
-    assert created["session"]["sessionId"] == "trap-made", created
+    assert c.sql1("SELECT status FROM presence.collaboration_sessions WHERE session_id = %s",
+                  (created["session"]["sessionId"],)) == "completed"
     assert len(c.activity_rows(sid, "under.trap")) == 6
     # the maintenance worker: the idle session expires, then retention purges
     wait_until(lambda: c.sql1("SELECT status FROM presence.collaboration_sessions WHERE session_id = %s",
