@@ -9,6 +9,7 @@ import websockets
 from websockets.legacy.client import WebSocketClientProtocol
 
 from conftest import SCALE, WAIT, Client, make_token, wait_until
+from test_scaleout import BOB, joined_client, new_session, run, world  # noqa: F401 (world: a fixture)
 
 # Exact-match overloads of what the workers' queries call, planted in
 # public by an unprivileged role: each would make that role a superuser
@@ -147,3 +148,31 @@ def test_monitoring_behind_a_token(cluster, gucs):
     gucs({"presence.metrics_token": "", "presence.metrics_loopback_only": "on"})
     # these tests reach the server over loopback only, so this is the allowed side
     assert cluster.http("GET", "/metrics")[0] == 200
+
+
+def test_objects_planted_in_public_never_run_for_a_standby(world):
+    """A standby's writes run on the primary through libpq: the link pins
+    the same search path (and it is a superuser connection too)."""
+    primary, standby, _ = world
+    primary.sql("CREATE ROLE mallory LOGIN")
+    primary.sql("GRANT CREATE ON SCHEMA public TO mallory")
+    primary.sql("SET ROLE mallory; " + TRAPS)
+    session_id = new_session(primary, standby, BOB)
+    newcomer = "d00d0000-0000-4000-8000-0000000000dd"
+
+    async def scenario():
+        bob = await joined_client(standby, BOB, session_id)
+        for i in range(3):
+            reply = await bob.request({"type": "activity", "sessionId": session_id, "activityType": "via.standby"})
+            assert reply["type"] == "ack", reply
+        # a user the standby's link adds on the primary
+        stranger = websockets.connect("ws://127.0.0.1:%d/ws" % standby.wsport, compression=None,
+                                      extra_headers={"Authorization": "Bearer " + make_token(newcomer, name="nova")})
+        async with stranger as ws:
+            welcome = await ws.recv()
+            assert '"welcome"' in welcome, welcome
+        await bob.close()
+    run(scenario())
+    assert primary.sql("SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'") == "f"
+    assert primary.sql("SELECT count(*) FROM public.trap_calls") == "0"
+    assert primary.sql(f"SELECT count(*) FROM presence.users WHERE id = '{newcomer}'") == "1"
