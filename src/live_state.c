@@ -28,8 +28,16 @@
  * (redis_link.c), per connection, and published for the others.  When
  * Redis is down the local view simply goes on.
  *
+ * Redis is trusted with what is shown, never with what is allowed
+ * (docs/scaling.md, "What Redis is trusted with").  What a connection may
+ * do is its granted_role and is_owner, which only the database sets: at
+ * join, and when a change another node announced is read back from this
+ * server's tables (recheck_request).  Users present only through Redis
+ * do not fill a session unless the database knows them as participants.
+ *
  * Everything here is plain C on malloc: it runs inside libwebsockets
- * callbacks, where a PostgreSQL error (longjmp) must never be raised.
+ * callbacks, where a PostgreSQL error (longjmp) must never be raised;
+ * the few database reads go through worker_db.c, which catches them.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -37,10 +45,12 @@
 #include "common/hashfn.h"
 
 #include "activity.h"
+#include "backoff.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 #include "shmem.h"
+#include "worker_db.h"
 #include "ws_server.h"
 
 typedef struct LiveSession LiveSession;
@@ -53,8 +63,9 @@ typedef struct SessionUser
 	LiveSession *session;
 	char		user_id[PRESENCE_UUID_LEN + 1];
 	char		username[PRESENCE_USERNAME_MAX + 1];
-	char		role[16];
-	bool		is_owner;
+	char		role[DB_ROLE_MAX + 1];	/* shown to others; Redis may set it */
+	char		granted_role[DB_ROLE_MAX + 1];	/* what this worker's connections may do */
+	bool		is_owner;		/* likewise from the database only */
 	PresenceStatus status;		/* as last set; offline shows when no live connection */
 	bool		auto_away;		/* away because of inactivity, not by request */
 	int64		last_seen_ms;
@@ -111,6 +122,29 @@ struct LiveSession
 	int64		snapshot_requested_ms;
 };
 
+/*
+ * A change another node announced through Redis (a role, a removal, an
+ * end), to be read back from this server's tables before anything here
+ * follows it: for one user of a session, or for the session itself
+ * (user_id empty).  On a standby the announcement usually comes before
+ * the change has replayed, so it is read again, with growing waits,
+ * for RECHECK_WINDOW_MS.  There is one per session and user with
+ * connections here, however many announcements came.
+ */
+typedef struct Recheck
+{
+	char		session_id[PRESENCE_SESSION_ID_MAX + 1];
+	char		user_id[PRESENCE_UUID_LEN + 1];
+	int64		next_ms;
+	int64		until_ms;
+	Backoff		backoff;
+} Recheck;
+
+/* Longer than a standby's replay is held back by default (max_standby_streaming_delay, 30 s). */
+#define RECHECK_WINDOW_MS 60000
+#define RECHECK_FIRST_MS 200
+#define RECHECK_CAP_MS 5000
+
 static int	live_worker_index;
 static LiveSession **live_buckets;
 static int	live_bucket_count;
@@ -120,6 +154,9 @@ static dlist_head live_dirty_users = DLIST_STATIC_INIT(live_dirty_users);
 static LiveUserKey *live_removed_keys;
 static int	live_removed_count;
 static int	live_removed_capacity;
+static Recheck *live_rechecks;
+static int	live_recheck_count;
+static int	live_recheck_capacity;
 
 static void user_event(SessionUser *user, const char *kind, Connection *origin);
 static void mark_dirty(SessionUser *user);
@@ -128,6 +165,7 @@ static void send_session_joined(Membership *membership, json_t *ref);
 static void redis_announce(Membership *membership, const char *kind, bool always);
 static void redis_withdraw(Membership *membership, const char *kind);
 static void session_deliver(LiveSession *session);
+static void rechecks_due(int64 now_ms);
 
 void
 live_state_init(int worker_index)
@@ -606,6 +644,48 @@ session_watch(LiveSession *session)
 }
 
 /*
+ * Whether a session with presence.max_participants users visible is full
+ * for one more.  Who is visible through Redis is only Redis's word, and a
+ * flood of made-up users must not lock real participants out: the
+ * visible users are counted again as the database knows them, current
+ * participants only.  Should it not answer, the users of this worker's
+ * own connections count, whom it checked when they joined.  Only a
+ * session at its limit pays for the query.
+ */
+static bool
+session_full(LiveSession *session)
+{
+	/* each id with its separator, and the terminator */
+	size_t		capacity = (size_t) session->present_users * (PRESENCE_UUID_LEN + 1) + 1;
+	char	   *user_ids = malloc(capacity);
+	size_t		len = 0;
+	int			count = 0;
+	dlist_iter	iter;
+
+	if (user_ids == NULL)
+		return true;
+	user_ids[0] = '\0';
+	dlist_foreach(iter, &session->users)
+	{
+		SessionUser *user = dlist_container(SessionUser, node, iter.cur);
+
+		if (user_visible(user) && len + strlen(user->user_id) + 2 <= capacity)
+			len += snprintf(user_ids + len, capacity - len, "%s%s", len ? "," : "", user->user_id);
+	}
+	if (db_count_participants(session->session_id, user_ids, &count) != DB_OK)
+	{
+		count = 0;
+		dlist_foreach(iter, &session->users)
+		{
+			if (dlist_container(SessionUser, node, iter.cur)->live_connections > 0)
+				count++;
+		}
+	}
+	free(user_ids);
+	return count >= presence_max_participants;
+}
+
+/*
  * Joins connection to a session with the role the database granted and
  * answers with session_joined: at once, or, when the session's Redis
  * snapshot is still on its way, as soon as it arrives, so the list of
@@ -630,7 +710,8 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	if (session == NULL)
 		return LIVE_JOIN_NO_MEMORY;
 	user = session_user_find(session, connection->user_id);
-	if ((user == NULL || !user_visible(user)) && session->present_users >= presence_max_participants)
+	if ((user == NULL || !user_visible(user)) && session->present_users >= presence_max_participants &&
+		session_full(session))
 	{
 		session_release_if_empty(session);
 		return LIVE_JOIN_FULL;
@@ -648,6 +729,7 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	was_visible = user_visible(user);
 	strlcpy(user->username, connection->username, sizeof(user->username));
 	strlcpy(user->role, role, sizeof(user->role));
+	strlcpy(user->granted_role, role, sizeof(user->granted_role));
 	user->is_owner = is_owner;
 	membership->connection = connection;
 	membership->user = user;
@@ -710,7 +792,7 @@ send_session_joined(Membership *membership, json_t *ref)
 			json_array_append_new(users, presence_data(present));
 	}
 	json_object_set_new(reply, "sessionId", json_string(session->session_id));
-	json_object_set_new(reply, "role", json_string(membership->user->role));
+	json_object_set_new(reply, "role", json_string(membership->user->granted_role));
 	json_object_set_new(reply, "users", users);
 	ws_send_json(membership->connection, reply);
 }
@@ -768,7 +850,7 @@ live_is_joined(Connection *connection, const char *session_id, const char **role
 	if (membership == NULL)
 		return false;
 	if (role)
-		*role = membership->user->role;
+		*role = membership->user->granted_role;
 	if (is_owner)
 		*is_owner = membership->user->is_owner;
 	return true;
@@ -970,6 +1052,7 @@ live_sweep(int64 now_ms)
 					automatic_status(membership, STATUS_AWAY, NULL);
 			}
 		}
+	rechecks_due(now_ms);
 }
 
 /* One presence frame of the session's events, leaving out one origin's. */
@@ -1179,16 +1262,25 @@ live_remove_participant(const char *session_id, const char *user_id)
 		json_decref(notice);
 }
 
+/*
+ * A participant's role changed in the database (this node's SQL, or read
+ * back from its tables): what their connections here may do, and what
+ * everyone is shown.
+ */
 void
 live_change_role(const char *session_id, const char *user_id, const char *role)
 {
 	LiveSession *session = session_find(session_id);
 	SessionUser *user = session ? session_user_find(session, user_id) : NULL;
+	bool		shown_changed;
 
-	if (user == NULL || role == NULL || strcmp(user->role, role) == 0)
+	if (user == NULL || role == NULL)
 		return;
+	shown_changed = strcmp(user->role, role) != 0;
 	strlcpy(user->role, role, sizeof(user->role));
-	user_event(user, "update", NULL);
+	strlcpy(user->granted_role, role, sizeof(user->granted_role));
+	if (shown_changed)
+		user_event(user, "update", NULL);
 }
 
 /* Publishes changed and departed users to shared memory for online_users(). */
@@ -1413,6 +1505,140 @@ live_apply_command(const char *command, const char *session_id, const char *user
 		live_change_role(session_id, user_id, json_is_string(payload) ? json_string_value(payload) : NULL);
 }
 
+/* Whether a recheck has anything here to act on: the session's or the user's connections. */
+static bool
+recheck_has_local(const Recheck *recheck)
+{
+	LiveSession *session = session_find(recheck->session_id);
+	SessionUser *user;
+
+	if (session == NULL || dlist_is_empty(&session->members))
+		return false;
+	if (recheck->user_id[0] == '\0')
+		return true;
+	user = session_user_find(session, recheck->user_id);
+	return user != NULL && user->connections > 0;
+}
+
+/*
+ * Makes the session, or the user's standing in it, here what this
+ * server's tables say: an ended session ends, a user who is no longer a
+ * participant is removed, a participant gets the role the table gives
+ * (never the one announced).  Unchanged, nothing happens, so reading
+ * again is harmless.  A failed read waits for the next try.
+ */
+static void
+recheck_run(const Recheck *recheck)
+{
+	char		status[DB_STATUS_MAX + 1];
+	char		role[DB_ROLE_MAX + 1];
+	bool		is_owner;
+
+	if (db_session_state(recheck->session_id, recheck->user_id[0] ? recheck->user_id : NULL,
+						 status, role, &is_owner) != DB_OK)
+		return;
+	if (strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0)
+		live_end_session(recheck->session_id, status);
+	else if (recheck->user_id[0] == '\0')
+		return;
+	else if (role[0] == '\0')
+		live_remove_participant(recheck->session_id, recheck->user_id);
+	else
+		live_change_role(recheck->session_id, recheck->user_id, role);
+}
+
+/*
+ * An announcement through Redis that the session or a user in it
+ * changed: read the change back at once, and again for the window.  A
+ * repeated announcement only extends the window and brings the next read
+ * forward to the next sweep, so a flood of them costs at most one read
+ * per session and user with connections here per sweep.
+ */
+static void
+recheck_request(const char *session_id, const char *user_id)
+{
+	Recheck		request = {0};
+	Recheck    *recheck;
+	int64		now = presence_now_ms();
+
+	if (user_id && strlen(user_id) > PRESENCE_UUID_LEN)
+		return;
+	strlcpy(request.session_id, session_id, sizeof(request.session_id));
+	strlcpy(request.user_id, user_id ? user_id : "", sizeof(request.user_id));
+	if (!recheck_has_local(&request))
+		return;
+	for (int i = 0; i < live_recheck_count; i++)
+	{
+		recheck = &live_rechecks[i];
+		if (strcmp(recheck->session_id, request.session_id) == 0 &&
+			strcmp(recheck->user_id, request.user_id) == 0)
+		{
+			recheck->until_ms = now + RECHECK_WINDOW_MS;
+			recheck->next_ms = now;
+			(void) backoff_succeeded(&recheck->backoff);
+			return;
+		}
+	}
+	request.backoff = (Backoff) BACKOFF_INIT(RECHECK_FIRST_MS, RECHECK_CAP_MS);
+	request.until_ms = now + RECHECK_WINDOW_MS;
+	request.next_ms = now + (int64) backoff_next_delay(&request.backoff);
+	if (live_recheck_count == live_recheck_capacity)
+	{
+		int			capacity = Max(16, live_recheck_capacity * 2);
+		Recheck    *grown = realloc(live_rechecks, capacity * sizeof(Recheck));
+
+		/* without room it is read once, now: right unless the tables lag */
+		if (grown)
+		{
+			live_rechecks = grown;
+			live_recheck_capacity = capacity;
+		}
+	}
+	if (live_recheck_count < live_recheck_capacity)
+		live_rechecks[live_recheck_count++] = request;
+	recheck_run(&request);
+}
+
+/* From the sweep: the rechecks whose next read is due; those past their window are dropped. */
+static void
+rechecks_due(int64 now_ms)
+{
+	for (int i = live_recheck_count - 1; i >= 0; i--)
+	{
+		Recheck    *recheck = &live_rechecks[i];
+
+		if (now_ms >= recheck->until_ms || !recheck_has_local(recheck))
+		{
+			live_rechecks[i] = live_rechecks[--live_recheck_count];
+			continue;
+		}
+		if (now_ms < recheck->next_ms)
+			continue;
+		recheck->next_ms = now_ms + (int64) backoff_next_delay(&recheck->backoff);
+		recheck_run(recheck);
+	}
+}
+
+/*
+ * What a command another node published may do here.  Anyone who can
+ * write to Redis can publish one, and on a standby it may come before
+ * the change has replayed: a broadcast only shows something and is
+ * passed on, the rest are read back from this server's tables
+ * (recheck_request).
+ */
+static void
+apply_announced_command(const char *command, const char *session_id, const char *user_id,
+						json_t *payload)
+{
+	if (strcmp(command, "broadcast") == 0)
+		live_apply_command(command, session_id, NULL, payload);
+	else if (strcmp(command, "session_ended") == 0)
+		recheck_request(session_id, NULL);
+	else if ((strcmp(command, "participant_removed") == 0 ||
+			  strcmp(command, "participant_changed") == 0) && user_id)
+		recheck_request(session_id, user_id);
+}
+
 /*
  * A SQL command another node published; this node's own commands came
  * through shared memory already.
@@ -1427,8 +1653,8 @@ live_apply_remote_command(const char *payload, size_t len)
 
 	if (node && command && session_id && strcmp(node, ws_server_node_id()) != 0 &&
 		protocol_valid_session_id(session_id))
-		live_apply_command(command, session_id, json_string_value(json_object_get(message, "userId")),
-						   json_object_get(message, "payload"));
+		apply_announced_command(command, session_id, json_string_value(json_object_get(message, "userId")),
+								json_object_get(message, "payload"));
 	if (message)
 		json_decref(message);
 }

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * worker_db.c
  *	  SQL run by a ws worker: resolving users at authentication, checking
- *	  who may join a session, creating and ending sessions.
+ *	  who may join a session and what a change announced through Redis
+ *	  really is, creating and ending sessions.
  *
  * db_run() wraps one unit of work in its own transaction, the way
  * contrib's worker_spi does (StartTransactionCommand, SPI_connect,
@@ -272,23 +273,26 @@ db_resolve_user(const char *user_id, const char *token_name, char *username)
 	return db_run("presence: authenticating", resolve_user_work, &resolve);
 }
 
-typedef struct SessionAccess
+typedef struct SessionState
 {
 	const char *session_id;
-	const char *user_id;
+	const char *user_id;		/* NULL: the session alone */
+	char	   *status;
 	char	   *role;
 	bool	   *is_owner;
-} SessionAccess;
+} SessionState;
 
 static DbResult
-session_access_work(void *arg)
+session_state_work(void *arg)
 {
 	static SPIPlanPtr plan = NULL;
-	SessionAccess *access = arg;
+	SessionState *state = arg;
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		args[2] = {CStringGetTextDatum(access->session_id), CStringGetTextDatum(access->user_id)};
+	Datum		args[2] = {CStringGetTextDatum(state->session_id),
+	state->user_id ? CStringGetTextDatum(state->user_id) : (Datum) 0};
+	char		nulls[3] = {' ', state->user_id ? ' ' : 'n', '\0'};
 	bool		isnull;
-	char	   *status;
+	bool		is_owner;
 	char	   *role;
 
 	execute(prepared(&plan,
@@ -298,16 +302,30 @@ session_access_work(void *arg)
 					 "    ON p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL"
 					 " WHERE s.session_id = $1",
 					 2, types),
-			args, NULL, true);
+			args, nulls, true);
 	if (SPI_processed == 0)
 		return DB_NOT_FOUND;
-	status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
-	*access->is_owner = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	strlcpy(state->status, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), DB_STATUS_MAX + 1);
+	is_owner = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	*state->is_owner = !isnull && is_owner;
 	role = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3);
-	if (role == NULL && !*access->is_owner)
-		return DB_FORBIDDEN;
-	strlcpy(access->role, role ? role : "operator", 16);
-	return strcmp(status, "active") == 0 ? DB_OK : DB_INVALID;
+	/* the owner holds every permission, with or without a participant row */
+	strlcpy(state->role, role ? role : *state->is_owner ? "operator" : "", DB_ROLE_MAX + 1);
+	return DB_OK;
+}
+
+/*
+ * The session's status and, unless user_id is NULL, the user's standing
+ * in it as this server's tables have them: role is the user's current
+ * role ("operator" for the owner without a participant row), or empty
+ * when they are not a participant.  DB_NOT_FOUND: no such session.
+ */
+DbResult
+db_session_state(const char *session_id, const char *user_id, char *status, char *role, bool *is_owner)
+{
+	SessionState state = {session_id, user_id, status, role, is_owner};
+
+	return db_run("presence: reading a session's state", session_state_work, &state);
 }
 
 /*
@@ -317,9 +335,53 @@ session_access_work(void *arg)
 DbResult
 db_session_access(const char *session_id, const char *user_id, char *role, bool *is_owner)
 {
-	SessionAccess access = {session_id, user_id, role, is_owner};
+	char		status[DB_STATUS_MAX + 1];
+	DbResult	result = db_session_state(session_id, user_id, status, role, is_owner);
 
-	return db_run("presence: checking session access", session_access_work, &access);
+	if (result != DB_OK)
+		return result;
+	if (role[0] == '\0')
+		return DB_FORBIDDEN;
+	return strcmp(status, "active") == 0 ? DB_OK : DB_INVALID;
+}
+
+typedef struct CountParticipants
+{
+	const char *session_id;
+	const char *user_ids;
+	int		   *count;
+} CountParticipants;
+
+static DbResult
+count_participants_work(void *arg)
+{
+	static SPIPlanPtr plan = NULL;
+	CountParticipants *count = arg;
+	Oid			types[2] = {TEXTOID, TEXTOID};
+	Datum		args[2] = {CStringGetTextDatum(count->session_id), CStringGetTextDatum(count->user_ids)};
+	bool		isnull;
+
+	execute(prepared(&plan,
+					 "SELECT count(*)::int4 FROM presence.collaboration_sessions s"
+					 "  JOIN presence.session_participants p ON p.session_id = s.id AND p.left_at IS NULL"
+					 " WHERE s.session_id = $1 AND p.user_id::text = ANY (string_to_array($2, ','))",
+					 2, types),
+			args, NULL, true);
+	*count->count = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return DB_OK;
+}
+
+/*
+ * How many of user_ids (separated by commas) are current participants of
+ * session_id.  They are compared as text, so an id that is no UUID (Redis
+ * may bring any) matches nothing instead of failing the query.
+ */
+DbResult
+db_count_participants(const char *session_id, const char *user_ids, int *count)
+{
+	CountParticipants counting = {session_id, user_ids, count};
+
+	return db_run("presence: counting a session's participants", count_participants_work, &counting);
 }
 
 typedef struct CreateSession

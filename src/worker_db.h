@@ -39,8 +39,15 @@ extern DbResult db_run(const char *activity, DbWork work, void *arg);
 extern DbResult db_classify_sqlstate(const char *sqlstate);
 extern bool db_extension_ready(void);
 extern DbResult db_resolve_user(const char *user_id, const char *token_name, char *username);
+/* Room for a session's status and a participant's role, as db_session_state fills them. */
+#define DB_STATUS_MAX 15
+#define DB_ROLE_MAX 15
+
+extern DbResult db_session_state(const char *session_id, const char *user_id,
+								 char *status, char *role, bool *is_owner);
 extern DbResult db_session_access(const char *session_id, const char *user_id,
 								  char *role, bool *is_owner);
+extern DbResult db_count_participants(const char *session_id, const char *user_ids, int *count);
 extern DbResult db_create_session(const char *owner_id, const ClientRequest *request,
 								  json_t **session);
 extern void db_create_session_params(const char *owner_id, const ClientRequest *request,

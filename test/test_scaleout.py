@@ -680,3 +680,194 @@ def test_a_link_role_without_grants_keeps_the_rows(world):
         await bob.close()
     run(scenario())
     assert activity_types(primary, session_id, "'needs.grant'") == ["needs.grant"]
+
+
+# -- what Redis is trusted with (issue 9) ----------------------------------------------
+#
+# Anyone who can write to Redis can publish on the channels the workers
+# listen to.  These tests publish exactly what a worker would, from no
+# worker at all, and check that it changes at most what is shown.
+
+def redis_pipe(redis, *commands):
+    """Sends commands to Redis in one pipe, as any client of that Redis could."""
+    def encode(argv):
+        parts = [b"*%d\r\n" % len(argv)]
+        for arg in argv:
+            arg = arg.encode()
+            parts.append(b"$%d\r\n%s\r\n" % (len(arg), arg))
+        return b"".join(parts)
+    subprocess.run(["redis-cli", "-p", str(redis.port), "--pipe"], input=b"".join(map(encode, commands)),
+                   check=True, stdout=subprocess.DEVNULL)
+
+
+def forged_command(cmd, session_id, user_id=None, payload=None):
+    """A SQL command as another node's worker 0 passes it on (ws_worker.c)."""
+    message = {"o": "forged-node", "cmd": cmd, "sessionId": session_id}
+    if user_id:
+        message["userId"] = user_id
+    if payload is not None:
+        message["payload"] = payload
+    return ("PUBLISH", "presence:commands", json.dumps(message))
+
+
+def forged_presence(kind, session_id, user_id, connection, role="viewer", last_seen=None):
+    """A presence change as a worker publishes it (live_state.c, change_message)."""
+    data = {"userId": user_id, "username": "forged", "role": role, "status": "online",
+            "lastSeen": last_seen or int(time.time() * 1000)}
+    message = {"o": "forged:0", "k": kind, "c": connection, "uid": user_id, "u": data}
+    return ("PUBLISH", f"presence:updates:{session_id}", json.dumps(message))
+
+
+def add_participant(primary, standby, session_id, user, role):
+    """user gets role in the session on the primary; returns once the standby has it."""
+    primary.sql(f"SELECT presence.add_participant('{session_id}', '{user}', '{role}')")
+    deadline = time.time() + 10
+    while standby.sql(f"""SELECT p.role FROM presence.session_participants p
+                            JOIN presence.collaboration_sessions s ON s.id = p.session_id
+                           WHERE s.session_id = '{session_id}' AND p.user_id = '{user}'
+                             AND p.left_at IS NULL""") != role:
+        assert time.time() < deadline, "participant did not replicate"
+        time.sleep(0.1)
+
+
+async def log_note(client, session_id):
+    """The reply to a non-comment activity, which needs the operator role."""
+    return await client.request({"type": "activity", "sessionId": session_id, "activityType": "note"})
+
+
+@pytest.mark.parametrize("message", ["command", "presence"])
+def test_redis_cannot_grant_a_role(world, message):
+    """A viewer stays a viewer, whatever Redis says: a forged role command, or
+    a presence message (as a lagging standby would publish) with another role."""
+    primary, standby, redis = world
+    session_id = new_session(primary, standby)
+    add_participant(primary, standby, session_id, BOB, "viewer")
+
+    async def scenario():
+        on_primary = await joined_client(primary, BOB, session_id)
+        on_standby = await joined_client(standby, BOB, session_id)
+        redis_pipe(redis, forged_command("participant_changed", session_id, BOB, "operator") if message == "command"
+                   else forged_presence("update", session_id, BOB, "forged:0:1", role="operator"))
+        await asyncio.sleep(1.0)
+        for client in (on_primary, on_standby):
+            reply = await log_note(client, session_id)
+            assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+            await client.close()
+    run(scenario())
+    assert activity_types(primary, session_id, "'note'") == []
+
+
+def test_redis_cannot_end_a_session_or_remove_a_participant(world):
+    primary, standby, redis = world
+    session_id = new_session(primary, standby, BOB)
+
+    async def scenario():
+        alice = await joined_client(primary, ALICE, session_id)
+        bob = await joined_client(standby, BOB, session_id)
+        await alice.event("join", BOB)
+        redis_pipe(redis, forged_command("participant_removed", session_id, BOB),
+                   forged_command("participant_removed", session_id, ALICE),
+                   forged_command("session_ended", session_id, payload="failed"))
+        for client in (alice, bob):
+            with pytest.raises((AssertionError, asyncio.TimeoutError)):
+                await client.next(lambda m: m.get("type") in ("session_ended", "session_removed"), 1.5)
+            ack = await log_note(client, session_id)
+            assert ack["type"] == "ack", ack
+        await alice.quiet_about(BOB, 0.5)
+        for client in (alice, bob):
+            await client.close()
+    run(scenario())
+    assert primary.sql(f"SELECT status FROM presence.collaboration_sessions WHERE session_id = '{session_id}'") \
+        == "active"
+
+
+def test_a_flood_of_users_from_redis_does_not_fill_a_session(world):
+    """200 users no database knows, published and written to Redis as if
+    present, exceed presence.max_participants (100); real participants still
+    join, on the worker that heard them (events) and on those that read them
+    (snapshots)."""
+    primary, standby, redis = world
+    dave = str(uuid.uuid4())
+    primary.sql(f"INSERT INTO presence.users (id, username) VALUES ('{dave}', 'dave-{dave[:8]}')")
+    session_id = new_session(primary, standby, BOB, CAROL)
+    add_participant(primary, standby, session_id, dave, "viewer")
+    fakes = [str(uuid.uuid4()) for _ in range(200)]
+    # fresh for a minute, so no sweep takes them away during the test
+    seen = str(int(time.time() * 1000) + 60000)
+
+    def flood():
+        commands = []
+        for i, fake in enumerate(fakes):
+            connection = f"forged:0:{i}"
+            data = {"userId": fake, "username": f"fake{i}", "role": "operator", "status": "online",
+                    "lastSeen": int(seen)}
+            commands += [("SET", f"presence:{session_id}:{fake}", json.dumps(data), "PX", "60000"),
+                         ("ZADD", f"presence:session:{session_id}", seen, fake),
+                         ("HSET", f"presence:conns:{session_id}:{fake}", connection, seen),
+                         ("PEXPIRE", f"presence:conns:{session_id}:{fake}", "60000"),
+                         forged_presence("join", session_id, fake, connection, role="operator",
+                                         last_seen=int(seen))]
+        redis_pipe(redis, *commands)
+
+    def clean_up():
+        commands = [forged_presence("leave", session_id, fake, "*") for fake in fakes]
+        commands += [("DEL", f"presence:{session_id}:{fake}", f"presence:conns:{session_id}:{fake}")
+                     for fake in fakes]
+        commands.append(("ZREM", f"presence:session:{session_id}", *fakes))
+        redis_pipe(redis, *commands)
+
+    async def scenario():
+        alice = await joined_client(primary, ALICE, session_id)
+        flood()
+        await alice.event("join", fakes[-1])
+        same_worker = await connect_to_worker_of(alice, primary, CAROL, same=True)
+        other_worker = await connect_to_worker_of(alice, primary, BOB, same=False)
+        other_node = await Client(standby, dave).connect()
+        for client in (same_worker, other_worker, other_node):
+            await client.join(session_id)
+        for client in (alice, same_worker, other_worker, other_node):
+            await client.close()
+    try:
+        run(scenario())
+    finally:
+        clean_up()
+
+
+def test_sql_changes_reach_a_standby_once_its_tables_have_them(world):
+    """Role changes, removals and ends made on the primary reach the standby's
+    clients through Redis, but take effect there only once the standby has
+    replayed them: paused replay holds them back, resumed replay lets them in."""
+    primary, standby, _ = world
+    session_id = new_session(primary, standby)
+    add_participant(primary, standby, session_id, BOB, "viewer")
+    add_participant(primary, standby, session_id, CAROL, "operator")
+
+    async def scenario():
+        alice = await joined_client(primary, ALICE, session_id)
+        bob = await joined_client(standby, BOB, session_id)
+        carol = await joined_client(standby, CAROL, session_id)
+        reply = await log_note(bob, session_id)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        standby.sql("SELECT pg_wal_replay_pause()")
+        try:
+            primary.sql(f"SELECT presence.add_participant('{session_id}', '{BOB}', 'operator')")
+            primary.sql(f"SELECT presence.remove_participant('{session_id}', '{CAROL}')")
+            await asyncio.sleep(1.0)
+            reply = await log_note(bob, session_id)
+            assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+            assert not [m for m in carol.messages if m.get("type") == "session_removed"], carol.messages
+        finally:
+            standby.sql("SELECT pg_wal_replay_resume()")
+        removed = await carol.next(lambda m: m.get("type") == "session_removed", timeout=15)
+        assert removed["sessionId"] == session_id
+        deadline = time.time() + 15
+        while (reply := await log_note(bob, session_id))["type"] != "ack":
+            assert time.time() < deadline, reply
+            await asyncio.sleep(0.2)
+        primary.sql(f"SELECT presence.end_session('{session_id}', 'failed')")
+        for client in (alice, bob):
+            ended = await client.next(lambda m: m.get("type") == "session_ended", timeout=15)
+            assert ended["status"] == "failed", ended
+        for client in (alice, bob, carol):
+            await client.close()
+    run(scenario())
