@@ -132,8 +132,9 @@ async def test_remove_participant_through_sql(cluster, user):
     # b's connections stay open but are out of the session
     reply = await cb.request({"type": "presence_update", "sessionId": sid, "status": "away"})
     assert reply["code"] == "forbidden"
+    # to one who is no longer a participant the session does not exist
     reply = await tab.request({"type": "session_join", "sessionId": sid})
-    assert reply["code"] == "forbidden"
+    assert reply["code"] == "not_found"
     await cc.ok({"type": "presence_update", "sessionId": sid, "status": "away"})
     await cb.quiet(predicate=lambda m: m.get("type") == "presence")
     wait_until(lambda: cluster.sql1("SELECT count(*) FROM presence.online_users(%s) WHERE user_id = %s",
