@@ -9,8 +9,9 @@ import time
 
 from conftest import SCALE, WAIT, Client, wait_until
 
-HANDSHAKE_TIMEOUT = 2  # seconds, presence.handshake_timeout in these tests
-GUCS = {"presence.handshake_timeout": "%ds" % HANDSHAKE_TIMEOUT, "presence.auth_timeout": "3s",
+HANDSHAKE_TIMEOUT = round(2 * SCALE)  # seconds, presence.handshake_timeout in these tests
+AUTH_TIMEOUT = round(3 * SCALE)
+GUCS = {"presence.handshake_timeout": "%ds" % HANDSHAKE_TIMEOUT, "presence.auth_timeout": "%ds" % AUTH_TIMEOUT,
         "presence.max_connections": "2000"}
 
 
@@ -64,7 +65,7 @@ async def test_trickled_headers_are_dropped_and_lock_no_one_out(fresh_cluster):
     # every trickler is dropped after the handshake timeout, within a sweep or two
     wait_until(lambda: all(is_closed(s) for s in sockets), timeout=HANDSHAKE_TIMEOUT + 5 * SCALE,
                what="the tricklers dropped")
-    assert time.monotonic() - started >= HANDSHAKE_TIMEOUT - 0.5
+    assert time.monotonic() - started >= HANDSHAKE_TIMEOUT - 0.5 * SCALE
     for s in sockets:
         s.close()
 
@@ -82,7 +83,7 @@ async def test_one_address_holds_only_its_share(fresh_cluster):
     await other.send({"type": "auth", "token": c.create_user().token()})
     await other.expect("welcome")
     # the 50 that got in hear 4008 after presence.auth_timeout
-    wait_until(lambda: all(is_closed(s) for s in sockets), timeout=3 + 5 * SCALE, what="4008 for the rest")
+    wait_until(lambda: all(is_closed(s) for s in sockets), timeout=AUTH_TIMEOUT + 5 * SCALE, what="4008 for the rest")
     await other.alive()
     await other.close()
     for s in sockets:
