@@ -70,6 +70,16 @@ for name, frame in frames.items():
     write("protocol", name, compact(frame))
 write("protocol", "not_json", "{\"type\": \"heartbeat\"")
 
+# header_text: two bytes of output size less one (a user_agent buffer is 256), then a User-Agent
+for name, size, value in [
+        ("firefox", 256, "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"),
+        ("python", 256, "Python/3.11 websockets/10.4"),
+        ("cut_in_character", 8, "caf\u00e9 \u2713 \U0001f600"),
+        ("invalid_utf8", 256, b"bad \xc3\x28 \xed\xa0\x80 \xf4\x90\x80\x80 \x00 \x1b[31m"),
+]:
+    value = value if isinstance(value, bytes) else value.encode()
+    write("header_text", name, (size - 1).to_bytes(2, "big") + value)
+
 # jwt: mode byte 0 a token as sent, 1 header \n claims (signed by the
 # target), 2 claims (signed by jwt_sign); 0x80 checks the audience.
 write("jwt", "bob", b"\x00" + bob.encode())

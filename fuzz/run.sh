@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-targets=(protocol jwt redis_event redis_command redis_snapshot)
+targets=(protocol header_text jwt redis_event redis_command redis_snapshot)
 [ $# -gt 0 ] && targets=("$@")
 
 build=fuzz/build
@@ -28,7 +28,7 @@ cflags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
 # The project's sources each target needs, and the libraries.
 sources() {
 	case $1 in
-	protocol) echo src/protocol.c ;;
+	protocol | header_text) echo src/protocol.c ;;
 	jwt) echo src/auth.c ;;
 	# libpgport: pg_snprintf and the rest of port.h, as the server has them
 	redis_*) echo src/redis_layout.c src/auth.c src/protocol.c fuzz/pg_stubs.c \
