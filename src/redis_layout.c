@@ -21,7 +21,9 @@
  * Messages on a session channel are JSON objects: "o" the origin worker,
  * "k" the kind (join, update, cursor, leave, timeout), "c" the connection
  * id ("*" for all of the user's), "uid" the user id and "u" their
- * PresenceData when known.
+ * PresenceData when known.  What is read back from Redis is parsed and
+ * validated here (redis_parse_*), apart from live state, so that the
+ * parsers can be fuzzed on their own (fuzz/).
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
