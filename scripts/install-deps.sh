@@ -11,7 +11,7 @@ build_packages=(build-essential pkg-config ca-certificates curl
 	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev zlib1g-dev
 	redis-server)
 test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt
-	libipc-run-perl valgrind)
+	libipc-run-perl valgrind clang libclang-rt-14-dev)
 
 wanted=("${build_packages[@]}")
 [ "${1:-build}" = test ] && wanted+=("${test_packages[@]}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: pg_regress
-# suites, the integration and fault tests, and the client tests.
+# suites, the integration and fault tests, a short fuzzing run of every
+# parser of untrusted bytes (fuzz/run.sh), and the client tests.
 # Exits non-zero when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,9 @@ test/run-regress.sh
 
 echo "== integration tests (pytest)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider test/
+
+echo "== fuzzing (libFuzzer, 20 s per target)"
+fuzz/run.sh 20
 
 if [ -x clients/test.sh ]; then
 	echo "== clients (JavaScript, React, browser)"

@@ -115,7 +115,8 @@ decode_json_part(const char *part, size_t len)
 
 /*
  * Reads a NumericDate claim.  Returns 1 when present and valid, 0 when
- * absent, -1 when present but not a number.
+ * absent, -1 when present but not a number, or a real too large for
+ * int64 (converting it would be undefined behaviour).
  */
 static int
 claim_number(json_t *claims, const char *name, int64_t *value)
@@ -126,7 +127,8 @@ claim_number(json_t *claims, const char *name, int64_t *value)
 		return 0;
 	if (json_is_integer(claim))
 		*value = (int64_t) json_integer_value(claim);
-	else if (json_is_real(claim))
+	else if (json_is_real(claim) && json_real_value(claim) >= -9223372036854775808.0 &&
+			 json_real_value(claim) < 9223372036854775808.0)
 		*value = (int64_t) json_real_value(claim);
 	else
 		return -1;
@@ -148,8 +150,16 @@ jwt_parse_uuid(const char *text, char *canonical)
 		return 0;
 	for (size_t i = 0; i < len; i++)
 	{
-		if (text[i] == '-' && len == 36 && (i == 8 || i == 13 || i == 18 || i == 23))
+		/*
+		 * The 36-character form has its hyphens exactly here: 36 digits
+		 * would be 40 characters once hyphenated, past canonical's end.
+		 */
+		if (len == 36 && (i == 8 || i == 13 || i == 18 || i == 23))
+		{
+			if (text[i] != '-')
+				return 0;
 			continue;
+		}
 		if (!isxdigit((unsigned char) text[i]))
 			return 0;
 		if (digits == 8 || digits == 12 || digits == 16 || digits == 20)
@@ -239,7 +249,8 @@ jwt_verify(const char *token, size_t token_len, const char *secret, const char *
 		verdict = has == 0 ? JWT_NO_EXPIRY : JWT_MALFORMED;
 		goto done;
 	}
-	if (now_s > exp + leeway_s)
+	/* not exp + leeway_s, which overflows for an exp near INT64_MAX */
+	if (now_s - leeway_s > exp)
 	{
 		verdict = JWT_EXPIRED;
 		goto done;

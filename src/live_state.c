@@ -603,33 +603,29 @@ redis_withdraw(Membership *membership, const char *kind)
 
 /*
  * Takes a remote user's state from their PresenceData; fields that are
- * missing or malformed keep their value.
+ * missing or malformed keep their value (redis_parse_presence).
  */
 static void
 copy_presence_data(SessionUser *user, json_t *data)
 {
-	json_t	   *value;
+	RedisPresence presence;
 
-	if ((value = json_object_get(data, "username")) && json_is_string(value))
-		strlcpy(user->username, json_string_value(value), sizeof(user->username));
-	if ((value = json_object_get(data, "role")) && json_is_string(value))
-		strlcpy(user->role, json_string_value(value), sizeof(user->role));
-	if ((value = json_object_get(data, "status")) && json_is_string(value))
-		user->status = strcmp(json_string_value(value), "away") == 0 ? STATUS_AWAY : STATUS_ONLINE;
-	if ((value = json_object_get(data, "lastSeen")) && json_is_integer(value))
-		user->last_seen_ms = (int64) json_integer_value(value);
-	value = json_object_get(data, "cursor");
-	user->cursor.present = json_is_object(value) &&
-		json_is_string(json_object_get(value, "eventId")) &&
-		json_is_integer(json_object_get(value, "position"));
-	if (user->cursor.present)
+	redis_parse_presence(data, &presence);
+	if (presence.username)
+		strlcpy(user->username, presence.username, sizeof(user->username));
+	if (presence.role)
+		strlcpy(user->role, presence.role, sizeof(user->role));
+	if (presence.status >= 0)
+		user->status = (PresenceStatus) presence.status;
+	if (presence.has_last_seen)
+		user->last_seen_ms = presence.last_seen_ms;
+	user->cursor.present = presence.has_cursor;
+	if (presence.has_cursor)
 	{
-		strlcpy(user->cursor.event_id, json_string_value(json_object_get(value, "eventId")),
-				sizeof(user->cursor.event_id));
-		user->cursor.position = (int64) json_integer_value(json_object_get(value, "position"));
+		strlcpy(user->cursor.event_id, presence.cursor_event_id, sizeof(user->cursor.event_id));
+		user->cursor.position = presence.cursor_position;
 	}
-	value = json_object_get(data, "activity");
-	strlcpy(user->activity, json_is_string(value) ? json_string_value(value) : "", sizeof(user->activity));
+	strlcpy(user->activity, presence.activity ? presence.activity : "", sizeof(user->activity));
 }
 
 /* Starts mirroring a session from Redis; joins wait for its snapshot. */
@@ -1364,14 +1360,15 @@ live_apply_snapshot(const char *session_id, const char **entries, int count)
 		for (int i = 0; i + 1 < count; i += 2)
 		{
 			json_t	   *data = json_loads(entries[i], 0, NULL);
-			json_t	   *user_id = json_object_get(data, "userId");
+			RedisPresence presence;
 			SessionUser *user;
 			char	   *conns;
 			char	   *save = NULL;
 
-			if (!json_is_string(user_id) ||
-				((user = session_user_find(session, json_string_value(user_id))) == NULL &&
-				 (user = session_user_add(session, json_string_value(user_id))) == NULL))
+			redis_parse_presence(data, &presence);
+			if (presence.user_id == NULL ||
+				((user = session_user_find(session, presence.user_id)) == NULL &&
+				 (user = session_user_add(session, presence.user_id)) == NULL))
 			{
 				if (data)
 					json_decref(data);
@@ -1424,24 +1421,21 @@ void
 live_apply_remote_event(const char *session_id, const char *payload, size_t len)
 {
 	LiveSession *session = session_find(session_id);
-	json_t	   *message;
-	const char *origin,
-			   *kind,
+	RedisEvent	event;
+	const char *kind,
 			   *connection_id,
 			   *user_id;
 	SessionUser *user;
 	bool		was_visible;
 
-	if (session == NULL || (message = json_loadb(payload, len, 0, NULL)) == NULL)
+	if (session == NULL || !redis_parse_event(payload, len, &event))
 		return;
-	origin = json_string_value(json_object_get(message, "o"));
-	kind = json_string_value(json_object_get(message, "k"));
-	connection_id = json_string_value(json_object_get(message, "c"));
-	user_id = json_string_value(json_object_get(message, "uid"));
-	if (origin == NULL || kind == NULL || connection_id == NULL || user_id == NULL ||
-		strcmp(origin, redis_link_origin()) == 0 || connection_is_ours(connection_id))
+	kind = event.kind;
+	connection_id = event.connection_id;
+	user_id = event.user_id;
+	if (strcmp(event.origin, redis_link_origin()) == 0 || connection_is_ours(connection_id))
 	{
-		json_decref(message);
+		json_decref(event.root);
 		return;
 	}
 	user = session_user_find(session, user_id);
@@ -1455,7 +1449,7 @@ live_apply_remote_event(const char *session_id, const char *payload, size_t len)
 			user_free_if_gone(user);
 		}
 	}
-	else if (json_is_object(json_object_get(message, "u")) &&
+	else if (event.presence != NULL &&
 			 (user != NULL || (user = session_user_add(session, user_id)) != NULL))
 	{
 		PresenceStatus old_status = user->status;
@@ -1465,7 +1459,7 @@ live_apply_remote_event(const char *session_id, const char *payload, size_t len)
 		strlcpy(old_role, user->role, sizeof(old_role));
 		strlcpy(old_activity, user->activity, sizeof(old_activity));
 		was_visible = user_visible(user);
-		copy_presence_data(user, json_object_get(message, "u"));
+		copy_presence_data(user, event.presence);
 		remote_add(user, connection_id);
 		if (!was_visible)
 			visibility_changed(user, false, "leave", NULL);
@@ -1476,7 +1470,7 @@ live_apply_remote_event(const char *session_id, const char *payload, size_t len)
 			user_event(user, "update", NULL);
 		mark_dirty(user);
 	}
-	json_decref(message);
+	json_decref(event.root);
 }
 
 /*
@@ -1646,17 +1640,13 @@ apply_announced_command(const char *command, const char *session_id, const char 
 void
 live_apply_remote_command(const char *payload, size_t len)
 {
-	json_t	   *message = json_loadb(payload, len, 0, NULL);
-	const char *node = json_string_value(json_object_get(message, "o"));
-	const char *command = json_string_value(json_object_get(message, "cmd"));
-	const char *session_id = json_string_value(json_object_get(message, "sessionId"));
+	RedisCommand command;
 
-	if (node && command && session_id && strcmp(node, ws_server_node_id()) != 0 &&
-		protocol_valid_session_id(session_id))
-		apply_announced_command(command, session_id, json_string_value(json_object_get(message, "userId")),
-								json_object_get(message, "payload"));
-	if (message)
-		json_decref(message);
+	if (!redis_parse_command(payload, len, &command))
+		return;
+	if (strcmp(command.origin, ws_server_node_id()) != 0)
+		apply_announced_command(command.command, command.session_id, command.user_id, command.payload);
+	json_decref(command.root);
 }
 
 /*

@@ -21,13 +21,17 @@
  * Messages on a session channel are JSON objects: "o" the origin worker,
  * "k" the kind (join, update, cursor, leave, timeout), "c" the connection
  * id ("*" for all of the user's), "uid" the user id and "u" their
- * PresenceData when known.
+ * PresenceData when known.  What is read back from Redis is parsed and
+ * validated here (redis_parse_*), apart from live state, so that the
+ * parsers can be fuzzed on their own (fuzz/).
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
 
 #include <openssl/sha.h>
 
+#include "auth.h"
+#include "protocol.h"
 #include "redis_layout.h"
 
 /*
@@ -317,4 +321,135 @@ redis_session_keys(RedisSessionKeys *keys, const char *session_id, int64_t now_m
 	redis_conns_key_prefix(keys->conns_prefix, session_id);
 	snprintf(keys->now, sizeof(keys->now), INT64_FORMAT, (int64) now_ms);
 	snprintf(keys->ttl, sizeof(keys->ttl), "%d", presence_presence_ttl_ms);
+}
+
+/* A string member of at most max_len bytes, or NULL (missing, not a string, too long). */
+static const char *
+fitting_string(json_t *object, const char *name, size_t max_len)
+{
+	json_t	   *value = json_object_get(object, name);
+
+	if (!json_is_string(value) || json_string_length(value) > max_len ||
+		strlen(json_string_value(value)) != json_string_length(value))
+		return NULL;
+	return json_string_value(value);
+}
+
+/* A user id as this extension writes them: a lower-case hyphenated UUID. */
+static const char *
+canonical_user_id(json_t *object, const char *name)
+{
+	const char *user_id = fitting_string(object, name, PRESENCE_UUID_LEN);
+	char		canonical[PRESENCE_UUID_LEN + 1];
+
+	if (user_id == NULL || !jwt_parse_uuid(user_id, canonical) || strcmp(canonical, user_id) != 0)
+		return NULL;
+	return user_id;
+}
+
+/* A connection id: node:worker:serial (or "*"), printable, no spaces (snapshots list them space-separated). */
+static bool
+valid_connection_id(const char *connection_id)
+{
+	size_t		len = strlen(connection_id);
+
+	if (len < 1 || len > REDIS_CONNECTION_ID_MAX)
+		return false;
+	for (size_t i = 0; i < len; i++)
+		if ((unsigned char) connection_id[i] <= ' ' || (unsigned char) connection_id[i] >= 0x7f)
+			return false;
+	return true;
+}
+
+/*
+ * Parses a message of a session channel (see the header of this file).
+ * Returns false, with nothing to free, unless it is an object with a
+ * string origin and kind, a valid connection id and a user id.
+ */
+bool
+redis_parse_event(const char *payload, size_t len, RedisEvent *event)
+{
+	json_t	   *presence;
+
+	memset(event, 0, sizeof(*event));
+	event->root = json_loadb(payload, len, 0, NULL);
+	if (event->root == NULL)
+		return false;
+	event->origin = fitting_string(event->root, "o", REDIS_KEY_MAX);
+	event->kind = fitting_string(event->root, "k", 64);
+	event->connection_id = fitting_string(event->root, "c", REDIS_CONNECTION_ID_MAX);
+	event->user_id = canonical_user_id(event->root, "uid");
+	presence = json_object_get(event->root, "u");
+	event->presence = json_is_object(presence) ? presence : NULL;
+	if (event->origin == NULL || event->kind == NULL || event->connection_id == NULL ||
+		event->user_id == NULL || !valid_connection_id(event->connection_id))
+	{
+		json_decref(event->root);
+		memset(event, 0, sizeof(*event));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Parses a message of the commands channel: {"o": node, "cmd": name,
+ * "sessionId": id, "userId": uuid (optional), "payload": any (optional)}.
+ * Returns false, with nothing to free, when it is not one.
+ */
+bool
+redis_parse_command(const char *payload, size_t len, RedisCommand *command)
+{
+	json_t	   *user_id;
+
+	memset(command, 0, sizeof(*command));
+	command->root = json_loadb(payload, len, 0, NULL);
+	if (command->root == NULL)
+		return false;
+	command->origin = fitting_string(command->root, "o", REDIS_KEY_MAX);
+	command->command = fitting_string(command->root, "cmd", 64);
+	command->session_id = fitting_string(command->root, "sessionId", PRESENCE_SESSION_ID_MAX);
+	user_id = json_object_get(command->root, "userId");
+	command->user_id = canonical_user_id(command->root, "userId");
+	command->payload = json_object_get(command->root, "payload");
+	if (command->origin == NULL || command->command == NULL || command->session_id == NULL ||
+		!protocol_valid_session_id(command->session_id) ||
+		(user_id != NULL && !json_is_null(user_id) && command->user_id == NULL))
+	{
+		json_decref(command->root);
+		memset(command, 0, sizeof(*command));
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Reads a PresenceData object (PROTOCOL.md) as another node wrote it:
+ * each field that is missing, of the wrong type or longer than the
+ * schema allows is left NULL / false / -1, never truncated (a cut could
+ * split a UTF-8 sequence, and the user could then not be serialised).
+ */
+void
+redis_parse_presence(json_t *data, RedisPresence *presence)
+{
+	json_t	   *value;
+	json_t	   *cursor = json_object_get(data, "cursor");
+	json_t	   *position = json_object_get(cursor, "position");
+
+	memset(presence, 0, sizeof(*presence));
+	presence->user_id = canonical_user_id(data, "userId");
+	presence->username = fitting_string(data, "username", PRESENCE_USERNAME_MAX);
+	presence->role = fitting_string(data, "role", 15);
+	value = json_object_get(data, "status");
+	presence->status = !json_is_string(value) ? -1 :
+		strcmp(json_string_value(value), "away") == 0 ? STATUS_AWAY : STATUS_ONLINE;
+	value = json_object_get(data, "lastSeen");
+	presence->has_last_seen = json_is_integer(value);
+	presence->last_seen_ms = presence->has_last_seen ? (int64_t) json_integer_value(value) : 0;
+	presence->cursor_event_id = json_is_object(cursor) ?
+		fitting_string(cursor, "eventId", PRESENCE_EVENT_ID_MAX) : NULL;
+	presence->has_cursor = presence->cursor_event_id != NULL && json_is_integer(position);
+	presence->cursor_position = presence->has_cursor ? (int64_t) json_integer_value(position) : 0;
+	if (!presence->has_cursor)
+		presence->cursor_event_id = NULL;
+	presence->activity = fitting_string(data, "activity", PRESENCE_ACTIVITY_MAX);
 }

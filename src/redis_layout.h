@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <jansson.h>
+
 typedef struct RedisTarget
 {
 	char		host[256];
@@ -74,5 +76,53 @@ typedef struct RedisSessionKeys
 
 extern void redis_user_keys(RedisUserKeys *keys, const char *session_id, const char *user_id, int64_t now_ms);
 extern void redis_session_keys(RedisSessionKeys *keys, const char *session_id, int64_t now_ms);
+
+/*
+ * Messages and PresenceData read back from Redis, parsed and validated
+ * (another node, or anyone who can write to Redis, made them): every
+ * string is one the schema allows and fits its buffer, so what is kept
+ * can be serialised again.  Strings point into root, which the caller
+ * frees with json_decref once done.
+ */
+#define REDIS_CONNECTION_ID_MAX 95	/* Connection.id without terminator */
+
+typedef struct RedisEvent
+{
+	json_t	   *root;
+	const char *origin;
+	const char *kind;			/* join, update, cursor, leave, timeout */
+	const char *connection_id;	/* "*" for all of the user's */
+	const char *user_id;		/* canonical UUID */
+	json_t	   *presence;		/* "u" when an object, else NULL */
+} RedisEvent;
+
+typedef struct RedisCommand
+{
+	json_t	   *root;
+	const char *origin;			/* the node that published it */
+	const char *command;
+	const char *session_id;		/* a valid session id */
+	const char *user_id;		/* canonical UUID, or NULL */
+	json_t	   *payload;		/* or NULL */
+} RedisCommand;
+
+/* The fields of one PresenceData; NULL / false / -1 when missing or malformed. */
+typedef struct RedisPresence
+{
+	const char *user_id;		/* canonical UUID */
+	const char *username;
+	const char *role;
+	int			status;			/* PresenceStatus (online / away), or -1 */
+	bool		has_last_seen;
+	int64_t		last_seen_ms;
+	bool		has_cursor;
+	const char *cursor_event_id;
+	int64_t		cursor_position;
+	const char *activity;
+} RedisPresence;
+
+extern bool redis_parse_event(const char *payload, size_t len, RedisEvent *event);
+extern bool redis_parse_command(const char *payload, size_t len, RedisCommand *command);
+extern void redis_parse_presence(json_t *data, RedisPresence *presence);
 
 #endif							/* PRESENCE_REDIS_LAYOUT_H */
