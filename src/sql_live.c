@@ -21,6 +21,7 @@
 
 #include "auth.h"
 #include "protocol.h"
+#include "redis_layout.h"
 #include "redis_sync.h"
 #include "shmem.h"
 
@@ -121,6 +122,9 @@ emit_online_user(const char *user_id, const char *username, const char *role, vo
 	tuplestore_putvalues(out->store, out->desc, values, nulls);
 }
 
+/* A node's clock may run ahead of this one; a lastSeen further ahead is not believed. */
+#define MAX_CLOCK_AHEAD_MS (24 * 3600 * 1000LL)
+
 /*
  * One row per user Redis has a fresh connection for, with the seed's
  * status rule: seen within 30 s keeps the user's own status, within
@@ -132,47 +136,51 @@ emit_redis_users(OnlineUsersContext *out, redisReply *reply, int64 now_ms)
 	for (size_t i = 0; i + 1 < reply->elements; i += 2)
 	{
 		json_t	   *data = json_loadb(reply->element[i]->str, reply->element[i]->len, 0, NULL);
-		const char *user_id = json_string_value(json_object_get(data, "userId"));
-		const char *status = json_string_value(json_object_get(data, "status"));
-		json_t	   *last_seen = json_object_get(data, "lastSeen");
-		json_t	   *cursor = json_object_get(data, "cursor");
-		json_t	   *activity = json_object_get(data, "activity");
-		char		canonical[PRESENCE_UUID_LEN + 1];
+		RedisPresence presence;
+		const char *status;
 		int64		age_ms;
 		Datum		values[7];
 		bool		nulls[7] = {false};
 
-		if (user_id == NULL || !jwt_parse_uuid(user_id, canonical) || !json_is_integer(last_seen))
+		/* the one parser of PresenceData from Redis; a lastSeen past any sane time is garbage */
+		redis_parse_presence(data, &presence);
+		if (presence.user_id == NULL || !presence.has_last_seen || presence.last_seen_ms < 0 ||
+			presence.last_seen_ms > now_ms + MAX_CLOCK_AHEAD_MS)
 		{
 			if (data)
 				json_decref(data);
 			continue;
 		}
-		age_ms = now_ms - (int64) json_integer_value(last_seen);
+		age_ms = now_ms - presence.last_seen_ms;
 		if (age_ms >= 120000)
 			status = "offline";
-		else if (age_ms >= 30000 || status == NULL)
+		else if (age_ms >= 30000 || presence.status < 0)
 			status = "away";
-		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(canonical));
-		values[1] = CStringGetTextDatum(json_is_string(json_object_get(data, "username")) ?
-										json_string_value(json_object_get(data, "username")) : canonical);
-		nulls[2] = !json_is_string(json_object_get(data, "role"));
+		else
+			status = presence_status_names[presence.status];
+		values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(presence.user_id));
+		values[1] = CStringGetTextDatum(presence.username ? presence.username : presence.user_id);
+		nulls[2] = presence.role == NULL;
 		if (!nulls[2])
-			values[2] = CStringGetTextDatum(json_string_value(json_object_get(data, "role")));
+			values[2] = CStringGetTextDatum(presence.role);
 		values[3] = CStringGetTextDatum(status);
-		values[4] = TimestampTzGetDatum(json_integer_value(last_seen) * 1000 -
+		values[4] = TimestampTzGetDatum(presence.last_seen_ms * 1000 -
 										(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY);
-		nulls[5] = !json_is_object(cursor);
+		nulls[5] = !presence.has_cursor;
 		if (!nulls[5])
 		{
-			char	   *text = json_dumps(cursor, JSON_COMPACT);
+			json_t	   *cursor = json_pack("{s:s, s:I}", "eventId", presence.cursor_event_id,
+										   "position", (json_int_t) presence.cursor_position);
+			char	   *text = cursor ? json_dumps(cursor, JSON_COMPACT) : NULL;
 
 			values[5] = DirectFunctionCall1(jsonb_in, CStringGetDatum(text ? text : "null"));
 			free(text);
+			if (cursor)
+				json_decref(cursor);
 		}
-		nulls[6] = !json_is_string(activity);
+		nulls[6] = presence.activity == NULL;
 		if (!nulls[6])
-			values[6] = CStringGetTextDatum(json_string_value(activity));
+			values[6] = CStringGetTextDatum(presence.activity);
 		tuplestore_putvalues(out->store, out->desc, values, nulls);
 		json_decref(data);
 	}
