@@ -5,6 +5,7 @@ live presence goes on and that no queued row is lost."""
 
 import asyncio
 import os
+import re
 import socket
 import statistics
 import time
@@ -305,6 +306,13 @@ async def test_fast_shutdown_with_a_client_that_stopped_reading(fresh_cluster):
     assert c.sql1("SELECT ok FROM presence.verify_audit_chain(%s)", (sid,))
 
 
+def joins_handled(cluster):
+    """session_join messages the worker has handled, from /metrics."""
+    body = cluster.http("GET", "/metrics")[2].decode()
+    match = re.search(r'presence_messages_in_by_type_total\{type="session_join"\} (\d+)', body)
+    return int(match.group(1))
+
+
 def worker_rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -338,6 +346,10 @@ async def test_a_client_that_asks_and_never_reads_costs_bounded_memory(fresh_clu
         await greedy.send({"type": "session_join", "sessionId": sid, "ref": i})
         if i % 1000 == 999:
             await present[0].alive()
+    # the worker has handled what it will: once it gave up on the client it reads no more of it
+    handled = []
+    wait_until(lambda: handled.append(joins_handled(c)) or len(handled) > 3 and handled[-1] == handled[-4],
+               interval=0.5 * SCALE, timeout=WAIT * 6, what="the worker to stop handling the joins")
     await present[0].alive()
     grown = worker_rss_kb(pid) - before
     assert grown < 16 * 1024, "the worker grew by %d kB" % grown
