@@ -203,7 +203,7 @@ test('a participant removed from SQL is told so and stops being joined', { timeo
 	assert.equal((await removed).sessionId, sessionId);
 	await bobLeaves;
 	assert.equal(bobClient.session(sessionId).joined, false);
-	await assert.rejects(bobClient.join(sessionId), { code: 'forbidden' });
+	await assert.rejects(bobClient.join(sessionId), { code: 'not_found' });
 });
 
 /** A bare socket that authenticates, joins and then says nothing. */
