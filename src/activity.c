@@ -46,6 +46,7 @@
 
 #include "activity.h"
 #include "audit_chain.h"
+#include "clock.h"
 #include "live_state.h"
 #include "primary_link.h"
 #include "protocol.h"

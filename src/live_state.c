@@ -46,6 +46,7 @@
 
 #include "activity.h"
 #include "backoff.h"
+#include "clock.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"

@@ -29,12 +29,12 @@
 
 #include "postmaster/postmaster.h"
 
+#include "clock.h"
 #include "primary_link.h"
 #include "protocol.h"
 #include "redis_layout.h"
 #include "redis_sync.h"
 #include "worker_db.h"
-#include "ws_server.h"
 #include "worker_process.h"
 #include "workers.h"
 

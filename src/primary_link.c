@@ -25,7 +25,6 @@
 
 #include "backoff.h"
 #include "primary_link.h"
-#include "ws_server.h"
 
 #define MAX_PARAMS 8
 #define BACKOFF_FIRST_MS 200

@@ -27,11 +27,11 @@
 #include <hiredis/async.h>
 
 #include "backoff.h"
+#include "clock.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 #include "shmem.h"
-#include "ws_server.h"
 
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_CAP_MS 1000

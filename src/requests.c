@@ -14,6 +14,7 @@
 #include "presence.h"
 
 #include "activity.h"
+#include "clock.h"
 #include "live_state.h"
 #include "primary_link.h"
 #include "protocol.h"

@@ -21,7 +21,6 @@
 #include <netdb.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/time.h>
 #include <unistd.h>
 
 #include <libwebsockets.h>
@@ -30,6 +29,7 @@
 #include "postmaster/postmaster.h"
 
 #include "admission.h"
+#include "clock.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "protocol.h"
@@ -106,21 +106,6 @@ static const struct lws_extension ws_extensions[] = {
 	"permessage-deflate; client_no_context_takeover; client_max_window_bits"},
 	{NULL, NULL, NULL}
 };
-
-int64
-presence_now_us(void)
-{
-	struct timeval tv;
-
-	gettimeofday(&tv, NULL);
-	return (int64) tv.tv_sec * 1000000 + tv.tv_usec;
-}
-
-int64
-presence_now_ms(void)
-{
-	return presence_now_us() / 1000;
-}
 
 dlist_head *
 ws_server_connections(void)

@@ -49,7 +49,5 @@ extern dlist_head *ws_server_connections(void);
 extern const char *ws_server_node_id(void);
 extern const char *ws_server_origin(void);
 
-extern int64 presence_now_ms(void);
-extern int64 presence_now_us(void);
 
 #endif							/* PRESENCE_WS_SERVER_H */

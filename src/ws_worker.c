@@ -30,6 +30,7 @@
 #include "utils/wait_event.h"
 
 #include "activity.h"
+#include "clock.h"
 #include "live_state.h"
 #include "redis_layout.h"
 #include "primary_link.h"
