@@ -28,6 +28,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "test"))
 from conftest import BASE_GUCS, Cluster, wait_until  # noqa: E402
 from test_admission import is_closed, trickler  # noqa: E402
+from test_faults import SLOW_FLUSH, stalled_session  # noqa: E402
 
 HELD_SECONDS = float(os.environ.get("HELD_SECONDS", "10"))
 RUNS = int(os.environ.get("RUNS", "3"))
@@ -76,18 +77,7 @@ async def held_lock(c):
 
 
 async def shutdown_with_stalled_client(c):
-    a, b = c.create_user(), c.create_user()
-    sid = c.create_session(a, participants=[(b, "operator")])
-    ca, cb = await a.connect(), await b.connect()
-    await ca.join(sid)
-    await cb.join(sid)
-    for i in range(50):
-        await ca.send({"type": "activity", "sessionId": sid, "activityType": "queued", "details": {"i": i}})
-    await ca.ok({"type": "heartbeat"}, "heartbeat_ack")
-    cb.ws.transport.pause_reading()
-    for i in range(40):
-        c.sql("SELECT presence.broadcast(%s, jsonb_build_object('pad', repeat(%s, 50000)))", (sid, "xyz"[i % 3]))
-    await ca.ok({"type": "heartbeat"}, "heartbeat_ack")
+    sid, _, _, _ = await stalled_session(c)
     started = time.monotonic()
     await asyncio.to_thread(c.stop, "fast")
     elapsed = time.monotonic() - started
@@ -108,9 +98,6 @@ async def trickle(c):
     for s in sockets:
         s.close()
     return welcomed, dropped
-
-
-SLOW_FLUSH = {"presence.log_flush_interval": "60s", "presence.log_flush_max": "100000"}
 
 
 async def main():

@@ -270,10 +270,11 @@ async def test_cancel_with_a_queue_keeps_it(fresh_cluster):
     assert sorted(r[2]["i"] for r in c.activity_rows(sid, "queued")) == list(range(10))
 
 
-async def test_fast_shutdown_with_a_client_that_stopped_reading(fresh_cluster):
-    """A frozen tab (its socket full) and one that never answers the close:
-    the queue is written first and the stop stays within its budget."""
-    c = fresh_cluster(dict(SLOW_FLUSH, **{"presence.rate_limit": "1000", "presence.max_message_bytes": "65536"}))
+async def stalled_session(c):
+    """A session of two new users, a and b: a has 50 activity rows queued
+    (on a cluster with SLOW_FLUSH), b has stopped reading and the 2 MB of
+    broadcasts sent since fill its socket buffers and then its queue.
+    Returns (session id, a, b, a's client)."""
     a, b = c.create_user(), c.create_user()
     sid = c.create_session(a, participants=[(b, "operator")])
     ca, cb = await a.connect(), await b.connect()
@@ -282,12 +283,19 @@ async def test_fast_shutdown_with_a_client_that_stopped_reading(fresh_cluster):
     for i in range(50):
         await ca.send({"type": "activity", "sessionId": sid, "activityType": "queued", "details": {"i": i}})
     await ca.ok({"type": "heartbeat"}, "heartbeat_ack")
-    # b stops reading; the server's frames to it fill both socket buffers
-    # and then its queue
     cb.ws.transport.pause_reading()
     for i in range(40):
         c.sql("SELECT presence.broadcast(%s, jsonb_build_object('pad', repeat(%s, 50000)))",
               (sid, "xyz"[i % 3]))
+    await ca.ok({"type": "heartbeat"}, "heartbeat_ack")
+    return sid, a, b, ca
+
+
+async def test_fast_shutdown_with_a_client_that_stopped_reading(fresh_cluster):
+    """A frozen tab (its socket full) and one that never answers the close:
+    the queue is written first and the stop stays within its budget."""
+    c = fresh_cluster(dict(SLOW_FLUSH, **{"presence.rate_limit": "1000", "presence.max_message_bytes": "65536"}))
+    sid, a, b, ca = await stalled_session(c)
     for i in range(100):
         await ca.send({"type": "cursor_update", "sessionId": sid,
                        "cursor": {"eventId": "e%d" % i, "position": i}})
