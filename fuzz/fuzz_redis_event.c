@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  * fuzz_redis_event.c
  *	  libFuzzer target: a message on a session's Redis channel, as
- *	  redis_link.c hands it to live_apply_remote_event: the channel name
+ *	  redis_link.c hands it to live_remote.c's remote_event: the channel name
  *	  through redis_session_of_channel, the payload through
  *	  redis_parse_event and its PresenceData through redis_parse_presence
  *	  (src/redis_layout.c).

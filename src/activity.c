@@ -21,9 +21,14 @@
  * session never holds up the rest.  A flush that fails for any other
  * reason keeps every row and is retried.
  *
- * On a hot standby the same statement goes to the primary over libpq
- * (primary_link.c), asynchronously: the rows stay queued, and the refs
- * unacknowledged, until the primary has committed them.
+ * On a hot standby the same statement goes to the primary
+ * (db_write.c), asynchronously: the rows stay queued, and the refs
+ * unacknowledged, until the primary has committed them.  A standby
+ * cannot split a batch within one flush, so it narrows the next one
+ * instead (remote_scope), to one session or one row.
+ *
+ * What a written or refused row means to clients is not decided here:
+ * the ActivityHandlers the worker gave (requests.c) are told.
  *
  * The queue is bounded in rows (presence.max_pending_activity) and bytes
  * (presence.max_pending_activity_memory): past either, new activity is
@@ -32,14 +37,11 @@
  */
 #include "presence.h"
 
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
-#include "utils/array.h"
-#include "catalog/namespace.h"
 #include "storage/lmgr.h"
-#include "utils/builtins.h"
 #include "utils/hsearch.h"
-#include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/uuid.h"
 #include "pgtime.h"
@@ -47,16 +49,13 @@
 #include "activity.h"
 #include "audit_chain.h"
 #include "clock.h"
-#include "live_state.h"
-#include "primary_link.h"
-#include "protocol.h"
+#include "db_write.h"
+#include "growable.h"
 #include "shmem.h"
-#include "worker_db.h"
-#include "ws_server.h"
 
 /* Most rows one statement carries; a longer queue takes several. */
 #define FLUSH_BATCH_ROWS 5000
-#define BATCH_COLUMNS 7
+#define BATCH_COLUMNS DB_STATEMENT_MAX_PARAMS
 /*
  * How soon a put-off session is tried again: soon, so that its rows
  * follow the lock holder's closely (another worker may write the same
@@ -68,10 +67,10 @@ typedef struct QueuedActivity
 {
 	char		session_id[PRESENCE_SESSION_ID_MAX + 1];
 	char		user_id[PRESENCE_UUID_LEN + 1];	/* "" for system rows */
-	char		activity_type[65];
+	char		activity_type[PRESENCE_ACTIVITY_TYPE_MAX + 1];
 	char	   *details;		/* JSON object text, malloc'd, or NULL */
-	char		ip[64];
-	char		user_agent[256];
+	char		ip[CONNECTION_IP_MAX + 1];
+	char		user_agent[CONNECTION_USER_AGENT_MAX + 1];
 	int64		created_ms;
 	Connection *requester;		/* held until acked */
 	json_t	   *ref;
@@ -113,6 +112,7 @@ typedef enum BatchScope
  * so rows written behind a put-off row are holes (done) until the head
  * passes them; the ring is compacted when holes are most of it.
  */
+static const ActivityHandlers *activity_handlers;
 static QueuedActivity *queue;
 static int	queue_head;
 static int	queue_count;		/* entries, holes included */
@@ -133,6 +133,13 @@ static BatchScope remote_scope = BATCH_ALL;	/* narrowed after a batch failed */
 static int	remote_scope_rows;	/* rows still to send narrowed */
 
 #define QUEUE_AT(i) (&queue[(queue_head + (i)) % queue_capacity])
+
+/* Who hears of rows once they are written or refused. */
+void
+activity_init(const ActivityHandlers *handlers)
+{
+	activity_handlers = handlers;
+}
 
 static size_t
 row_bytes(const QueuedActivity *row)
@@ -213,17 +220,9 @@ put_off_session(const char *session_id, int64 now_ms)
 
 	if (entry == NULL)
 	{
-		if (put_off_count == put_off_capacity)
-		{
-			int			capacity = Max(8, put_off_capacity * 2);
-			PutOffSession *grown = realloc(put_off, capacity * sizeof(PutOffSession));
-
-			/* without room the session simply stays ready and is tried again */
-			if (grown == NULL)
-				return;
-			put_off = grown;
-			put_off_capacity = capacity;
-		}
+		/* without room the session simply stays ready and is tried again */
+		if (!growable_reserve(&put_off, &put_off_capacity, put_off_count, sizeof(PutOffSession), 8))
+			return;
 		entry = &put_off[put_off_count++];
 		strlcpy(entry->session_id, session_id, sizeof(entry->session_id));
 	}
@@ -337,34 +336,6 @@ activity_next_deadline(void)
 	return Min(next, Max(retry_after_ms, oldest_ready_ms + presence_log_flush_interval_ms));
 }
 
-static Datum
-text_array(FlushBatch *batch, Oid element_type, const char *(*field) (QueuedActivity *))
-{
-	Datum	   *values = palloc(batch->count * sizeof(Datum));
-	bool	   *nulls = palloc(batch->count * sizeof(bool));
-	int			dims[1] = {batch->count};
-	int			lbs[1] = {1};
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
-	for (int i = 0; i < batch->count; i++)
-	{
-		const char *value = field(QUEUE_AT(batch->rows[i]));
-		Oid			input;
-		Oid			ioparam;
-
-		nulls[i] = value == NULL;
-		if (value == NULL)
-			continue;
-		getTypeInputInfo(element_type, &input, &ioparam);
-		values[i] = OidInputFunctionCall(input, (char *) value, ioparam, -1);
-	}
-	return PointerGetDatum(construct_md_array(values, nulls, 1, dims, lbs, element_type,
-											  typlen, typbyval, typalign));
-}
-
 static const char *
 field_session(QueuedActivity *row)
 {
@@ -412,6 +383,84 @@ field_created(QueuedActivity *row)
 	return timestamp;
 }
 
+/* The batch's columns, in DB_LOG_ACTIVITY_BATCH's order. */
+static const char *(*const batch_columns[BATCH_COLUMNS]) (QueuedActivity *) = {
+	field_session, field_user, field_type, field_details, field_ip, field_user_agent, field_created
+};
+
+/* A Postgres array literal of one column of the batch's rows (malloc'd). */
+static char *
+array_literal(FlushBatch *batch, const char *(*field) (QueuedActivity *))
+{
+	size_t		capacity = 64,
+				len = 0;
+	char	   *literal = malloc(capacity);
+
+	for (int i = 0; literal && i < batch->count; i++)
+	{
+		const char *value = field(QUEUE_AT(batch->rows[i]));
+		size_t		needed = (value ? 2 * strlen(value) + 3 : 4) + 3;
+
+		if (len + needed >= capacity)
+		{
+			char	   *grown = realloc(literal, capacity = Max(capacity * 2, len + needed + 1));
+
+			if (grown == NULL)
+			{
+				free(literal);
+				return NULL;
+			}
+			literal = grown;
+		}
+		literal[len++] = i == 0 ? '{' : ',';
+		if (value == NULL)
+		{
+			memcpy(literal + len, "NULL", 4);
+			len += 4;
+			continue;
+		}
+		literal[len++] = '"';
+		for (const char *c = value; *c; c++)
+		{
+			if (*c == '"' || *c == '\\')
+				literal[len++] = '\\';
+			literal[len++] = *c;
+		}
+		literal[len++] = '"';
+	}
+	if (literal)
+	{
+		if (batch->count == 0)
+			literal[len++] = '{';
+		literal[len++] = '}';
+		literal[len] = '\0';
+	}
+	return literal;
+}
+
+static void
+batch_params_free(const char **params)
+{
+	for (int i = 0; i < BATCH_COLUMNS; i++)
+	{
+		free((char *) params[i]);
+		params[i] = NULL;
+	}
+}
+
+/* The statement's parameters for the batch's rows; false when out of memory. */
+static bool
+batch_params(FlushBatch *batch, const char **params)
+{
+	bool		complete = true;
+
+	for (int i = 0; i < BATCH_COLUMNS; i++)
+		complete &= (params[i] = array_literal(batch, batch_columns[i])) != NULL;
+	if (!complete)
+		batch_params_free(params);
+	return complete;
+}
+
 /* Whether a table of ours can be locked in mode now. */
 static bool
 table_free(const char *name, LOCKMODE mode)
@@ -435,27 +484,39 @@ typedef struct BatchSession
 	SessionLock state;
 } BatchSession;
 
+/* A batch on its way to the database, and how it came back. */
+typedef struct BatchWrite
+{
+	FlushBatch *batch;
+	int64		now_ms;
+	DbResult	result;
+} BatchWrite;
+
 /*
- * Takes, if they are free now, everything the insert would otherwise
- * wait for: the two tables (not free during CREATE INDEX, LOCK TABLE and
- * the like: then nothing is tried and the whole flush waits), the row of
- * every session of the batch (an application's SELECT ... FOR UPDATE)
- * and its chain lock (an application's uncommitted activity), in one
- * order, by session uuid.  The rows of the sessions that are not free
- * leave the batch and are put off; rows of a session that does not
- * exist stay, for the insert to refuse.
+ * Before a primary's insert, in its transaction (a DbBeforeWrite): takes,
+ * if they are free now, everything the insert would otherwise wait for:
+ * the two tables (not free during CREATE INDEX, LOCK TABLE and the like:
+ * then nothing is tried and the whole flush waits), the row of every
+ * session of the batch (an application's SELECT ... FOR UPDATE) and its
+ * chain lock (an application's uncommitted activity), in one order, by
+ * session uuid.  The rows of the sessions that are not free leave the
+ * batch and are put off, and the parameters are made again for the rows
+ * left; rows of a session that does not exist stay, for the insert to
+ * refuse.
  */
-static void
-lock_batch_sessions(FlushBatch *batch, int64 now_ms)
+static bool
+lock_batch_sessions(const char **params, void *arg)
 {
 	static SPIPlanPtr lock_plan = NULL;
 	static SPIPlanPtr exists_plan = NULL;
+	BatchWrite *write = arg;
+	FlushBatch *batch = write->batch;
 	HASHCTL		ctl = {.keysize = PRESENCE_SESSION_ID_MAX + 1, .entrysize = sizeof(BatchSession),
 	.hcxt = CurrentMemoryContext};
 	HTAB	   *sessions = hash_create("presence batch sessions", 64, &ctl,
 									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	Oid			types[1] = {TEXTARRAYOID};
-	Datum		args[1] = {text_array(batch, TEXTOID, field_session)};
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(params[0])};
 	int			kept = 0;
 
 	if (!table_free("activity_log", RowExclusiveLock) ||
@@ -463,7 +524,7 @@ lock_batch_sessions(FlushBatch *batch, int64 now_ms)
 	{
 		batch->tables_busy = true;
 		batch->count = 0;
-		return;
+		return false;
 	}
 	for (int i = 0; i < batch->count; i++)
 	{
@@ -473,20 +534,11 @@ lock_batch_sessions(FlushBatch *batch, int64 now_ms)
 		if (!found)
 			session->state = SESSION_UNKNOWN;
 	}
-	if (lock_plan == NULL)
-	{
-		lock_plan = SPI_prepare("SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
-								" WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) ORDER BY s.id"
-								" FOR KEY SHARE SKIP LOCKED", 1, types);
-		exists_plan = SPI_prepare("SELECT s.session_id FROM presence.collaboration_sessions s"
-								  " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1)", 1, types);
-		if (lock_plan == NULL || exists_plan == NULL)
-			elog(ERROR, "presence: could not prepare the session lock queries");
-		SPI_keepplan(lock_plan);
-		SPI_keepplan(exists_plan);
-	}
-	if (SPI_execute_plan(lock_plan, args, NULL, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "presence: could not lock the sessions of an activity batch");
+	db_execute(db_prepared(&lock_plan,
+						   "SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
+						   " WHERE s.session_id = ANY ($1::text[]) ORDER BY s.id"
+						   " FOR KEY SHARE SKIP LOCKED", 1, types),
+			   args, NULL, false);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		bool		isnull;
@@ -501,8 +553,10 @@ lock_batch_sessions(FlushBatch *batch, int64 now_ms)
 	/* sessions the first query skipped exist, but someone holds their row */
 	if ((long) SPI_processed < hash_get_num_entries(sessions))
 	{
-		if (SPI_execute_plan(exists_plan, args, NULL, true, 0) != SPI_OK_SELECT)
-			elog(ERROR, "presence: could not look up the sessions of an activity batch");
+		db_execute(db_prepared(&exists_plan,
+							   "SELECT s.session_id FROM presence.collaboration_sessions s"
+							   " WHERE s.session_id = ANY ($1::text[])", 1, types),
+				   args, NULL, true);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
 			BatchSession *session = hash_search(sessions, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1),
@@ -517,91 +571,53 @@ lock_batch_sessions(FlushBatch *batch, int64 now_ms)
 		BatchSession *session = hash_search(sessions, QUEUE_AT(batch->rows[i])->session_id, HASH_FIND, NULL);
 
 		if (session->state == SESSION_BUSY)
-			put_off_session(session->session_id, now_ms);
+			put_off_session(session->session_id, write->now_ms);
 		else
 			batch->rows[kept++] = batch->rows[i];
 	}
+	if (kept == batch->count)
+		return true;
 	batch->count = kept;
+	batch_params_free(params);
+	if (kept > 0 && !batch_params(batch, params))
+		elog(ERROR, "presence: out of memory");
+	return kept > 0;
 }
 
-/* Inserts one batch and records the new ids in the queued rows. */
-static DbResult
-insert_batch_work(void *arg)
+/* What the rows' handlers see of them. */
+static void
+row_view(QueuedActivity *row, ActivityRow *view)
 {
-	static SPIPlanPtr plan = NULL;
-	FlushBatch *batch = arg;
-	Oid			types[BATCH_COLUMNS] = {TEXTARRAYOID, UUIDARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
-	INETARRAYOID, TEXTARRAYOID, TIMESTAMPTZARRAYOID};
-	Datum		args[BATCH_COLUMNS];
-	int			ret;
-
-	lock_batch_sessions(batch, presence_now_ms());
-	if (batch->count == 0)
-		return DB_OK;
-	args[0] = text_array(batch, TEXTOID, field_session);
-	args[1] = text_array(batch, UUIDOID, field_user);
-	args[2] = text_array(batch, TEXTOID, field_type);
-	args[3] = text_array(batch, JSONBOID, field_details);
-	args[4] = text_array(batch, INETOID, field_ip);
-	args[5] = text_array(batch, TEXTOID, field_user_agent);
-	args[6] = text_array(batch, TIMESTAMPTZOID, field_created);
-	if (plan == NULL)
-	{
-		plan = SPI_prepare("SELECT id::text FROM presence.log_activity_batch($1, $2, $3, $4, $5, $6, $7) AS id",
-						   BATCH_COLUMNS, types);
-		if (plan == NULL)
-			elog(ERROR, "presence: could not prepare the activity insert");
-		SPI_keepplan(plan);
-	}
-	ret = SPI_execute_plan(plan, args, NULL, false, 0);
-	if (ret != SPI_OK_SELECT || SPI_processed != (uint64) batch->count)
-		elog(ERROR, "presence: activity insert returned %d rows for %d", (int) SPI_processed, batch->count);
-	for (int i = 0; i < batch->count; i++)
-		strlcpy(QUEUE_AT(batch->rows[i])->id,
-				SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1), PRESENCE_UUID_LEN + 1);
-	return DB_OK;
+	view->id = row->id;
+	view->session_id = row->session_id;
+	view->user_id = row->user_id[0] ? row->user_id : NULL;
+	view->activity_type = row->activity_type;
+	view->details = row->details;
+	view->created_ms = row->created_ms;
+	view->announce = row->announce;
 }
 
-/* After commit: ack the requester, announce to the session, free the row. */
+/* After commit: the handlers ack the requester and announce the row. */
 static void
 row_committed(QueuedActivity *row)
 {
-	if (row->announce)
-	{
-		json_t	   *details = row->details ? json_loads(row->details, 0, NULL) : protocol_object();
-		json_t	   *event = json_pack("{s:s, s:s, s:{s:s, s:s?, s:s, s:o, s:I}}",
-									  "type", "activity", "sessionId", row->session_id, "activity",
-									  "id", row->id, "userId", row->user_id[0] ? row->user_id : NULL,
-									  "activityType", row->activity_type, "details", details,
-									  "createdAt", (json_int_t) row->created_ms);
+	ActivityRow view;
 
-		if (event)
-		{
-			live_send_to_session(row->session_id, event);
-			json_decref(event);
-		}
-	}
-	if (row->requester && row->ref && row->requester->wsi)
-	{
-		json_t	   *ack = protocol_reply("ack", row->ref);
-
-		if (ack)
-		{
-			json_object_set_new(ack, "activityId", json_string(row->id));
-			ws_send_json(row->requester, ack);
-		}
-	}
+	row_view(row, &view);
+	activity_handlers->committed(&view, row->requester, row->ref);
 }
 
-/* A row the database refused: the requester hears so, the row goes. */
+/* A row the database refused: logged, the handlers tell the requester. */
 static void
 row_refused(QueuedActivity *row)
 {
+	ActivityRow view;
+
 	ereport(WARNING,
 			(errmsg("presence: dropped activity \"%s\" for session \"%s\": the database refused it",
 					row->activity_type, row->session_id)));
-	if (row->requester && row->requester->wsi)
-		ws_send_json(row->requester, protocol_error(row->ref, "bad_request", "the activity was refused"));
+	row_view(row, &view);
+	activity_handlers->refused(&view, row->requester, row->ref);
 }
 
 /* A row leaves the queue (written or refused): free what it holds. */
@@ -623,15 +639,40 @@ row_done(QueuedActivity *row)
 		queue_ready--;
 }
 
-static void
-batch_committed(FlushBatch *batch)
+/*
+ * The database's answer to a batch: DB_OK with one id per row (its rows
+ * are committed), or why not.  A DB_OK with no rows at all is a batch
+ * the lock step emptied.
+ */
+static DbResult
+batch_answered(FlushBatch *batch, const DbReply *reply)
 {
+	if (reply->result != DB_OK)
+		return reply->result;
+	if (reply->rows != batch->count)
+	{
+		ereport(WARNING,
+				(errmsg("presence: activity insert returned %d rows for %d", reply->rows, batch->count)));
+		return DB_FAILED;
+	}
 	for (int i = 0; i < batch->count; i++)
 	{
-		row_committed(QUEUE_AT(batch->rows[i]));
-		row_done(QUEUE_AT(batch->rows[i]));
+		QueuedActivity *row = QUEUE_AT(batch->rows[i]);
+
+		strlcpy(row->id, reply->values[i] ? reply->values[i] : "", sizeof(row->id));
+		row_committed(row);
+		row_done(row);
 	}
 	presence_count(CTR_ACTIVITY_WRITTEN, batch->count);
+	return DB_OK;
+}
+
+static void
+local_batch_answered(const DbReply *reply, void *arg)
+{
+	BatchWrite *write = arg;
+
+	write->result = batch_answered(write->batch, reply);
 }
 
 /* Advances the head past the rows that are done; recounts the ready ones. */
@@ -686,33 +727,43 @@ write_parts(FlushBatch *batch, bool by_session, int64 now_ms)
 	return outcome;
 }
 
+static bool
+batch_in_one_session(FlushBatch *batch)
+{
+	for (int i = 1; i < batch->count; i++)
+		if (strcmp(QUEUE_AT(batch->rows[i])->session_id, QUEUE_AT(batch->rows[0])->session_id) != 0)
+			return false;
+	return true;
+}
+
 /*
- * Writes a batch, splitting it when it cannot be written whole: by
- * session when it spans several (a held lock or a refused row is then
- * confined to its session), else row by row when the database refused
- * it, down to the one row that is dropped.  A session that cannot be
- * written in time is put off.
+ * A primary writes a batch, splitting it when it cannot be written
+ * whole: by session when it spans several (a held lock or a refused row
+ * is then confined to its session), else row by row when the database
+ * refused it, down to the one row that is dropped.  A session that
+ * cannot be written in time is put off.
  */
 static WriteOutcome
 write_batch(FlushBatch *batch, int64 now_ms)
 {
-	DbResult	result = db_run("presence: writing activity", insert_batch_work, batch);
-	const char *first_session;
-	bool		one_session = true;
+	const char *params[BATCH_COLUMNS];
+	BatchWrite	write = {batch, now_ms, DB_FAILED};
+	bool		one_session;
 
-	if (result == DB_OK)
-	{
-		batch_committed(batch);
-		return batch->tables_busy ? WRITE_WAITS : WRITE_DONE;
-	}
-	if (result == DB_FAILED)
+	if (!batch_params(batch, params))
 		return WRITE_FAILED;
-	first_session = QUEUE_AT(batch->rows[0])->session_id;
-	for (int i = 1; i < batch->count && one_session; i++)
-		one_session = strcmp(QUEUE_AT(batch->rows[i])->session_id, first_session) == 0;
-	if (result == DB_BUSY && one_session)
+	/* on a primary the answer comes before db_submit returns */
+	if (!db_submit(DB_LOG_ACTIVITY_BATCH, params, lock_batch_sessions, local_batch_answered, &write))
+		write.result = DB_FAILED;
+	batch_params_free(params);
+	if (write.result == DB_OK)
+		return batch->tables_busy ? WRITE_WAITS : WRITE_DONE;
+	if (write.result == DB_FAILED)
+		return WRITE_FAILED;
+	one_session = batch_in_one_session(batch);
+	if (write.result == DB_BUSY && one_session)
 	{
-		put_off_session(first_session, now_ms);
+		put_off_session(QUEUE_AT(batch->rows[0])->session_id, now_ms);
 		return WRITE_WAITS;
 	}
 	if (batch->count == 1)
@@ -751,83 +802,24 @@ next_batch(FlushBatch *batch, BatchScope scope)
 	}
 }
 
-/* A Postgres array literal of one column of the batch's rows (malloc'd). */
-static char *
-array_literal(FlushBatch *batch, const char *(*field) (QueuedActivity *))
-{
-	size_t		capacity = 64,
-				len = 0;
-	char	   *literal = malloc(capacity);
-
-	for (int i = 0; literal && i < batch->count; i++)
-	{
-		const char *value = field(QUEUE_AT(batch->rows[i]));
-		size_t		needed = (value ? 2 * strlen(value) + 3 : 4) + 3;
-
-		if (len + needed >= capacity)
-		{
-			char	   *grown = realloc(literal, capacity = Max(capacity * 2, len + needed + 1));
-
-			if (grown == NULL)
-			{
-				free(literal);
-				return NULL;
-			}
-			literal = grown;
-		}
-		literal[len++] = i == 0 ? '{' : ',';
-		if (value == NULL)
-		{
-			memcpy(literal + len, "NULL", 4);
-			len += 4;
-			continue;
-		}
-		literal[len++] = '"';
-		for (const char *c = value; *c; c++)
-		{
-			if (*c == '"' || *c == '\\')
-				literal[len++] = '\\';
-			literal[len++] = *c;
-		}
-		literal[len++] = '"';
-	}
-	if (literal)
-	{
-		if (batch->count == 0)
-			literal[len++] = '{';
-		literal[len++] = '}';
-		literal[len] = '\0';
-	}
-	return literal;
-}
-
 /*
- * The primary answered a batch (result NULL: the connection failed).  A
- * batch it could not write in time is narrowed to one session, and a
- * session that cannot be written in time is put off; a batch it refused
- * is narrowed to one row, down to the row that is dropped.  A refusal of
- * privileges is no verdict on the rows (the link's role lacks grants):
- * they wait, like every row after a failure.
+ * The primary answered a standby's batch.  A batch it could not write in
+ * time is narrowed to one session, and a session that cannot be written
+ * in time is put off; a batch it refused is narrowed to one row, down to
+ * the row that is dropped.  A refusal of privileges is no verdict on the
+ * rows (the link's role lacks grants): they wait, like every row after a
+ * failure.
  */
 static void
-remote_flush_done(PGresult *result, void *context)
+remote_batch_answered(const DbReply *reply, void *context)
 {
 	FlushBatch	batch = {remote_rows, remote_in_flight, false};
-	DbResult	outcome = result == NULL ? DB_FAILED :
-		PQresultStatus(result) == PGRES_TUPLES_OK ? DB_OK :
-		db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE));
-	bool		one_session = true;
+	DbResult	outcome = batch_answered(&batch, reply);
+	bool		one_session = batch_in_one_session(&batch);
 
 	remote_in_flight = 0;
-	for (int i = 1; i < batch.count && one_session; i++)
-		one_session = strcmp(QUEUE_AT(batch.rows[i])->session_id, QUEUE_AT(batch.rows[0])->session_id) == 0;
-	if (outcome == DB_OK && PQntuples(result) == batch.count)
-	{
-		for (int i = 0; i < batch.count; i++)
-			strlcpy(QUEUE_AT(batch.rows[i])->id, PQgetvalue(result, i, 0), PRESENCE_UUID_LEN + 1);
-		batch_committed(&batch);
+	if (outcome == DB_OK)
 		remote_scope_rows -= batch.count;
-	}
 	else if (outcome == DB_BUSY && one_session)
 	{
 		put_off_session(QUEUE_AT(batch.rows[0])->session_id, presence_now_ms());
@@ -860,32 +852,25 @@ remote_flush_done(PGresult *result, void *context)
 }
 
 /*
- * The standby's flush: the next batch goes to the primary, whose own
+ * A standby's flush: the next batch goes to the primary, whose own
  * backend waits for locks at most the lock timeout (primary_link.c)
  * without stopping this loop; the answer comes later.
  */
 static bool
 flush_to_primary(void)
 {
-	static const char *(*const columns[BATCH_COLUMNS]) (QueuedActivity *) = {
-		field_session, field_user, field_type, field_details, field_ip, field_user_agent, field_created
-	};
 	FlushBatch	batch;
-	char	   *params[BATCH_COLUMNS];
+	const char *params[BATCH_COLUMNS];
 	bool		sent;
 
 	if (remote_rows == NULL && (remote_rows = malloc(FLUSH_BATCH_ROWS * sizeof(int))) == NULL)
 		return false;
 	batch.rows = remote_rows;
 	next_batch(&batch, remote_scope);
-	for (int i = 0; i < BATCH_COLUMNS; i++)
-		params[i] = array_literal(&batch, columns[i]);
-	sent = params[BATCH_COLUMNS - 1] != NULL &&
-		primary_link_send("SELECT id::text FROM presence.log_activity_batch($1::text[], $2::uuid[], $3::text[],"
-						  " $4::jsonb[], $5::inet[], $6::text[], $7::timestamptz[]) AS id",
-						  BATCH_COLUMNS, (const char *const *) params, remote_flush_done, NULL);
-	for (int i = 0; i < BATCH_COLUMNS; i++)
-		free(params[i]);
+	if (!batch_params(&batch, params))
+		return false;
+	sent = db_submit(DB_LOG_ACTIVITY_BATCH, params, NULL, remote_batch_answered, NULL);
+	batch_params_free(params);
 	if (sent)
 		remote_in_flight = batch.count;
 	return sent;
@@ -909,7 +894,7 @@ activity_flush(void)
 	bool		full;
 
 	ack_waiting = false;
-	if (primary_link_needed())
+	if (db_writes_go_to_primary())
 		return flush_to_primary();
 	batch.rows = palloc(Max(Min(queue_count, FLUSH_BATCH_ROWS), 1) * sizeof(int));
 	next_batch(&batch, BATCH_ALL);

@@ -1,12 +1,14 @@
 /*-------------------------------------------------------------------------
  * connection.h
- *	  One WebSocket client as every layer of a ws worker sees it: the
- *	  transport (ws_server.c), request handling (requests.c) and the live
- *	  state (live_state.c).
+ *	  One WebSocket client as every layer of a ws worker sees it, and the
+ *	  frames queued for it.  connection.c owns both: the transport
+ *	  (ws_server.c) opens and detaches connections, everyone else sends
+ *	  and closes through the functions here.
  *
- * A Connection is reference counted: the activity queue holds one for
- * each row that waits to be acknowledged, so an ack after commit never
- * touches freed memory when the client has gone meanwhile.
+ * A Connection is reference counted: the activity queue and a write
+ * waiting for the primary hold one, so an answer after the client has
+ * gone never touches freed memory (connection_is_open says whether
+ * anyone is still there to hear it).
  *-------------------------------------------------------------------------
  */
 #ifndef PRESENCE_CONNECTION_H
@@ -14,31 +16,39 @@
 
 #include "presence.h"
 
+#include <jansson.h>
+
 #include "lib/ilist.h"
 
 #include "auth.h"
+#include "frame.h"
 
 struct lws;
-typedef struct OutFrame OutFrame;
+
+#define CONNECTION_ID_MAX 95
+#define CONNECTION_IP_MAX 63
+#define CONNECTION_USER_AGENT_MAX 255
+#define CONNECTION_CLOSE_REASON_MAX 119
 
 typedef struct Connection
 {
 	struct lws *wsi;			/* NULL once closed */
 	int			refs;
 	uint64		serial;
-	char		id[96];			/* node:worker:serial */
+	char		id[CONNECTION_ID_MAX + 1];	/* node:worker.start:serial */
 	bool		authenticated;
 	char		user_id[PRESENCE_UUID_LEN + 1];
 	char		username[PRESENCE_USERNAME_MAX + 1];
 	int64		token_expires_at;	/* Unix seconds */
-	char		ip[64];
-	char		user_agent[256];
+	char		ip[CONNECTION_IP_MAX + 1];
+	char		user_agent[CONNECTION_USER_AGENT_MAX + 1];
+	bool		compressed;		/* permessage-deflate was negotiated */
 	int64		opened_ms;
 	int64		last_message_ms;
 	bool		silent;			/* heartbeat timeout fired */
 	int			close_code;		/* non-zero: close on the next WRITEABLE */
 	bool		closing;		/* the closing handshake has started */
-	char		close_reason[120];
+	char		close_reason[CONNECTION_CLOSE_REASON_MAX + 1];
 
 	/* token bucket (presence.rate_limit, burst 2x) and abuse window */
 	double		tokens;
@@ -46,8 +56,8 @@ typedef struct Connection
 	int64		abuse_window_start_ms;
 	int			abuse_window_messages;
 
-	dlist_head	memberships;	/* Membership.connection_node */
-	dlist_node	all_node;		/* the worker's list of connections */
+	dlist_head	memberships;	/* live_state.c's Membership.connection_node */
+	dlist_node	all_node;		/* connections_all() */
 
 	/* outbound frames waiting for WRITEABLE, oldest first */
 	OutFrame  **out;
@@ -56,13 +66,27 @@ typedef struct Connection
 	int			out_capacity;
 	size_t		out_bytes;
 
-	/* a message being reassembled from fragments */
+	/* a message being reassembled from fragments (ws_server.c) */
 	char	   *rx;
 	size_t		rx_len;
 	size_t		rx_capacity;
 } Connection;
 
+extern void connections_init(const char *origin);
+extern Connection *connection_open(struct lws *wsi, const char *ip, const char *user_agent);
+extern void connection_detach(Connection *connection);
 extern void connection_hold(Connection *connection);
 extern void connection_release(Connection *connection);
+extern bool connection_is_open(const Connection *connection);
+
+extern void connection_send_frame(Connection *connection, OutFrame *frame);
+extern void connection_send_json(Connection *connection, json_t *message);
+extern void connection_close(Connection *connection, int code, const char *reason);
+extern int	connection_write_next(Connection *connection);
+extern bool connection_rate_allows(Connection *connection, int64 now_ms);
+
+extern dlist_head *connections_all(void);
+extern int	connections_count(void);
+extern void connections_close_all(int code, const char *reason);
 
 #endif							/* PRESENCE_CONNECTION_H */

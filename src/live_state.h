@@ -12,6 +12,7 @@
 
 #include "connection.h"
 #include "protocol.h"
+#include "shmem.h"
 
 typedef enum JoinOutcome
 {
@@ -20,7 +21,7 @@ typedef enum JoinOutcome
 	LIVE_JOIN_NO_MEMORY
 } JoinOutcome;
 
-extern void live_state_init(int worker_index);
+extern bool live_state_init(int worker_index);
 extern JoinOutcome live_join(Connection *connection, const char *session_id, const char *role,
 							 bool is_owner, const ClientRequest *request);
 extern bool live_leave(Connection *connection, const char *session_id);
@@ -40,16 +41,9 @@ extern bool live_flush(int64 now_ms);
 extern int64 live_next_deadline(int64 now_ms);
 
 extern int	live_send_to_session(const char *session_id, json_t *message);
-extern void live_end_session(const char *session_id, const char *status);
-extern void live_remove_participant(const char *session_id, const char *user_id);
-extern void live_change_role(const char *session_id, const char *user_id, const char *role);
+extern void live_apply_command(PresenceCommandKind kind, const char *session_id,
+							   const char *user_id, json_t *payload);
 extern void live_publish(void);
-extern void live_apply_command(const char *command, const char *session_id, const char *user_id,
-							   json_t *payload);
-extern void live_apply_snapshot(const char *session_id, const char **entries, int count);
-extern void live_apply_remote_event(const char *session_id, const char *payload, size_t len);
-extern void live_apply_remote_command(const char *payload, size_t len);
-extern void live_redis_changed(bool up);
 extern void live_gauges(int *sessions, int *users);
 
 #endif							/* PRESENCE_LIVE_STATE_H */

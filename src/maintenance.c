@@ -27,9 +27,8 @@
 #include "utils/guc.h"
 #include "utils/wait_event.h"
 
-#include "postmaster/postmaster.h"
-
 #include "clock.h"
+#include "node.h"
 #include "primary_link.h"
 #include "protocol.h"
 #include "redis_layout.h"
@@ -49,6 +48,10 @@ maintenance_period_ms(void)
 	return (long) period;
 }
 
+/* The timeout row of a user the Redis sweep removed, on either path. */
+#define SWEPT_USER_SQL \
+	"SELECT presence.log_activity($1, $2::uuid, 'user_timeout', '{\"reason\": \"connections expired\"}')"
+
 typedef struct SweptUser
 {
 	const char *session_id;
@@ -62,9 +65,7 @@ log_swept_user_work(void *arg)
 	Oid			types[2] = {TEXTOID, TEXTOID};
 	Datum		args[2] = {CStringGetTextDatum(swept->session_id), CStringGetTextDatum(swept->user_id)};
 
-	if (SPI_execute_with_args("SELECT presence.log_activity($1, $2::uuid, 'user_timeout',"
-							  " '{\"reason\": \"connections expired\"}')",
-							  2, types, args, NULL, false, 1) != SPI_OK_SELECT)
+	if (SPI_execute_with_args(SWEPT_USER_SQL, 2, types, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "presence: could not log a swept user");
 	return DB_OK;
 }
@@ -82,9 +83,7 @@ log_swept_user_on_primary(SweptUser *swept)
 	PGresult   *result = NULL;
 
 	if (conn && PQstatus(conn) == CONNECTION_OK)
-		result = PQexecParams(conn, "SELECT presence.log_activity($1, $2::uuid, 'user_timeout',"
-							  " '{\"reason\": \"connections expired\"}')",
-							  2, NULL, params, NULL, NULL, 0);
+		result = PQexecParams(conn, SWEPT_USER_SQL, 2, NULL, params, NULL, NULL, 0);
 	if (result == NULL || PQresultStatus(result) != PGRES_TUPLES_OK)
 		ereport(LOG, (errmsg("presence: could not log the timeout of user %s on the primary: %s",
 							 swept->user_id, conn ? PQerrorMessage(conn) : "no primary_conninfo")));
@@ -104,15 +103,11 @@ static void
 sweep_redis(void)
 {
 	char		cursor[32] = "0";
-	char		origin[128];
+	char		origin[REDIS_KEY_MAX];
 	char		prefix[REDIS_KEY_MAX];
 	size_t		prefix_len;
-	char		hostname[64];
 
-	if (gethostname(hostname, sizeof(hostname)) != 0)
-		strlcpy(hostname, "localhost", sizeof(hostname));
-	hostname[sizeof(hostname) - 1] = '\0';
-	snprintf(origin, sizeof(origin), "sweep:%s-%d", hostname, PostPortNumber);
+	snprintf(origin, sizeof(origin), "sweep:%s", presence_node_id());
 	redis_session_key(prefix, "");
 	prefix_len = strlen(prefix);
 	do
@@ -150,7 +145,7 @@ sweep_redis(void)
 				freeReplyObject(removed);
 		}
 		freeReplyObject(page);
-	} while (strcmp(cursor, "0") != 0 && !worker_shutdown_requested);
+	} while (strcmp(cursor, "0") != 0 && !ShutdownRequestPending);
 }
 
 

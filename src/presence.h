@@ -22,12 +22,8 @@
 #include "utils/builtins.h"
 #undef json_object
 
-/* Identifiers on the wire and in keys: sizes fixed by the schema. */
-#define PRESENCE_UUID_LEN		36	/* textual UUID without terminator */
-#define PRESENCE_SESSION_ID_MAX 128
-#define PRESENCE_USERNAME_MAX	255
-#define PRESENCE_ACTIVITY_MAX	256
-#define PRESENCE_EVENT_ID_MAX	128
+#include "presence_limits.h"
+
 #define PRESENCE_MAX_WORKERS	32
 
 /* GUCs (config.c); times are in milliseconds unless named otherwise. */

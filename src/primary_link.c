@@ -5,7 +5,7 @@
  *
  * Requests are queued and sent one at a time, in order; each gets its
  * callback with the primary's result once the statement has committed
- * (every request is one autocommitted statement), or with NULL when the
+ * (each is one autocommitted statement), or with NULL when the
  * connection failed.  The caller keeps what it sent until it hears back,
  * so a primary restart or failover delays writes and loses none.  After
  * a failure the link reconnects with a backoff (backoff.c), 200 ms
@@ -19,53 +19,45 @@
  */
 #include "presence.h"
 
-#include "access/xlog.h"
 #include "libpq-fe.h"
 #include "utils/guc.h"
 
 #include "backoff.h"
 #include "primary_link.h"
 
-#define MAX_PARAMS 8
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_CAP_MS 1000
 
-typedef struct PrimaryRequest
+typedef struct PrimaryStatement
 {
 	char	   *sql;
 	int			nparams;
-	char	   *params[MAX_PARAMS];
+	char	   *params[PRIMARY_LINK_MAX_PARAMS];
 	PrimaryReply done;
 	void	   *context;
-	struct PrimaryRequest *next;
-} PrimaryRequest;
+	struct PrimaryStatement *next;
+} PrimaryStatement;
 
-typedef enum LinkPhase
+typedef enum PrimaryLinkState
 {
 	PRIMARY_IDLE,				/* no connection, none wanted yet */
 	PRIMARY_WAITING,			/* backing off before the next attempt */
 	PRIMARY_CONNECTING,
 	PRIMARY_READY,
-	PRIMARY_BUSY				/* a request is in flight */
-} LinkPhase;
+	PRIMARY_BUSY				/* a statement is in flight */
+} PrimaryLinkState;
 
 static uv_loop_t *primary_loop;
 static PGconn *primary_conn;
 static uv_poll_t primary_poll;
 static bool primary_poll_active;
 static uv_timer_t primary_timer;
-static LinkPhase primary_phase = PRIMARY_IDLE;
+static PrimaryLinkState primary_state = PRIMARY_IDLE;
 static Backoff primary_backoff = BACKOFF_INIT(BACKOFF_FIRST_MS, BACKOFF_CAP_MS);
-static PrimaryRequest *queue_head;
-static PrimaryRequest *queue_tail;
+static PrimaryStatement *pending_head;
+static PrimaryStatement *pending_tail;
 
-static void link_drive(void);
-
-bool
-primary_link_needed(void)
-{
-	return RecoveryInProgress();
-}
+static void primary_drive(void);
 
 void
 primary_link_start(uv_loop_t *loop)
@@ -75,12 +67,12 @@ primary_link_start(uv_loop_t *loop)
 }
 
 static void
-request_free(PrimaryRequest *request)
+statement_free(PrimaryStatement *statement)
 {
-	free(request->sql);
-	for (int i = 0; i < request->nparams; i++)
-		free(request->params[i]);
-	free(request);
+	free(statement->sql);
+	for (int i = 0; i < statement->nparams; i++)
+		free(statement->params[i]);
+	free(statement);
 }
 
 /*
@@ -91,28 +83,28 @@ bool
 primary_link_send(const char *sql, int nparams, const char *const *params,
 				  PrimaryReply done, void *context)
 {
-	PrimaryRequest *request = calloc(1, sizeof(PrimaryRequest));
+	PrimaryStatement *statement = calloc(1, sizeof(PrimaryStatement));
 
-	if (request == NULL || nparams > MAX_PARAMS || (request->sql = strdup(sql)) == NULL)
+	if (statement == NULL || nparams > PRIMARY_LINK_MAX_PARAMS || (statement->sql = strdup(sql)) == NULL)
 	{
-		free(request);
+		free(statement);
 		return false;
 	}
-	request->nparams = nparams;
+	statement->nparams = nparams;
 	for (int i = 0; i < nparams; i++)
-		if (params[i] && (request->params[i] = strdup(params[i])) == NULL)
+		if (params[i] && (statement->params[i] = strdup(params[i])) == NULL)
 		{
-			request_free(request);
+			statement_free(statement);
 			return false;
 		}
-	request->done = done;
-	request->context = context;
-	if (queue_tail)
-		queue_tail->next = request;
+	statement->done = done;
+	statement->context = context;
+	if (pending_tail)
+		pending_tail->next = statement;
 	else
-		queue_head = request;
-	queue_tail = request;
-	link_drive();
+		pending_head = statement;
+	pending_tail = statement;
+	primary_drive();
 	return true;
 }
 
@@ -187,7 +179,7 @@ primary_conninfo_for_writes(void)
 
 /* Closes the connection and stops watching its socket. */
 static void
-link_disconnect(void)
+primary_disconnect(void)
 {
 	if (primary_poll_active)
 	{
@@ -203,33 +195,33 @@ link_disconnect(void)
 static void
 retry_timer_fired(uv_timer_t *timer)
 {
-	primary_phase = PRIMARY_IDLE;
-	link_drive();
+	primary_state = PRIMARY_IDLE;
+	primary_drive();
 }
 
 /*
- * Drops the connection, fails the request in flight back to its owner,
+ * Drops the connection, fails the statement in flight back to its owner,
  * backs off; logs the first failure of an outage.
  */
 static void
-link_failed(const char *detail)
+primary_failed(const char *detail)
 {
 	if (!backoff_in_outage(&primary_backoff))
 		ereport(LOG,
 				(errmsg("presence: cannot write to the primary: %s; writes wait and are retried",
 						detail)));
-	link_disconnect();
-	if (primary_phase == PRIMARY_BUSY && queue_head)
+	primary_disconnect();
+	if (primary_state == PRIMARY_BUSY && pending_head)
 	{
-		PrimaryRequest *failed = queue_head;
+		PrimaryStatement *failed = pending_head;
 
-		queue_head = failed->next;
-		if (queue_head == NULL)
-			queue_tail = NULL;
+		pending_head = failed->next;
+		if (pending_head == NULL)
+			pending_tail = NULL;
 		failed->done(NULL, failed->context);
-		request_free(failed);
+		statement_free(failed);
 	}
-	primary_phase = PRIMARY_WAITING;
+	primary_state = PRIMARY_WAITING;
 	uv_timer_start(&primary_timer, retry_timer_fired, backoff_next_delay(&primary_backoff), 0);
 }
 
@@ -252,11 +244,11 @@ collect_result(void)
 {
 	PGresult   *result = NULL;
 	PGresult   *next;
-	PrimaryRequest *request = queue_head;
+	PrimaryStatement *statement = pending_head;
 
 	if (!PQconsumeInput(primary_conn))
 	{
-		link_failed(PQerrorMessage(primary_conn));
+		primary_failed(PQerrorMessage(primary_conn));
 		return;
 	}
 	if (PQisBusy(primary_conn))
@@ -267,15 +259,15 @@ collect_result(void)
 			PQclear(result);
 		result = next;
 	}
-	queue_head = request->next;
-	if (queue_head == NULL)
-		queue_tail = NULL;
-	primary_phase = PRIMARY_READY;
-	request->done(result, request->context);
-	request_free(request);
+	pending_head = statement->next;
+	if (pending_head == NULL)
+		pending_tail = NULL;
+	primary_state = PRIMARY_READY;
+	statement->done(result, statement->context);
+	statement_free(statement);
 	if (result)
 		PQclear(result);
-	link_drive();
+	primary_drive();
 }
 
 static void
@@ -284,51 +276,51 @@ on_socket(uv_poll_t *poll, int status, int events)
 	/* libuv stops watching a socket it reports an error on */
 	if (status < 0)
 	{
-		link_failed(uv_strerror(status));
+		primary_failed(uv_strerror(status));
 		return;
 	}
-	if (primary_phase == PRIMARY_CONNECTING)
-		link_drive();
-	else if (primary_phase == PRIMARY_BUSY)
+	if (primary_state == PRIMARY_CONNECTING)
+		primary_drive();
+	else if (primary_state == PRIMARY_BUSY)
 	{
 		if ((events & UV_WRITABLE) && PQflush(primary_conn) == 0)
 			watch_socket(UV_READABLE);
 		if (events & UV_READABLE)
 			collect_result();
 	}
-	else if (primary_phase == PRIMARY_READY && (events & UV_READABLE) && !PQconsumeInput(primary_conn))
-		link_failed(PQerrorMessage(primary_conn));
+	else if (primary_state == PRIMARY_READY && (events & UV_READABLE) && !PQconsumeInput(primary_conn))
+		primary_failed(PQerrorMessage(primary_conn));
 }
 
 /*
  * The link's state machine: connect when there is something to send,
- * follow PQconnectPoll, send the next request when ready.
+ * follow PQconnectPoll, send the next statement when ready.
  */
 static void
-link_drive(void)
+primary_drive(void)
 {
 	if (primary_loop == NULL)
 		return;
-	if (primary_phase == PRIMARY_IDLE && queue_head)
+	if (primary_state == PRIMARY_IDLE && pending_head)
 	{
 		char	   *conninfo = primary_conninfo_for_writes();
 
 		if (conninfo == NULL)
 		{
-			primary_phase = PRIMARY_CONNECTING;
-			link_failed("no primary_conninfo to reach it");
+			primary_state = PRIMARY_CONNECTING;
+			primary_failed("no primary_conninfo to reach it");
 			return;
 		}
 		primary_conn = PQconnectStart(conninfo);
 		free(conninfo);
-		primary_phase = PRIMARY_CONNECTING;
+		primary_state = PRIMARY_CONNECTING;
 		if (primary_conn == NULL || PQstatus(primary_conn) == CONNECTION_BAD)
 		{
-			link_failed(primary_conn ? PQerrorMessage(primary_conn) : "out of memory");
+			primary_failed(primary_conn ? PQerrorMessage(primary_conn) : "out of memory");
 			return;
 		}
 	}
-	if (primary_phase == PRIMARY_CONNECTING)
+	if (primary_state == PRIMARY_CONNECTING)
 	{
 		switch (PQconnectPoll(primary_conn))
 		{
@@ -342,26 +334,26 @@ link_drive(void)
 				if (backoff_succeeded(&primary_backoff))
 					ereport(LOG, (errmsg("presence: writing to the primary again")));
 				PQsetnonblocking(primary_conn, 1);
-				primary_phase = PRIMARY_READY;
+				primary_state = PRIMARY_READY;
 				watch_socket(UV_READABLE);
 				break;
 			default:
-				link_failed(PQerrorMessage(primary_conn));
+				primary_failed(PQerrorMessage(primary_conn));
 				return;
 		}
 	}
-	if (primary_phase == PRIMARY_READY && queue_head)
+	if (primary_state == PRIMARY_READY && pending_head)
 	{
-		PrimaryRequest *request = queue_head;
+		PrimaryStatement *statement = pending_head;
 
-		if (!PQsendQueryParams(primary_conn, request->sql, request->nparams, NULL,
-							   (const char *const *) request->params, NULL, NULL, 0))
+		if (!PQsendQueryParams(primary_conn, statement->sql, statement->nparams, NULL,
+							   (const char *const *) statement->params, NULL, NULL, 0))
 		{
-			primary_phase = PRIMARY_BUSY;
-			link_failed(PQerrorMessage(primary_conn));
+			primary_state = PRIMARY_BUSY;
+			primary_failed(PQerrorMessage(primary_conn));
 			return;
 		}
-		primary_phase = PRIMARY_BUSY;
+		primary_state = PRIMARY_BUSY;
 		watch_socket(PQflush(primary_conn) == 0 ? UV_READABLE : UV_READABLE | UV_WRITABLE);
 	}
 }
@@ -369,16 +361,16 @@ link_drive(void)
 void
 primary_link_stop(void)
 {
-	while (queue_head)
+	while (pending_head)
 	{
-		PrimaryRequest *request = queue_head;
+		PrimaryStatement *statement = pending_head;
 
-		queue_head = request->next;
-		request->done(NULL, request->context);
-		request_free(request);
+		pending_head = statement->next;
+		statement->done(NULL, statement->context);
+		statement_free(statement);
 	}
-	queue_tail = NULL;
-	link_disconnect();
+	pending_tail = NULL;
+	primary_disconnect();
 	if (primary_loop)
 	{
 		uv_timer_stop(&primary_timer);

@@ -10,10 +10,11 @@
 
 #include "libpq-fe.h"
 
-/* Called once per request: the result (owned by the link), or NULL when the connection failed. */
+#define PRIMARY_LINK_MAX_PARAMS 8
+
+/* Called once per statement: the result (owned by the link), or NULL when the connection failed. */
 typedef void (*PrimaryReply) (PGresult *result, void *context);
 
-extern bool primary_link_needed(void);
 extern void primary_link_start(uv_loop_t *loop);
 extern bool primary_link_send(const char *sql, int nparams, const char *const *params,
 							  PrimaryReply done, void *context);

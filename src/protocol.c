@@ -28,12 +28,26 @@ const char *const request_type_names[REQ_TYPE_COUNT] = {
 	[REQ_SESSION_END] = "session_end",
 };
 
-const char *const presence_status_names[3] = {"online", "away", "offline"};
+const char *const presence_status_names[STATUS_COUNT] = {"online", "away", "offline"};
 
 const char *const server_message_types[SERVER_MESSAGE_TYPES] = {
 	"welcome", "session_created", "session_joined", "ack", "heartbeat_ack", "error",
 	"presence", "activity", "broadcast", "session_ended", "session_removed"
 };
+
+const char *const protocol_error_codes[PROTOCOL_ERROR_CODES] = {
+	"bad_request", "unauthorized", "forbidden", "not_found",
+	"session_full", "rate_limited", "unavailable", "internal"
+};
+
+int
+protocol_error_code_index(const char *code)
+{
+	for (int i = 0; i < PROTOCOL_ERROR_CODES; i++)
+		if (strcmp(code, protocol_error_codes[i]) == 0)
+			return i;
+	return -1;
+}
 
 int
 server_message_type_index(const char *type)
@@ -50,7 +64,7 @@ protocol_valid_session_id(const char *session_id)
 {
 	size_t		len = strlen(session_id);
 
-	if (len < 1 || len > 128 || !isalnum((unsigned char) session_id[0]))
+	if (len < 1 || len > PRESENCE_SESSION_ID_MAX || !isalnum((unsigned char) session_id[0]))
 		return false;
 	for (size_t i = 1; i < len; i++)
 	{
@@ -112,7 +126,7 @@ optional_string(json_t *root, const char *name, size_t max_len, const char **out
 static bool
 parse_session_id(json_t *root, ClientRequest *request, bool required, const char **problem)
 {
-	if (!OPTIONAL_STRING(session_id, "sessionId", 128))
+	if (!OPTIONAL_STRING(session_id, "sessionId", PRESENCE_SESSION_ID_MAX))
 		return false;
 	if (request->session_id == NULL)
 	{
@@ -173,7 +187,7 @@ parse_cursor(json_t *root, ClientRequest *request, bool required, const char **p
 		*problem = "cursor must be {\"eventId\": string, \"position\": integer}";
 		return false;
 	}
-	if (json_string_length(event_id) > 128 || strlen(json_string_value(event_id)) != json_string_length(event_id))
+	if (json_string_length(event_id) > PRESENCE_EVENT_ID_MAX || strlen(json_string_value(event_id)) != json_string_length(event_id))
 	{
 		*problem = "cursor.eventId is too long";
 		return false;
@@ -206,7 +220,7 @@ parse_object(json_t *root, const char *name, json_t **out, const char **problem,
 	return true;
 }
 
-/* Field rules of each request type (PROTOCOL.md, "Requests"). */
+/* Field rules of each request type (docs/protocol.md, "Requests"). */
 static bool
 parse_fields(json_t *root, ClientRequest *request, const char **problem)
 {
@@ -223,21 +237,21 @@ parse_fields(json_t *root, ClientRequest *request, const char **problem)
 			return true;
 		case REQ_SESSION_CREATE:
 			return parse_session_id(root, request, false, problem) &&
-				OPTIONAL_STRING(operation_id, "operationId", 255) &&
-				OPTIONAL_STRING(target, "target", 500) &&
-				OPTIONAL_STRING(objective, "objective", 10000) &&
+				OPTIONAL_STRING(operation_id, "operationId", PRESENCE_OPERATION_ID_MAX) &&
+				OPTIONAL_STRING(target, "target", PRESENCE_TARGET_MAX) &&
+				OPTIONAL_STRING(objective, "objective", PRESENCE_OBJECTIVE_MAX) &&
 				parse_object(root, "metadata", &request->metadata, problem, "metadata must be an object");
 		case REQ_SESSION_JOIN:
 			return parse_session_id(root, request, true, problem) &&
 				parse_status(root, request, false, problem) &&
-				OPTIONAL_STRING(activity, "activity", 256) &&
+				OPTIONAL_STRING(activity, "activity", PRESENCE_ACTIVITY_MAX) &&
 				parse_cursor(root, request, false, problem);
 		case REQ_SESSION_LEAVE:
 			return parse_session_id(root, request, true, problem);
 		case REQ_PRESENCE_UPDATE:
 			return parse_session_id(root, request, true, problem) &&
 				parse_status(root, request, true, problem) &&
-				OPTIONAL_STRING(activity, "activity", 256);
+				OPTIONAL_STRING(activity, "activity", PRESENCE_ACTIVITY_MAX);
 		case REQ_CURSOR_UPDATE:
 			return parse_session_id(root, request, true, problem) &&
 				parse_cursor(root, request, true, problem);
@@ -246,7 +260,7 @@ parse_fields(json_t *root, ClientRequest *request, const char **problem)
 				parse_cursor(root, request, false, problem);
 		case REQ_ACTIVITY:
 			if (!parse_session_id(root, request, true, problem) ||
-				!OPTIONAL_STRING(activity_type, "activityType", 64) ||
+				!OPTIONAL_STRING(activity_type, "activityType", PRESENCE_ACTIVITY_TYPE_MAX) ||
 				!parse_object(root, "details", &request->details, problem, "details must be an object"))
 				return false;
 			if (request->activity_type == NULL || !valid_activity_type(request->activity_type))
@@ -257,7 +271,7 @@ parse_fields(json_t *root, ClientRequest *request, const char **problem)
 			return true;
 		case REQ_SESSION_END:
 			if (!parse_session_id(root, request, true, problem) ||
-				!OPTIONAL_STRING(end_status, "status", 16))
+				!OPTIONAL_STRING(end_status, "status", PRESENCE_END_STATUS_MAX))
 				return false;
 			if (request->end_status == NULL)
 				request->end_status = "completed";

@@ -1,6 +1,6 @@
 /*-------------------------------------------------------------------------
  * protocol.h
- *	  Protocol v1 (PROTOCOL.md): client requests parsed and validated into
+ *	  Protocol v1 (docs/protocol.md): client requests parsed and validated into
  *	  a ClientRequest, server messages built as jansson objects.  Nothing
  *	  here raises a PostgreSQL error; everything runs inside lws callbacks.
  *-------------------------------------------------------------------------
@@ -11,6 +11,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <jansson.h>
+
+#include "presence_limits.h"
 
 /* see protocol_object(): never call jansson's json_object() from here */
 #define json_object() use_protocol_object_instead
@@ -36,13 +38,14 @@ typedef enum PresenceStatus
 {
 	STATUS_ONLINE,
 	STATUS_AWAY,
-	STATUS_OFFLINE
+	STATUS_OFFLINE,
+	STATUS_COUNT
 } PresenceStatus;
 
 typedef struct CursorPosition
 {
 	bool		present;
-	char		event_id[129];
+	char		event_id[PRESENCE_EVENT_ID_MAX + 1];
 	int64_t		position;
 } CursorPosition;
 
@@ -67,7 +70,12 @@ typedef struct ClientRequest
 } ClientRequest;
 
 extern const char *const request_type_names[REQ_TYPE_COUNT];
-extern const char *const presence_status_names[3];
+extern const char *const presence_status_names[STATUS_COUNT];
+
+/* Error codes of docs/protocol.md, in the order /metrics counts them. */
+#define PROTOCOL_ERROR_CODES 8
+extern const char *const protocol_error_codes[PROTOCOL_ERROR_CODES];
+extern int	protocol_error_code_index(const char *code);
 
 #define SERVER_MESSAGE_TYPES 11
 extern const char *const server_message_types[SERVER_MESSAGE_TYPES];

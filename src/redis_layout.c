@@ -242,13 +242,13 @@ too_long:
 	return false;
 }
 
-void
+static void
 redis_user_key(char *out, const char *session_id, const char *user_id)
 {
 	snprintf(out, REDIS_KEY_MAX, "%spresence:%s:%s", presence_redis_prefix, session_id, user_id);
 }
 
-void
+static void
 redis_user_key_prefix(char *out, const char *session_id)
 {
 	snprintf(out, REDIS_KEY_MAX, "%spresence:%s:", presence_redis_prefix, session_id);
@@ -260,13 +260,13 @@ redis_session_key(char *out, const char *session_id)
 	snprintf(out, REDIS_KEY_MAX, "%spresence:session:%s", presence_redis_prefix, session_id);
 }
 
-void
+static void
 redis_conns_key(char *out, const char *session_id, const char *user_id)
 {
 	snprintf(out, REDIS_KEY_MAX, "%spresence:conns:%s:%s", presence_redis_prefix, session_id, user_id);
 }
 
-void
+static void
 redis_conns_key_prefix(char *out, const char *session_id)
 {
 	snprintf(out, REDIS_KEY_MAX, "%spresence:conns:%s:", presence_redis_prefix, session_id);
@@ -310,6 +310,28 @@ redis_user_keys(RedisUserKeys *keys, const char *session_id, const char *user_id
 	redis_channel(keys->channel, session_id);
 	snprintf(keys->now, sizeof(keys->now), INT64_FORMAT, (int64) now_ms);
 	snprintf(keys->ttl, sizeof(keys->ttl), "%d", presence_presence_ttl_ms);
+}
+
+/*
+ * The argument vector of EVALSHA for a script: the command, its SHA-1,
+ * the key count, then args (its keys, then its arguments).  argv has room
+ * for REDIS_SCRIPT_ARGV_MAX entries and nkeys_text for 8 bytes; returns
+ * the number of entries, or -1 when there are more than
+ * REDIS_SCRIPT_MAX_ARGS args.
+ */
+int
+redis_script_argv(const RedisScript *script, int nkeys, const char **args, int nargs,
+				  const char **argv, char *nkeys_text)
+{
+	if (nargs > REDIS_SCRIPT_MAX_ARGS)
+		return -1;
+	snprintf(nkeys_text, 8, "%d", nkeys);
+	argv[0] = "EVALSHA";
+	argv[1] = script->sha1;
+	argv[2] = nkeys_text;
+	for (int i = 0; i < nargs; i++)
+		argv[3 + i] = args[i];
+	return 3 + nargs;
 }
 
 void
@@ -423,7 +445,7 @@ redis_parse_command(const char *payload, size_t len, RedisCommand *command)
 }
 
 /*
- * Reads a PresenceData object (PROTOCOL.md) as another node wrote it:
+ * Reads a PresenceData object (docs/protocol.md) as another node wrote it:
  * each field that is missing, of the wrong type or longer than the
  * schema allows is left NULL / false / -1, never truncated (a cut could
  * split a UTF-8 sequence, and the user could then not be serialised).

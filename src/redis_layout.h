@@ -41,13 +41,15 @@ extern bool redis_configured(void);
 extern bool redis_parse_url(const char *url, RedisTarget *target, const char **problem);
 extern void redis_scripts_init(void);
 
+/* The most arguments (keys included) a script takes, and the EVALSHA vector that carries them. */
+#define REDIS_SCRIPT_MAX_ARGS 13
+#define REDIS_SCRIPT_ARGV_MAX (REDIS_SCRIPT_MAX_ARGS + 3)
+extern int	redis_script_argv(const RedisScript *script, int nkeys, const char **args, int nargs,
+							  const char **argv, char *nkeys_text);
+
 /* Key and channel names; out has room for REDIS_KEY_MAX bytes. */
 #define REDIS_KEY_MAX 512
-extern void redis_user_key(char *out, const char *session_id, const char *user_id);
-extern void redis_user_key_prefix(char *out, const char *session_id);
 extern void redis_session_key(char *out, const char *session_id);
-extern void redis_conns_key(char *out, const char *session_id, const char *user_id);
-extern void redis_conns_key_prefix(char *out, const char *session_id);
 extern void redis_channel(char *out, const char *session_id);
 extern void redis_commands_channel(char *out);
 extern const char *redis_session_of_channel(const char *channel, size_t len, char *session_id);

@@ -15,10 +15,12 @@
  * short because these are a server's own two connections, not a crowd of
  * clients, and cross-worker delivery waits for them: Redis answering
  * again is noticed within about a second however long it was away.
- * When both are READY again live_state re-subscribes its sessions and
- * re-publishes its presence at once, so views converge right after an
- * outage.  While Redis is down, nothing waits for it: live_state serves
- * local clients from memory.
+ * When both are READY again the availability handler (live_remote.c)
+ * re-subscribes its sessions and re-publishes its presence at once, so
+ * views converge right after an outage.  While Redis is down, nothing
+ * waits for it: live state serves local clients from memory.  What the
+ * link receives goes up only through the RedisLinkHandlers it was
+ * started with.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -28,7 +30,6 @@
 
 #include "backoff.h"
 #include "clock.h"
-#include "live_state.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 #include "shmem.h"
@@ -36,19 +37,19 @@
 #define BACKOFF_FIRST_MS 200
 #define BACKOFF_CAP_MS 1000
 
-typedef enum LinkState
+typedef enum RedisLinkState
 {
 	LINK_DOWN,
 	LINK_CONNECTING,
 	LINK_HANDSHAKE,
 	LINK_READY
-} LinkState;
+} RedisLinkState;
 
 typedef struct RedisConnection
 {
 	const char *role;
 	redisAsyncContext *context;
-	LinkState	state;
+	RedisLinkState	state;
 	uv_timer_t	timer;			/* connect timeout, then reconnect backoff */
 	Backoff		backoff;		/* also: whether the current outage was logged */
 } RedisConnection;
@@ -62,7 +63,9 @@ static RedisConnection link_subscriptions = {
 static RedisTarget link_target;
 static uv_loop_t *link_loop;
 static bool link_stopping;
-static char link_origin[128];
+#define LINK_ORIGIN_MAX 127
+static char link_origin[LINK_ORIGIN_MAX + 1];
+static const RedisLinkHandlers *link_handlers;
 
 static void link_connect(RedisConnection *connection);
 static void on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privdata);
@@ -93,7 +96,7 @@ reconnect_timer_fired(uv_timer_t *timer)
 
 /* Drops to DOWN and tries again after the backoff; logs the first failure of an outage. */
 static void
-link_failed(RedisConnection *connection, const char *what, const char *detail)
+connection_failed(RedisConnection *connection, const char *what, const char *detail)
 {
 	bool		was_ready = connection->state == LINK_READY;
 
@@ -109,7 +112,7 @@ link_failed(RedisConnection *connection, const char *what, const char *detail)
 	uv_timer_stop(&connection->timer);
 	uv_timer_start(&connection->timer, reconnect_timer_fired, backoff_next_delay(&connection->backoff), 0);
 	if (was_ready)
-		live_redis_changed(false);
+		link_handlers->availability(false);
 }
 
 static void
@@ -124,7 +127,7 @@ connect_timed_out(uv_timer_t *timer)
 	/* a context that never connected gets no disconnect callback */
 	context->data = NULL;
 	redisAsyncFree(context);
-	link_failed(connection, "timed out", "no answer within presence.redis_connect_timeout");
+	connection_failed(connection, "timed out", "no answer within presence.redis_connect_timeout");
 }
 
 static void
@@ -137,7 +140,7 @@ on_connect(const redisAsyncContext *context, int status)
 	if (status != REDIS_OK)
 	{
 		uv_timer_stop(&connection->timer);
-		link_failed(connection, "failed", context->errstr);
+		connection_failed(connection, "failed", context->errstr);
 		return;
 	}
 	connection->state = LINK_HANDSHAKE;
@@ -151,7 +154,7 @@ on_disconnect(const redisAsyncContext *context, int status)
 	if (connection == NULL || connection->context != context)
 		return;
 	uv_timer_stop(&connection->timer);
-	link_failed(connection, "lost", status == REDIS_OK ? "closed" : context->errstr);
+	connection_failed(connection, "lost", status == REDIS_OK ? "closed" : context->errstr);
 }
 
 /* One handshake step answered; an error ends the attempt. */
@@ -173,7 +176,7 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 		uv_timer_stop(&connection->timer);
 		context->data = NULL;
 		redisAsyncDisconnect((redisAsyncContext *) context);
-		link_failed(connection, "was refused", detail);
+		connection_failed(connection, "was refused", detail);
 		return;
 	}
 	if (strcmp(step, "PING") != 0)
@@ -192,7 +195,7 @@ on_handshake_reply(redisAsyncContext *context, void *reply_ptr, void *privdata)
 		redisAsyncCommand(connection->context, on_subscription_message, NULL, "SUBSCRIBE %s", channel);
 	}
 	if (redis_link_ready())
-		live_redis_changed(true);
+		link_handlers->availability(true);
 }
 
 /*
@@ -312,7 +315,7 @@ link_connect(RedisConnection *connection)
 	{
 		const char *detail = context ? context->errstr : "out of memory";
 
-		link_failed(connection, "failed", detail);
+		connection_failed(connection, "failed", detail);
 		if (context)
 			redisAsyncFree(context);
 		return;
@@ -320,7 +323,7 @@ link_connect(RedisConnection *connection)
 	if (!poll_attach(context))
 	{
 		redisAsyncFree(context);
-		link_failed(connection, "failed", "could not attach to the event loop");
+		connection_failed(connection, "failed", "could not attach to the event loop");
 		return;
 	}
 	context->data = connection;
@@ -353,11 +356,12 @@ link_connect(RedisConnection *connection)
  * this worker in published messages, so its own echoes can be ignored.
  */
 void
-redis_link_start(uv_loop_t *loop, const char *origin)
+redis_link_start(uv_loop_t *loop, const char *origin, const RedisLinkHandlers *handlers)
 {
 	const char *problem = NULL;
 
 	strlcpy(link_origin, origin, sizeof(link_origin));
+	link_handlers = handlers;
 	if (!redis_configured())
 		return;
 	if (!redis_parse_url(presence_redis_url, &link_target, &problem))
@@ -418,20 +422,17 @@ static bool
 run_script(const RedisScript *script, int nkeys, const char **args, int nargs,
 		   redisCallbackFn *callback, void *privdata)
 {
-	const char *argv[16];
-	size_t		argvlen[16];
+	const char *argv[REDIS_SCRIPT_ARGV_MAX];
+	size_t		argvlen[REDIS_SCRIPT_ARGV_MAX];
+	char		keys[8];
+	int			argc = redis_script_argv(script, nkeys, args, nargs, argv, keys);
 
-	if (!link_ready(&link_commands))
+	if (argc < 0 || !link_ready(&link_commands))
 		return false;
-	argv[0] = "EVALSHA";
-	argv[1] = script->sha1;
-	argv[2] = nkeys == 1 ? "1" : nkeys == 2 ? "2" : "4";
-	for (int i = 0; i < nargs; i++)
-		argv[3 + i] = args[i];
-	for (int i = 0; i < 3 + nargs; i++)
+	for (int i = 0; i < argc; i++)
 		argvlen[i] = strlen(argv[i]);
 	return redisAsyncCommandArgv(link_commands.context, callback ? callback : on_script_reply,
-								 callback ? privdata : (void *) script, 3 + nargs, argv, argvlen) == REDIS_OK;
+								 callback ? privdata : (void *) script, argc, argv, argvlen) == REDIS_OK;
 }
 
 /*
@@ -491,14 +492,14 @@ on_snapshot(redisAsyncContext *context, void *reply_ptr, void *privdata)
 		for (size_t i = 0; entries && i < reply->elements; i++)
 			if (reply->element[i]->type == REDIS_REPLY_STRING)
 				entries[count++] = reply->element[i]->str;
-		live_apply_snapshot(session_id, entries, entries ? count : 0);
+		link_handlers->snapshot(session_id, entries, entries ? count : 0);
 		free(entries);
 	}
 	else
 	{
 		if (reply)
 			presence_count(CTR_REDIS_ERRORS, 1);
-		live_apply_snapshot(session_id, NULL, 0);
+		link_handlers->snapshot(session_id, NULL, 0);
 	}
 	free(session_id);
 }
@@ -514,7 +515,7 @@ request_snapshot(const char *session_id)
 	redis_session_keys(&keys, session_id, presence_now_ms());
 	if (privdata == NULL || !run_script(&redis_snapshot_script, 1, args, lengthof(args), on_snapshot, privdata))
 	{
-		live_apply_snapshot(session_id, NULL, 0);
+		link_handlers->snapshot(session_id, NULL, 0);
 		free(privdata);
 	}
 }
@@ -522,7 +523,7 @@ request_snapshot(const char *session_id)
 /*
  * Whether a session message is this worker's own: the local clients had
  * it already.  Our messages begin {"o":"<origin>", so most echoes are
- * dropped without parsing; live_state checks the parsed origin again.
+ * dropped without parsing; live_remote.c checks the parsed origin again.
  */
 static bool
 own_echo(const char *payload, size_t len)
@@ -536,7 +537,7 @@ own_echo(const char *payload, size_t len)
 /*
  * Everything the subscriptions connection receives: confirmations of
  * SUBSCRIBE (then the snapshot is read) and messages, which go to
- * live_state unless they are this worker's own echo.
+ * the handlers unless they are this worker's own echo.
  */
 static void
 on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privdata)
@@ -566,10 +567,10 @@ on_subscription_message(redisAsyncContext *context, void *reply_ptr, void *privd
 	if (strcmp(kind->str, "message") != 0 || payload->type != REDIS_REPLY_STRING)
 		return;
 	if (channel->len == strlen(commands) && memcmp(channel->str, commands, channel->len) == 0)
-		live_apply_remote_command(payload->str, payload->len);
+		link_handlers->command(payload->str, payload->len);
 	else if (!own_echo(payload->str, payload->len) &&
 			 redis_session_of_channel(channel->str, channel->len, session_id))
-		live_apply_remote_event(session_id, payload->str, payload->len);
+		link_handlers->event(session_id, payload->str, payload->len);
 }
 
 /* Starts receiving a session's events; its snapshot follows the confirmation. */

@@ -10,7 +10,27 @@
 
 #include "presence.h"
 
-extern void redis_link_start(uv_loop_t *loop, const char *origin);
+/*
+ * What the link calls up into, from inside hiredis callbacks (so none of
+ * them may raise a PostgreSQL error).
+ */
+typedef struct RedisLinkHandlers
+{
+	/*
+	 * A watched session's snapshot: entries alternate PresenceData JSON
+	 * and the space-separated ids of that user's fresh connections;
+	 * NULL when it could not be read.
+	 */
+	void		(*snapshot) (const char *session_id, const char **entries, int count);
+	/* A message on a watched session's channel that is not this worker's own. */
+	void		(*event) (const char *session_id, const char *payload, size_t len);
+	/* A message on the node-wide commands channel. */
+	void		(*command) (const char *payload, size_t len);
+	/* Both connections are ready (up), or one of them was lost. */
+	void		(*availability) (bool up);
+} RedisLinkHandlers;
+
+extern void redis_link_start(uv_loop_t *loop, const char *origin, const RedisLinkHandlers *handlers);
 extern void redis_link_stop(void);
 extern bool redis_link_ready(void);
 extern const char *redis_link_origin(void);

@@ -95,28 +95,23 @@ sync_connect(void)
  * Runs a layout script: EVALSHA, and EVAL (which also caches it) when
  * Redis does not know it yet.  args are the script's keys then arguments.
  */
-redisReply *
+static redisReply *
 redis_sync_script(const RedisScript *script, int nkeys, const char **args, int nargs)
 {
-	const char *argv[16];
+	const char *argv[REDIS_SCRIPT_ARGV_MAX];
 	char		keys[8];
+	int			argc = redis_script_argv(script, nkeys, args, nargs, argv, keys);
 	redisReply *reply;
 
-	if (!sync_connect() || nargs > 13)
+	if (argc < 0 || !sync_connect())
 		return NULL;
-	snprintf(keys, sizeof(keys), "%d", nkeys);
-	argv[0] = "EVALSHA";
-	argv[1] = script->sha1;
-	argv[2] = keys;
-	for (int i = 0; i < nargs; i++)
-		argv[3 + i] = args[i];
-	reply = redisCommandArgv(sync_context, 3 + nargs, argv, NULL);
+	reply = redisCommandArgv(sync_context, argc, argv, NULL);
 	if (reply && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0)
 	{
 		freeReplyObject(reply);
 		argv[0] = "EVAL";
 		argv[1] = script->source;
-		reply = redisCommandArgv(sync_context, 3 + nargs, argv, NULL);
+		reply = redisCommandArgv(sync_context, argc, argv, NULL);
 	}
 	return sync_checked(reply);
 }

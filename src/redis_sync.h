@@ -10,7 +10,6 @@
 
 #include "redis_layout.h"
 
-extern redisReply *redis_sync_script(const RedisScript *script, int nkeys, const char **args, int nargs);
 extern redisReply *redis_sync_session_users(const char *session_id, int64 now_ms);
 extern redisReply *redis_sync_scan_sessions(const char *cursor);
 extern redisReply *redis_sync_sweep_session(const char *session_id, const char *origin, int64 now_ms);

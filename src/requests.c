@@ -1,41 +1,38 @@
 /*-------------------------------------------------------------------------
  * requests.c
- *	  One client message, from parsed request to reply: authentication,
- *	  authorisation, the change to live state, the activity it logs.
+ *	  What a client message means: authentication, authorisation, the
+ *	  change to live state, the write it makes, the reply it gets.
  *
- * The path of a message is socket (ws_server.c) -> parse (protocol.c) ->
- * authorise (here, with worker_db.c) -> state and fan-out (live_state.c)
- * -> activity queue (activity.c).  Replies follow PROTOCOL.md: a request
- * with a ref gets exactly one reply carrying it; without a ref only
- * failures are answered, except where the result itself is the point
- * (welcome, session_created, session_joined, heartbeat_ack).
+ * The top of a ws worker.  The transport hands it whole messages
+ * (requests_ws_handlers), the activity queue hands it rows once they are
+ * written or refused (requests_activity_handlers); both are wired by
+ * ws_worker.c.  The path of a message is socket (ws_server.c) -> here,
+ * rate limit (connection.c) and parse (protocol.c) -> authorise
+ * (worker_db.c) -> state and fan-out (live_state.c) or a write
+ * (db_write.c, activity.c) -> reply (connection.c).  Replies follow
+ * docs/protocol.md: a request with a ref gets exactly one reply carrying
+ * it; without a ref only failures are answered, except where the result
+ * itself is the point (welcome, session_created, session_joined,
+ * heartbeat_ack).
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
 
 #include "activity.h"
 #include "clock.h"
+#include "db_write.h"
 #include "live_state.h"
-#include "primary_link.h"
 #include "protocol.h"
 #include "requests.h"
 #include "shmem.h"
 #include "worker_db.h"
 #include "ws_server.h"
 
-/* Error codes of PROTOCOL.md, in the order /metrics counts them. */
-const char *const request_error_codes[REQUEST_ERROR_CODES] = {
-	"bad_request", "unauthorized", "forbidden", "not_found",
-	"session_full", "rate_limited", "unavailable", "internal"
-};
-
-void
+static void
 request_fail(Connection *connection, json_t *ref, const char *code, const char *message)
 {
-	for (int i = 0; i < REQUEST_ERROR_CODES; i++)
-		if (strcmp(code, request_error_codes[i]) == 0)
-			presence_count_error(i);
-	ws_send_json(connection, protocol_error(ref, code, message));
+	presence_count_error(protocol_error_code_index(code));
+	connection_send_json(connection, protocol_error(ref, code, message));
 }
 
 /* The plain ack a request with a ref gets; nothing without one. */
@@ -43,7 +40,7 @@ static void
 acknowledge(Connection *connection, json_t *ref)
 {
 	if (ref)
-		ws_send_json(connection, protocol_reply("ack", ref));
+		connection_send_json(connection, protocol_reply("ack", ref));
 }
 
 /* Answers a failed database step with the matching protocol error. */
@@ -64,7 +61,6 @@ fail_db(Connection *connection, json_t *ref, DbResult result, const char *not_fo
 			request_fail(connection, ref, "bad_request", invalid);
 			break;
 		case DB_OK:
-		case DB_READ_ONLY:
 		case DB_BUSY:
 		case DB_FAILED:
 			request_fail(connection, ref, "unavailable", "the database is unavailable; retry later");
@@ -72,25 +68,6 @@ fail_db(Connection *connection, json_t *ref, DbResult result, const char *not_fo
 	}
 }
 
-/*
- * Authenticates a connection with the token of an auth message.  Failure
- * closes with 4001 and a reason that never quotes the token.
- */
-void
-request_authenticate(Connection *connection, const char *token, size_t token_len, json_t *ref)
-{
-	JwtIdentity identity;
-	JwtVerdict	verdict = jwt_verify(token, token_len, presence_jwt_secret, presence_jwt_audience,
-									 presence_jwt_leeway_s, presence_now_ms() / 1000, &identity);
-
-	if (verdict != JWT_VALID)
-	{
-		presence_count(CTR_AUTH_FAILURES, 1);
-		ws_close(connection, 4001, jwt_verdict_message(verdict));
-		return;
-	}
-	request_admit(connection, &identity, ref);
-}
 
 /* Authenticated: the connection takes the token's identity and gets welcome. */
 static void
@@ -99,7 +76,7 @@ admit_finish(Connection *connection, const JwtIdentity *identity, const char *st
 	json_t	   *welcome;
 
 	connection->authenticated = true;
-	ws_connection_authenticated(connection);
+	ws_server_authenticated(connection);
 	strlcpy(connection->user_id, identity->user_id, sizeof(connection->user_id));
 	strlcpy(connection->username, identity->username[0] ? identity->username : stored_name,
 			sizeof(connection->username));
@@ -115,12 +92,13 @@ admit_finish(Connection *connection, const JwtIdentity *identity, const char *st
 	json_object_set_new(welcome, "username", json_string(connection->username));
 	json_object_set_new(welcome, "heartbeatInterval", json_integer(presence_heartbeat_interval_ms));
 	json_object_set_new(welcome, "serverTime", json_integer(presence_now_ms()));
-	ws_send_json(connection, welcome);
+	connection_send_json(connection, welcome);
 }
 
 /*
- * A request a standby sent to the primary, waiting for its answer: the
- * connection is held so the answer never lands on freed memory.
+ * A request whose write is on its way (db_submit answers at once on a
+ * primary, later on a standby): the connection is held so the answer
+ * never lands on freed memory.
  */
 typedef struct PendingReply
 {
@@ -151,26 +129,6 @@ pending_reply_free(PendingReply *pending)
 	free(pending);
 }
 
-static bool
-primary_succeeded(PGresult *result)
-{
-	return result && PQresultStatus(result) == PGRES_TUPLES_OK && PQntuples(result) == 1;
-}
-
-/* Answers a request the primary refused or could not take. */
-static void
-fail_primary(Connection *connection, json_t *ref, PGresult *result, const char *refused)
-{
-	DbResult	outcome = result ? db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE)) : DB_FAILED;
-
-	if (outcome == DB_CONFLICT)
-		request_fail(connection, ref, "bad_request", "a session with this sessionId already exists");
-	else if (outcome == DB_INVALID || outcome == DB_NOT_FOUND)
-		request_fail(connection, ref, "bad_request", refused);
-	else
-		request_fail(connection, ref, "unavailable", "the primary database is unavailable; retry later");
-}
-
 /*
  * Refuses a connection whose user could not be found or added: 4001 with
  * the reason when the database said no (a retry would not help), 1011
@@ -181,51 +139,52 @@ refuse_user(Connection *connection, DbResult result)
 {
 	presence_count(CTR_AUTH_FAILURES, 1);
 	if (result == DB_NOT_FOUND)
-		ws_close(connection, 4001, "unknown user");
+		connection_close(connection, 4001, "unknown user");
 	else if (result == DB_CONFLICT || result == DB_INVALID || result == DB_FORBIDDEN)
-		ws_close(connection, 4001, "the user could not be added: its name is refused or taken");
+		connection_close(connection, 4001, "the user could not be added: its name is refused or taken");
 	else
-		ws_close(connection, 1011, "authentication is unavailable; retry later");
+		connection_close(connection, 1011, "authentication is unavailable; retry later");
 }
 
 static void
-user_ensured(PGresult *result, void *context)
+user_ensured(const DbReply *reply, void *arg)
 {
-	PendingReply *pending = context;
+	PendingReply *pending = arg;
 
-	if (pending->connection->wsi)
+	if (connection_is_open(pending->connection))
 	{
-		if (primary_succeeded(result))
-			admit_finish(pending->connection, &pending->identity, PQgetvalue(result, 0, 0), pending->ref);
+		if (reply->result == DB_OK && reply->rows == 1 && reply->values[0])
+			admit_finish(pending->connection, &pending->identity, reply->values[0], pending->ref);
 		else
-			refuse_user(pending->connection,
-						result ? db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE)) : DB_FAILED);
+			refuse_user(pending->connection, reply->result == DB_OK ? DB_FAILED : reply->result);
 	}
 	pending_reply_free(pending);
 }
 
 /*
  * Admits the user of a verified token (from an auth message or the
- * Authorization header): finds or adds the user, then sends welcome.  On
- * a standby a new user is added on the primary, and welcome waits for it.
+ * Authorization header): finds the user, or adds them with
+ * presence.auto_create_users, then sends welcome.  An added user's
+ * welcome waits for the write, which a standby sends to the primary.
  */
-void
+static void
 request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
 {
 	char		stored_name[PRESENCE_USERNAME_MAX + 1] = "";
-	DbResult	result = db_resolve_user(identity->user_id, identity->username, stored_name);
+	DbResult	result = db_resolve_user(identity->user_id, stored_name);
 
-	if (result == DB_READ_ONLY)
+	if (result == DB_NOT_FOUND && presence_auto_create_users)
 	{
 		PendingReply *pending = pending_reply(connection, ref);
 		const char *params[2] = {identity->user_id, identity->username[0] ? identity->username : identity->user_id};
 
 		if (pending)
 			pending->identity = *identity;
-		if (pending && primary_link_send(DB_ENSURE_USER_SQL, 2, params, user_ensured, pending))
+		if (pending && db_submit(DB_ENSURE_USER, params, NULL, user_ensured, pending))
 			return;
 		if (pending)
 			pending_reply_free(pending);
+		result = DB_FAILED;
 	}
 	if (result != DB_OK)
 	{
@@ -233,6 +192,23 @@ request_admit(Connection *connection, const JwtIdentity *identity, json_t *ref)
 		return;
 	}
 	admit_finish(connection, identity, stored_name, ref);
+}
+
+/*
+ * A verdict on a token (an auth message's, or the Authorization
+ * header's).  Failure closes with 4001 and a reason that never quotes
+ * the token.
+ */
+static void
+admit_verdict(Connection *connection, JwtVerdict verdict, const JwtIdentity *identity, json_t *ref)
+{
+	if (verdict != JWT_VALID)
+	{
+		presence_count(CTR_AUTH_FAILURES, 1);
+		connection_close(connection, 4001, jwt_verdict_message(verdict));
+		return;
+	}
+	request_admit(connection, identity, ref);
 }
 
 static void
@@ -243,24 +219,30 @@ send_session_created(Connection *connection, json_t *ref, json_t *session)
 	if (reply)
 	{
 		json_object_set_new(reply, "session", session);
-		ws_send_json(connection, reply);
+		connection_send_json(connection, reply);
 	}
 	else
 		json_decref(session);
 }
 
 static void
-session_created_on_primary(PGresult *result, void *context)
+session_created(const DbReply *reply, void *arg)
 {
-	PendingReply *pending = context;
-	json_t	   *session = primary_succeeded(result) ? json_loads(PQgetvalue(result, 0, 0), 0, NULL) : NULL;
+	PendingReply *pending = arg;
+	DbResult	result = reply->result;
+	json_t	   *session = NULL;
 
-	if (pending->connection->wsi)
+	if (result == DB_OK)
+		session = reply->rows == 1 && reply->values[0] ? json_loads(reply->values[0], 0, NULL) : NULL;
+	if (session == NULL && result == DB_OK)
+		result = DB_FAILED;
+	if (connection_is_open(pending->connection))
 	{
 		if (session)
 			send_session_created(pending->connection, pending->ref, json_incref(session));
 		else
-			fail_primary(pending->connection, pending->ref, result, "invalid session fields");
+			fail_db(pending->connection, pending->ref, result, "unknown user", "not allowed",
+					result == DB_CONFLICT ? "a session with this sessionId already exists" : "invalid session fields");
 	}
 	if (session)
 		json_decref(session);
@@ -276,8 +258,10 @@ session_created_on_primary(PGresult *result, void *context)
 static void
 handle_session_create(Connection *connection, ClientRequest *request)
 {
-	json_t	   *session;
-	DbResult	result;
+	PendingReply *pending;
+	char	   *metadata;
+	const char *params[6];
+	bool		submitted;
 
 	if (request->session_id && !presence_client_session_ids)
 	{
@@ -285,35 +269,27 @@ handle_session_create(Connection *connection, ClientRequest *request)
 					 "this server does not let clients choose a sessionId; leave it out to get one");
 		return;
 	}
-	result = db_create_session(connection->user_id, request, &session);
-
-	if (result == DB_READ_ONLY)
-	{
-		PendingReply *pending = pending_reply(connection, request->ref);
-		const char *params[6];
-		bool		sent;
-
-		db_create_session_params(connection->user_id, request, params);
-		sent = pending && primary_link_send(DB_CREATE_SESSION_SQL, 6, params, session_created_on_primary, pending);
-		free((char *) params[2]);
-		if (sent)
-			return;
-		if (pending)
-			pending_reply_free(pending);
-	}
-	if (result != DB_OK)
-	{
-		fail_db(connection, request->ref, result, "unknown user", "not allowed",
-				result == DB_CONFLICT ? "a session with this sessionId already exists" : "invalid session fields");
+	metadata = request->metadata ? json_dumps(request->metadata, JSON_COMPACT) : NULL;
+	params[0] = connection->user_id;
+	params[1] = request->operation_id;
+	params[2] = metadata;
+	params[3] = request->target;
+	params[4] = request->objective;
+	params[5] = request->session_id;
+	pending = (request->metadata == NULL || metadata) ? pending_reply(connection, request->ref) : NULL;
+	submitted = pending && db_submit(DB_CREATE_SESSION, params, NULL, session_created, pending);
+	free(metadata);
+	if (submitted)
 		return;
-	}
-	send_session_created(connection, request->ref, session);
+	if (pending)
+		pending_reply_free(pending);
+	request_fail(connection, request->ref, "internal", "out of memory");
 }
 
 static void
 handle_session_join(Connection *connection, ClientRequest *request)
 {
-	char		role[16] = "";
+	char		role[DB_ROLE_MAX + 1] = "";
 	bool		is_owner = false;
 	DbResult	result = db_session_access(request->session_id, connection->user_id, role, &is_owner);
 
@@ -371,43 +347,50 @@ handle_activity(Connection *connection, ClientRequest *request)
 		request_fail(connection, request->ref, "unavailable", "the activity queue is full; retry later");
 }
 
-static void
-session_ended_on_primary(PGresult *result, void *context)
-{
-	PendingReply *pending = context;
+static const char *const END_NOT_FOUND = "session not found";
+static const char *const END_FORBIDDEN = "only the owner can end the session";
+static const char *const END_INVALID = "the session has already ended";
 
-	if (pending->connection->wsi)
+static void
+session_end_answered(const DbReply *reply, void *arg)
+{
+	PendingReply *pending = arg;
+
+	if (connection_is_open(pending->connection))
 	{
-		if (primary_succeeded(result))
+		if (reply->result == DB_OK && reply->rows == 1)
 			acknowledge(pending->connection, pending->ref);
+		else if (reply->result == DB_OK)
+			request_fail(pending->connection, pending->ref, "forbidden", END_FORBIDDEN);
 		else
-			fail_primary(pending->connection, pending->ref, result, "the session has already ended");
+			fail_db(pending->connection, pending->ref, reply->result, END_NOT_FOUND, END_FORBIDDEN, END_INVALID);
 	}
 	pending_reply_free(pending);
 }
 
+/*
+ * The owner ends a session.  Ownership is read here (on a standby, from
+ * its replica); the write ends the session only while the user still
+ * owns it, so a change in between cannot let anyone else end it.
+ */
 static void
 handle_session_end(Connection *connection, ClientRequest *request)
 {
-	DbResult	result = db_end_session(request->session_id, connection->user_id, request->end_status);
+	DbResult	result = db_session_owner(request->session_id, connection->user_id);
+	const char *params[3] = {request->session_id, request->end_status, connection->user_id};
+	PendingReply *pending;
 
-	if (result == DB_READ_ONLY)
-	{
-		PendingReply *pending = pending_reply(connection, request->ref);
-		const char *params[2] = {request->session_id, request->end_status};
-
-		if (pending && primary_link_send(DB_END_SESSION_SQL, 2, params, session_ended_on_primary, pending))
-			return;
-		if (pending)
-			pending_reply_free(pending);
-	}
 	if (result != DB_OK)
 	{
-		fail_db(connection, request->ref, result, "session not found",
-				"only the owner can end the session", "the session has already ended");
+		fail_db(connection, request->ref, result, END_NOT_FOUND, END_FORBIDDEN, END_INVALID);
 		return;
 	}
-	acknowledge(connection, request->ref);
+	pending = pending_reply(connection, request->ref);
+	if (pending && db_submit(DB_END_SESSION, params, NULL, session_end_answered, pending))
+		return;
+	if (pending)
+		pending_reply_free(pending);
+	request_fail(connection, request->ref, "internal", "out of memory");
 }
 
 static void
@@ -419,12 +402,12 @@ handle_heartbeat(Connection *connection, ClientRequest *request)
 	if (reply)
 	{
 		json_object_set_new(reply, "serverTime", json_integer(presence_now_ms()));
-		ws_send_json(connection, reply);
+		connection_send_json(connection, reply);
 	}
 }
 
-/* A complete text message from a client. */
-void
+/* A complete text message from a client, within its rate limit. */
+static void
 request_handle(Connection *connection, const char *text, size_t len)
 {
 	ClientRequest request;
@@ -434,11 +417,18 @@ request_handle(Connection *connection, const char *text, size_t len)
 	if (!connection->authenticated)
 	{
 		if (valid && request.type == REQ_AUTH)
-			request_authenticate(connection, request.token, strlen(request.token), request.ref);
+		{
+			JwtIdentity identity;
+			JwtVerdict	verdict = jwt_verify(request.token, strlen(request.token), presence_jwt_secret,
+											 presence_jwt_audience, presence_jwt_leeway_s,
+											 presence_now_ms() / 1000, &identity);
+
+			admit_verdict(connection, verdict, &identity, request.ref);
+		}
 		else
 		{
 			presence_count(CTR_AUTH_FAILURES, 1);
-			ws_close(connection, 4001, "authentication required");
+			connection_close(connection, 4001, "authentication required");
 		}
 		protocol_request_free(&request);
 		return;
@@ -495,3 +485,68 @@ request_handle(Connection *connection, const char *text, size_t len)
 	}
 	protocol_request_free(&request);
 }
+
+static void
+connection_opened(Connection *connection, const JwtVerdict *header_verdict, const JwtIdentity *identity)
+{
+	if (header_verdict)
+		admit_verdict(connection, *header_verdict, identity, NULL);
+}
+
+static void
+message_received(Connection *connection, const char *text, size_t len)
+{
+	if (connection_rate_allows(connection, presence_now_ms()))
+		request_handle(connection, text, len);
+	else if (connection->close_code == 0)
+		request_fail(connection, NULL, "rate_limited", "too many messages; slow down");
+}
+
+const WsHandlers requests_ws_handlers = {
+	.opened = connection_opened,
+	.message = message_received,
+	.closed = live_connection_closed,
+};
+
+/* A written activity: the session sees it, the requester gets its ack. */
+static void
+activity_committed(const ActivityRow *row, Connection *requester, json_t *ref)
+{
+	if (row->announce)
+	{
+		json_t	   *details = row->details ? json_loads(row->details, 0, NULL) : protocol_object();
+		json_t	   *event = json_pack("{s:s, s:s, s:{s:s, s:s?, s:s, s:o, s:I}}",
+									  "type", "activity", "sessionId", row->session_id, "activity",
+									  "id", row->id, "userId", row->user_id,
+									  "activityType", row->activity_type, "details", details,
+									  "createdAt", (json_int_t) row->created_ms);
+
+		if (event)
+		{
+			live_send_to_session(row->session_id, event);
+			json_decref(event);
+		}
+	}
+	if (requester && ref && connection_is_open(requester))
+	{
+		json_t	   *ack = protocol_reply("ack", ref);
+
+		if (ack)
+		{
+			json_object_set_new(ack, "activityId", json_string(row->id));
+			connection_send_json(requester, ack);
+		}
+	}
+}
+
+static void
+activity_refused(const ActivityRow *row, Connection *requester, json_t *ref)
+{
+	if (requester && connection_is_open(requester))
+		request_fail(requester, ref, "bad_request", "the activity was refused");
+}
+
+const ActivityHandlers requests_activity_handlers = {
+	.committed = activity_committed,
+	.refused = activity_refused,
+};

@@ -57,12 +57,14 @@ typedef struct CommandRecord
 
 #define RECORD_HEADER_BYTES MAXALIGN(sizeof(CommandRecord))
 
+static void presence_users_forget_worker(int worker);
+
 typedef struct PresenceShared
 {
 	LWLock	   *command_lock;
 	LWLock	   *live_lock;
 	pg_atomic_uint64 counters[CTR_COUNT];
-	pg_atomic_uint64 typed[3][COUNTED_TYPES];	/* in by type, out by type, errors by code */
+	pg_atomic_uint64 typed[COUNTED_TABLES][COUNTED_TYPES];
 	pg_atomic_uint64 latency_buckets[LATENCY_BUCKETS];
 	pg_atomic_uint64 latency_sum_us;
 	pg_atomic_uint32 connections;
@@ -150,7 +152,7 @@ presence_shmem_startup(void)
 		shared->live_lock = &locks[1].lock;
 		for (int i = 0; i < CTR_COUNT; i++)
 			pg_atomic_init_u64(&shared->counters[i], 0);
-		for (int t = 0; t < 3; t++)
+		for (int t = 0; t < COUNTED_TABLES; t++)
 			for (int i = 0; i < COUNTED_TYPES; i++)
 				pg_atomic_init_u64(&shared->typed[t][i], 0);
 		for (int i = 0; i < LATENCY_BUCKETS; i++)
@@ -161,12 +163,6 @@ presence_shmem_startup(void)
 	live_users = ShmemInitHash("presence live users", live_user_capacity(), live_user_capacity(),
 							   &info, HASH_ELEM | HASH_BLOBS | HASH_FIXED_SIZE);
 	LWLockRelease(AddinShmemInitLock);
-}
-
-bool
-presence_shmem_available(void)
-{
-	return shared != NULL;
 }
 
 void
@@ -183,7 +179,7 @@ presence_counter_value(PresenceCounter counter)
 }
 
 static void
-count_typed(int table, int index)
+count_typed(CountedTable table, int index)
 {
 	if (shared && index >= 0 && index < COUNTED_TYPES)
 		pg_atomic_fetch_add_u64(&shared->typed[table][index], 1);
@@ -193,26 +189,25 @@ void
 presence_count_message_in(int request_type)
 {
 	presence_count(CTR_MESSAGES_IN, 1);
-	count_typed(0, request_type);
+	count_typed(COUNTED_REQUESTS, request_type);
 }
 
 void
 presence_count_message_out(int server_type)
 {
 	presence_count(CTR_MESSAGES_OUT, 1);
-	count_typed(1, server_type);
+	count_typed(COUNTED_SERVER_MESSAGES, server_type);
 }
 
 void
 presence_count_error(int error_code)
 {
 	presence_count(CTR_ERRORS_SENT, 1);
-	count_typed(2, error_code);
+	count_typed(COUNTED_ERRORS, error_code);
 }
 
-/* table 0: messages in by request type, 1: out by server type, 2: errors by code */
 uint64
-presence_typed_count(int table, int index)
+presence_typed_count(CountedTable table, int index)
 {
 	return shared ? pg_atomic_read_u64(&shared->typed[table][index]) : 0;
 }
@@ -299,7 +294,7 @@ worker_detach(int code, Datum arg)
 	int			worker_index = DatumGetInt32(arg);
 	PresenceWorkerSlot *slot = &shared->workers[worker_index];
 
-	presence_live_forget_worker(worker_index);
+	presence_users_forget_worker(worker_index);
 	LWLockAcquire(shared->command_lock, LW_EXCLUSIVE);
 	/* places this process still holds: its clients did not all close */
 	pg_atomic_fetch_sub_u32(&shared->connections, admitted_here);
@@ -308,17 +303,29 @@ worker_detach(int code, Datum arg)
 	LWLockRelease(shared->command_lock);
 }
 
-/* A consistent copy of every worker slot, for stats() and /metrics. */
+/* The node's gauges, summed over its running ws workers: stats(), /metrics, /healthz. */
 void
-presence_worker_snapshot(PresenceWorkerSlot *copy, int *nworkers)
+presence_node_gauges(NodeGauges *gauges)
 {
-	*nworkers = 0;
+	memset(gauges, 0, sizeof(*gauges));
+	gauges->databases_ready = true;
+	gauges->redis_connected = true;
 	if (!shared)
 		return;
+	gauges->connections = pg_atomic_read_u32(&shared->connections);
 	LWLockAcquire(shared->command_lock, LW_SHARED);
 	for (int i = 0; i < PRESENCE_MAX_WORKERS; i++)
-		if (shared->workers[i].pid != 0)
-			copy[(*nworkers)++] = shared->workers[i];
+	{
+		PresenceWorkerSlot *slot = &shared->workers[i];
+
+		if (slot->pid == 0)
+			continue;
+		gauges->workers++;
+		gauges->sessions += slot->sessions;
+		gauges->users += slot->users;
+		gauges->databases_ready &= slot->database_ready;
+		gauges->redis_connected &= slot->redis_connected;
+	}
 	LWLockRelease(shared->command_lock);
 }
 
@@ -582,7 +589,7 @@ presence_command_next(int worker_index, PresenceCommand *command)
  * the users are still served, online_users() just cannot list them.
  */
 void
-presence_live_publish(LiveUserEntry *entries, int count, LiveUserKey *removed, int nremoved)
+presence_users_publish(LiveUserEntry *entries, int count, LiveUserKey *removed, int nremoved)
 {
 	LWLockAcquire(shared->live_lock, LW_EXCLUSIVE);
 	for (int i = 0; i < nremoved; i++)
@@ -600,8 +607,8 @@ presence_live_publish(LiveUserEntry *entries, int count, LiveUserKey *removed, i
 }
 
 /* Drops everything a worker published; it is exiting or starting over. */
-void
-presence_live_forget_worker(int worker)
+static void
+presence_users_forget_worker(int worker)
 {
 	HASH_SEQ_STATUS scan;
 	LiveUserEntry *entry;
@@ -620,7 +627,7 @@ presence_live_forget_worker(int worker)
  * connections (0 = not present here).
  */
 int
-presence_live_lookup(const char *session_id, const char *user_id, LiveUserEntry *merged)
+presence_users_lookup(const char *session_id, const char *user_id, LiveUserEntry *merged)
 {
 	LiveUserKey key;
 	int			connections = 0;

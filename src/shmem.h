@@ -32,7 +32,14 @@ typedef enum PresenceCounter
 	CTR_COUNT
 } PresenceCounter;
 
-/* Per-type message counters for /metrics. */
+/* Per-type message counters for /metrics: the tables, and room in each. */
+typedef enum CountedTable
+{
+	COUNTED_REQUESTS,			/* messages in, by RequestType */
+	COUNTED_SERVER_MESSAGES,	/* messages out, by server_message_types[] */
+	COUNTED_ERRORS,				/* errors sent, by protocol_error_codes[] */
+	COUNTED_TABLES
+} CountedTable;
 #define COUNTED_TYPES 16
 
 /* Fan-out latency histogram bucket upper bounds, in microseconds. */
@@ -80,7 +87,7 @@ typedef struct LiveUserEntry
 {
 	LiveUserKey key;
 	char		username[PRESENCE_USERNAME_MAX + 1];
-	char		role[16];
+	char		role[PRESENCE_ROLE_MAX + 1];
 	char		status[8];
 	int64		last_seen_ms;	/* Unix milliseconds */
 	bool		has_cursor;
@@ -92,20 +99,30 @@ typedef struct LiveUserEntry
 
 extern void presence_shmem_request(void);
 extern void presence_shmem_startup(void);
-extern bool presence_shmem_available(void);
 
 extern void presence_count(PresenceCounter counter, uint64 n);
 extern uint64 presence_counter_value(PresenceCounter counter);
 extern void presence_count_message_in(int request_type);
 extern void presence_count_message_out(int server_type);
 extern void presence_count_error(int error_code);
-extern uint64 presence_typed_count(int table, int index);
+extern uint64 presence_typed_count(CountedTable table, int index);
 extern void presence_record_latency(int64 latency_us);
 extern void presence_latency_snapshot(uint64 *buckets, uint64 *count, int64 *sum_us);
 extern double presence_latency_quantile_ms(double quantile);
 
 extern PresenceWorkerSlot *presence_worker_attach(int worker_index);
-extern void presence_worker_snapshot(PresenceWorkerSlot *copy, int *nworkers);
+/* What presence_node_gauges sums over the node's ws workers. */
+typedef struct NodeGauges
+{
+	int			workers;
+	int			connections;	/* the node's, as presence.max_connections counts them */
+	int64		sessions;
+	int64		users;
+	bool		databases_ready;	/* every worker's database is ready */
+	bool		redis_connected;	/* every worker is connected to Redis */
+} NodeGauges;
+
+extern void presence_node_gauges(NodeGauges *gauges);
 extern bool presence_connection_admit(void);
 extern void presence_connection_release(void);
 extern int	presence_connections_total(void);
@@ -115,8 +132,7 @@ extern void presence_command_enqueue(PresenceCommandKind kind, const char *sessi
 									 const char *user_id, const char *payload);
 extern bool presence_command_next(int worker_index, PresenceCommand *command);
 
-extern void presence_live_publish(LiveUserEntry *entries, int count, LiveUserKey *removed, int nremoved);
-extern void presence_live_forget_worker(int worker);
-extern int	presence_live_lookup(const char *session_id, const char *user_id, LiveUserEntry *merged);
+extern void presence_users_publish(LiveUserEntry *entries, int count, LiveUserKey *removed, int nremoved);
+extern int	presence_users_lookup(const char *session_id, const char *user_id, LiveUserEntry *merged);
 
 #endif							/* PRESENCE_SHMEM_H */

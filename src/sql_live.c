@@ -95,7 +95,7 @@ emit_online_user(const char *user_id, const char *username, const char *role, vo
 	Datum		values[7];
 	bool		nulls[7] = {false};
 
-	if (presence_live_lookup(out->session_id, user_id, &live) == 0)
+	if (presence_users_lookup(out->session_id, user_id, &live) == 0)
 		return;
 	values[0] = DirectFunctionCall1(uuid_in, CStringGetDatum(user_id));
 	values[1] = CStringGetTextDatum(live.username[0] ? live.username : username);
@@ -232,7 +232,7 @@ count_connections(const char *user_id, const char *username, const char *role, v
 	SessionTally *tally = context;
 	LiveUserEntry live;
 
-	tally->connections += presence_live_lookup(tally->session_id, user_id, &live);
+	tally->connections += presence_users_lookup(tally->session_id, user_id, &live);
 }
 
 /* Connections on this node joined to a session: what broadcast() reaches. */
@@ -245,36 +245,29 @@ presence_local_session_connections(PG_FUNCTION_ARGS)
 	PG_RETURN_INT32(tally.connections);
 }
 
+/* The columns of presence.stats(). */
+#define STATS_COLUMNS 16
+
 /* stats(): counters since start and gauges summed over the workers. */
 Datum
 presence_stats(PG_FUNCTION_ARGS)
 {
 	TupleDesc	desc;
-	PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
-	int			nworkers;
-	int64		sessions = 0,
-				users = 0;
-	bool		redis_connected = true;
-	Datum		values[16];
-	bool		nulls[16] = {false};
+	NodeGauges	gauges;
+	Datum		values[STATS_COLUMNS];
+	bool		nulls[STATS_COLUMNS] = {false};
 
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "presence: stats must return a record");
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE || desc->natts != STATS_COLUMNS)
+		elog(ERROR, "presence: stats must return a record of %d columns", STATS_COLUMNS);
 	desc = BlessTupleDesc(desc);
-	presence_worker_snapshot(workers, &nworkers);
-	for (int i = 0; i < nworkers; i++)
-	{
-		sessions += workers[i].sessions;
-		users += workers[i].users;
-		redis_connected &= workers[i].redis_connected;
-	}
-	values[0] = Int64GetDatum(presence_connections_total());
-	values[1] = Int64GetDatum(sessions);
-	values[2] = Int64GetDatum(users);
+	presence_node_gauges(&gauges);
+	values[0] = Int64GetDatum(gauges.connections);
+	values[1] = Int64GetDatum(gauges.sessions);
+	values[2] = Int64GetDatum(gauges.users);
 	values[3] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_IN));
 	values[4] = Int64GetDatum((int64) presence_counter_value(CTR_MESSAGES_OUT));
 	values[5] = Int64GetDatum((int64) presence_counter_value(CTR_HEARTBEATS_MISSED));
-	values[6] = BoolGetDatum(nworkers > 0 && redis_connected);
+	values[6] = BoolGetDatum(gauges.workers > 0 && gauges.redis_connected);
 	values[7] = Int64GetDatum((int64) presence_counter_value(CTR_REDIS_ERRORS));
 	values[8] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_QUEUED));
 	values[9] = Int64GetDatum((int64) presence_counter_value(CTR_ACTIVITY_WRITTEN));
@@ -282,7 +275,7 @@ presence_stats(PG_FUNCTION_ARGS)
 	values[11] = Int64GetDatum((int64) presence_counter_value(CTR_ERRORS_SENT));
 	values[12] = Int64GetDatum((int64) presence_counter_value(CTR_CONNECTIONS_REFUSED));
 	values[13] = Int64GetDatum((int64) presence_counter_value(CTR_AUTH_FAILURES));
-	values[14] = Int32GetDatum(nworkers);
+	values[14] = Int32GetDatum(gauges.workers);
 	values[15] = Int64GetDatum((int64) presence_counter_value(CTR_COMMANDS_DROPPED));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(desc, values, nulls)));
 }

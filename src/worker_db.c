@@ -1,23 +1,21 @@
 /*-------------------------------------------------------------------------
  * worker_db.c
- *	  SQL run by a ws worker: resolving users at authentication, checking
- *	  who may join a session and what a change announced through Redis
- *	  really is, creating and ending sessions.
+ *	  The reads of a ws worker, and the transaction every SPI call of a
+ *	  worker runs in: resolving users at authentication, checking who may
+ *	  join or end a session and what a change announced through Redis
+ *	  really is.  Writes are db_write.c's; they run through db_run too.
  *
  * db_run() wraps one unit of work in its own transaction, the way
  * contrib's worker_spi does (StartTransactionCommand, SPI_connect,
  * PushActiveSnapshot, ... CommitTransactionCommand), and catches any
  * error: it is logged, the transaction is aborted, and the caller gets a
  * DbResult.  That makes the calls safe inside libwebsockets callbacks,
- * where an escaping longjmp would corrupt lws's frames.  Session and
- * permission logic is the SQL API's own (create_session, end_session),
- * so SQL and WebSocket clients obey the same rules.
+ * where an escaping longjmp would corrupt lws's frames.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
 
 #include "access/xact.h"
-#include "access/xlog.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "pgstat.h"
@@ -159,6 +157,8 @@ db_run(const char *activity, DbWork work, void *arg)
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		CommitTransactionCommand();
 		InterruptHoldoffCount = held;
+		/* what the work wrote, for autovacuum; at most once a second */
+		(void) pgstat_report_stat(false);
 	}
 	PG_CATCH();
 	{
@@ -182,9 +182,13 @@ db_run(const char *activity, DbWork work, void *arg)
 	return result;
 }
 
-/* A statement prepared once per worker and kept across transactions. */
-static SPIPlanPtr
-prepared(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
+/*
+ * A statement prepared once per worker and kept across transactions:
+ * every statement a worker runs through SPI is cached this way, in the
+ * static slot of the function that runs it.
+ */
+SPIPlanPtr
+db_prepared(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 {
 	if (*slot == NULL)
 	{
@@ -198,8 +202,8 @@ prepared(SPIPlanPtr *slot, const char *sql, int nargs, Oid *argtypes)
 	return *slot;
 }
 
-static void
-execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only)
+void
+db_execute(SPIPlanPtr plan, Datum *args, const char *nulls, bool read_only)
 {
 	int			ret = SPI_execute_plan(plan, args, nulls, read_only, 0);
 
@@ -229,32 +233,23 @@ db_extension_ready(void)
 typedef struct ResolveUser
 {
 	const char *user_id;
-	const char *token_name;
 	char	   *username;
 } ResolveUser;
 
 static DbResult
 resolve_user_work(void *arg)
 {
-	static SPIPlanPtr lookup_plan = NULL;
-	static SPIPlanPtr ensure_plan = NULL;
+	static SPIPlanPtr plan = NULL;
 	ResolveUser *resolve = arg;
-	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		args[2] = {CStringGetTextDatum(resolve->user_id), 0};
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(resolve->user_id)};
 	char	   *username;
 
-	execute(prepared(&lookup_plan, "SELECT username FROM presence.users WHERE id = $1::uuid", 1, types),
-			args, NULL, true);
+	db_execute(db_prepared(&plan, "SELECT username FROM presence.users WHERE id = $1::uuid", 1, types),
+			   args, NULL, true);
 	if (SPI_processed == 0)
-	{
-		if (!presence_auto_create_users)
-			return DB_NOT_FOUND;
-		args[1] = CStringGetTextDatum(resolve->token_name[0] ? resolve->token_name : resolve->user_id);
-		if (RecoveryInProgress())
-			return DB_READ_ONLY;
-		execute(prepared(&ensure_plan, DB_ENSURE_USER_SQL, 2, types), args, NULL, false);
-	}
-	username = SPI_processed == 1 ? SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1) : NULL;
+		return DB_NOT_FOUND;
+	username = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 	if (username == NULL)
 		return DB_FAILED;
 	strlcpy(resolve->username, username, PRESENCE_USERNAME_MAX + 1);
@@ -262,13 +257,14 @@ resolve_user_work(void *arg)
 }
 
 /*
- * Finds (or, with auto_create_users, adds) the token's user.  username
- * receives the stored name, used when the token carries none.
+ * The stored name of the token's user; DB_NOT_FOUND when the user is not
+ * in presence.users (then, with presence.auto_create_users, the caller
+ * adds them: DB_ENSURE_USER).
  */
 DbResult
-db_resolve_user(const char *user_id, const char *token_name, char *username)
+db_resolve_user(const char *user_id, char *username)
 {
-	ResolveUser resolve = {user_id, token_name, username};
+	ResolveUser resolve = {user_id, username};
 
 	return db_run("presence: authenticating", resolve_user_work, &resolve);
 }
@@ -295,14 +291,14 @@ session_state_work(void *arg)
 	bool		is_owner;
 	char	   *role;
 
-	execute(prepared(&plan,
-					 "SELECT s.status, s.owner_id = $2::uuid, p.role"
-					 "  FROM presence.collaboration_sessions s"
-					 "  LEFT JOIN presence.session_participants p"
-					 "    ON p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL"
-					 " WHERE s.session_id = $1",
-					 2, types),
-			args, nulls, true);
+	db_execute(db_prepared(&plan,
+						   "SELECT s.status, s.owner_id = $2::uuid, p.role"
+						   "  FROM presence.collaboration_sessions s"
+						   "  LEFT JOIN presence.session_participants p"
+						   "    ON p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL"
+						   " WHERE s.session_id = $1",
+						   2, types),
+			   args, nulls, true);
 	if (SPI_processed == 0)
 		return DB_NOT_FOUND;
 	strlcpy(state->status, SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), DB_STATUS_MAX + 1);
@@ -361,12 +357,12 @@ count_participants_work(void *arg)
 	Datum		args[2] = {CStringGetTextDatum(count->session_id), CStringGetTextDatum(count->user_ids)};
 	bool		isnull;
 
-	execute(prepared(&plan,
-					 "SELECT count(*)::int4 FROM presence.collaboration_sessions s"
-					 "  JOIN presence.session_participants p ON p.session_id = s.id AND p.left_at IS NULL"
-					 " WHERE s.session_id = $1 AND p.user_id::text = ANY (string_to_array($2, ','))",
-					 2, types),
-			args, NULL, true);
+	db_execute(db_prepared(&plan,
+						   "SELECT count(*)::int4 FROM presence.collaboration_sessions s"
+						   "  JOIN presence.session_participants p ON p.session_id = s.id AND p.left_at IS NULL"
+						   " WHERE s.session_id = $1 AND p.user_id::text = ANY (string_to_array($2, ','))",
+						   2, types),
+			   args, NULL, true);
 	*count->count = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	return DB_OK;
 }
@@ -384,93 +380,27 @@ db_count_participants(const char *session_id, const char *user_ids, int *count)
 	return db_run("presence: counting a session's participants", count_participants_work, &counting);
 }
 
-typedef struct CreateSession
-{
-	const char *owner_id;
-	const ClientRequest *request;
-	json_t	   *session;
-} CreateSession;
-
-static Datum
-optional_text(const char *value, char *null_flag)
-{
-	*null_flag = value ? ' ' : 'n';
-	return value ? CStringGetTextDatum(value) : (Datum) 0;
-}
-
-static DbResult
-create_session_work(void *arg)
-{
-	static SPIPlanPtr plan = NULL;
-	CreateSession *create = arg;
-	const ClientRequest *request = create->request;
-	Oid			types[6] = {TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID, TEXTOID};
-	Datum		args[6];
-	char		nulls[7] = "      ";
-	const char *params[6];
-
-	if (RecoveryInProgress())
-		return DB_READ_ONLY;
-	db_create_session_params(create->owner_id, request, params);
-	for (int i = 0; i < 6; i++)
-		args[i] = optional_text(params[i], &nulls[i]);
-	free((char *) params[2]);
-	execute(prepared(&plan, DB_CREATE_SESSION_SQL, 6, types), args, nulls, false);
-	create->session = json_loads(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), 0, NULL);
-	return create->session ? DB_OK : DB_FAILED;
-}
-
-/*
- * The parameters of DB_CREATE_SESSION_SQL for a session_create request;
- * params[2] (the metadata JSON) is malloc'd, for the caller to free.
- */
-void
-db_create_session_params(const char *owner_id, const ClientRequest *request, const char **params)
-{
-	params[0] = owner_id;
-	params[1] = request->operation_id;
-	params[2] = request->metadata ? json_dumps(request->metadata, JSON_COMPACT) : NULL;
-	params[3] = request->target;
-	params[4] = request->objective;
-	params[5] = request->session_id;
-}
-
-/* Creates a session owned by owner_id through presence.create_session(). */
-DbResult
-db_create_session(const char *owner_id, const ClientRequest *request, json_t **session)
-{
-	CreateSession create = {owner_id, request, NULL};
-	DbResult	result = db_run("presence: creating a session", create_session_work, &create);
-
-	if (result != DB_OK && create.session)
-		json_decref(create.session);
-	*session = result == DB_OK ? create.session : NULL;
-	return result;
-}
-
-typedef struct EndSession
+typedef struct SessionOwner
 {
 	const char *session_id;
 	const char *user_id;
-	const char *status;
-} EndSession;
+} SessionOwner;
 
 static DbResult
-end_session_work(void *arg)
+session_owner_work(void *arg)
 {
-	static SPIPlanPtr owner_plan = NULL;
-	static SPIPlanPtr end_plan = NULL;
-	EndSession *end = arg;
+	static SPIPlanPtr plan = NULL;
+	SessionOwner *owner = arg;
 	Oid			types[2] = {TEXTOID, TEXTOID};
-	Datum		args[2] = {CStringGetTextDatum(end->session_id), CStringGetTextDatum(end->user_id)};
+	Datum		args[2] = {CStringGetTextDatum(owner->session_id), CStringGetTextDatum(owner->user_id)};
 	bool		isnull;
 
-	execute(prepared(&owner_plan,
-					 "SELECT s.owner_id = $2::uuid, EXISTS (SELECT 1 FROM presence.session_participants p"
-					 "  WHERE p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL)"
-					 "  FROM presence.collaboration_sessions s WHERE s.session_id = $1",
-					 2, types),
-			args, NULL, true);
+	db_execute(db_prepared(&plan,
+						   "SELECT s.owner_id = $2::uuid, EXISTS (SELECT 1 FROM presence.session_participants p"
+						   "  WHERE p.session_id = s.id AND p.user_id = $2::uuid AND p.left_at IS NULL)"
+						   "  FROM presence.collaboration_sessions s WHERE s.session_id = $1",
+						   2, types),
+			   args, NULL, true);
 	/* to one who is not a participant a session does not exist: ids are not probed */
 	if (SPI_processed == 0 ||
 		(!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)) &&
@@ -478,18 +408,17 @@ end_session_work(void *arg)
 		return DB_NOT_FOUND;
 	if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 		return DB_FORBIDDEN;
-	if (RecoveryInProgress())
-		return DB_READ_ONLY;
-	args[1] = CStringGetTextDatum(end->status);
-	execute(prepared(&end_plan, DB_END_SESSION_SQL, 2, types), args, NULL, false);
 	return DB_OK;
 }
 
-/* Ends a session as its owner; connected clients hear of it at commit. */
+/*
+ * Whether user_id owns session_id: DB_OK; DB_FORBIDDEN for a participant
+ * who does not; DB_NOT_FOUND for anyone else, or no such session.
+ */
 DbResult
-db_end_session(const char *session_id, const char *user_id, const char *status)
+db_session_owner(const char *session_id, const char *user_id)
 {
-	EndSession	end = {session_id, user_id, status};
+	SessionOwner owner = {session_id, user_id};
 
-	return db_run("presence: ending a session", end_session_work, &end);
+	return db_run("presence: checking a session's owner", session_owner_work, &owner);
 }

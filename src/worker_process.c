@@ -4,8 +4,9 @@
  *	  handling, connecting to presence.database, answering interrupts and
  *	  reloads after each wake-up.
  *
- * SIGTERM sets a flag instead of PostgreSQL's default die(), as contrib's
- * autoprewarm does: a ws worker has clients to close and activity to
+ * SIGTERM sets ShutdownRequestPending (PostgreSQL's own
+ * SignalHandlerForShutdownRequest) instead of the default die(), as
+ * contrib's autoprewarm does: a ws worker has clients to close and activity to
  * write on its way out, so it must leave its loop itself.  Every other
  * interrupt is answered here, between statements, where none of them
  * can cost a queued row: a cancel (pg_cancel_backend(), a recovery
@@ -26,24 +27,12 @@
 
 #include "worker_process.h"
 
-volatile sig_atomic_t worker_shutdown_requested = false;
-
-static void
-handle_sigterm(SIGNAL_ARGS)
-{
-	int			save_errno = errno;
-
-	worker_shutdown_requested = true;
-	SetLatch(MyLatch);
-	errno = save_errno;
-}
-
 /* Signals, the database connection and the name pg_stat_activity shows. */
 void
 worker_process_start(void)
 {
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, handle_sigterm);
+	pqsignal(SIGTERM, SignalHandlerForShutdownRequest);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(presence_database, NULL, 0);
 	SetConfigOption("application_name", MyBgworkerEntry->bgw_name, PGC_USERSET, PGC_S_SESSION);
@@ -66,7 +55,7 @@ worker_process_interrupts(void)
 	if (ProcDiePending)
 	{
 		ProcDiePending = false;
-		worker_shutdown_requested = true;
+		ShutdownRequestPending = true;
 	}
 	InterruptHoldoffCount = 0;
 	CHECK_FOR_INTERRUPTS();
@@ -89,5 +78,5 @@ worker_process_sleep(long timeout_ms)
 					 timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
 	worker_process_interrupts();
-	return !worker_shutdown_requested;
+	return !ShutdownRequestPending;
 }

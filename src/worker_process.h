@@ -6,9 +6,7 @@
 #ifndef PRESENCE_WORKER_PROCESS_H
 #define PRESENCE_WORKER_PROCESS_H
 
-#include <signal.h>
-
-extern volatile sig_atomic_t worker_shutdown_requested;
+#include "postmaster/interrupt.h"
 
 extern void worker_process_start(void);
 extern void worker_process_interrupts(void);

@@ -8,7 +8,6 @@
 
 #include "presence.h"
 
-extern void presence_register_workers(void);
 extern PGDLLEXPORT void presence_ws_worker_main(Datum main_arg);
 extern PGDLLEXPORT void presence_maintenance_main(Datum main_arg);
 

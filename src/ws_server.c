@@ -1,9 +1,15 @@
 /*-------------------------------------------------------------------------
  * ws_server.c
- *	  The libwebsockets vhost of a ws worker: the upgrade gate (path,
- *	  Origin, connection limit), frames in (size, binary, rate limits)
- *	  and out (shared frames, one write per WRITEABLE), permessage-deflate;
- *	  plain HTTP on the same port goes to http_routes.c.
+ *	  The libwebsockets vhost of a ws worker: the shared listening
+ *	  socket, the upgrade gate (path, Origin, connection limit), the
+ *	  handshake (Authorization header, permessage-deflate), whole
+ *	  messages in (size, binary, fragments) and WRITEABLE out; plain HTTP
+ *	  on the same port goes to http_endpoints.c.
+ *
+ * The transport knows nothing of what a message means: it calls up only
+ * through the WsHandlers it was started with, the way lws calls us
+ * through its lws_protocols table.  Connections and their output belong
+ * to connection.c.
  *
  * lws runs on the worker's own libuv loop as a foreign loop, so it
  * installs no signal handlers of its own (PostgreSQL owns signals) and
@@ -20,32 +26,15 @@
 #include <unistd.h>
 
 #include <libwebsockets.h>
-#include <zlib.h>
-
-#include "postmaster/postmaster.h"
 
 #include "admission.h"
 #include "clock.h"
-#include "http_routes.h"
-#include "live_state.h"
+#include "connection.h"
+#include "http_endpoints.h"
+#include "listen_socket.h"
 #include "protocol.h"
-#include "requests.h"
 #include "shmem.h"
 #include "ws_server.h"
-
-/* Sustained rate above this multiple of presence.rate_limit closes with 4029. */
-#define ABUSE_FACTOR 5
-/* The longest header of an unmasked frame (it fits in LWS_PRE); its bits. */
-#define FRAME_HEADER_MAX 10
-#define FRAME_FIN 0x80
-#define FRAME_RSV1 0x40				/* permessage-deflate: a compressed message */
-#define FRAME_OPCODE_TEXT 0x1
-/* How the worker's one deflater compresses server messages. */
-#define DEFLATE_LEVEL 6
-#define DEFLATE_WINDOW_BITS 15
-#define DEFLATE_MEM_LEVEL 8
-
-StaticAssertDecl(LWS_PRE >= FRAME_HEADER_MAX, "a frame header must fit in LWS_PRE");
 
 /* The permessage-deflate parameters of one offer that change what we do. */
 typedef struct DeflateOffer
@@ -62,17 +51,14 @@ typedef struct HandshakeData
 	bool		header_token;
 	JwtVerdict	verdict;
 	JwtIdentity identity;
-	char		ip[64];
-	char		user_agent[256];
+	char		ip[CONNECTION_IP_MAX + 1];
+	char		user_agent[CONNECTION_USER_AGENT_MAX + 1];
 	int			deflate_offers_seen;	/* CONFIRM_EXTENSION_OKAY calls so far */
 	DeflateOffer deflate_offer; /* the one accepted */
-	bool		deflate;		/* permessage-deflate is in use */
 } HandshakeData;
 
 static struct lws_context *ws_context = NULL;
-static dlist_head ws_connections = DLIST_STATIC_INIT(ws_connections);
-static uint64 ws_next_serial = 1;
-static int	ws_worker_index;
+static const WsHandlers *ws_handlers;
 static lws_retry_bo_t ping_policy;
 static int	ws_partial_messages;	/* connections with a message half received */
 static bool ws_stopping;
@@ -82,13 +68,6 @@ static uv_poll_t ws_listen_poll;
 
 static bool listen_shared(uv_loop_t *loop);
 static void evict_newcomer(void *socket);
-static char ws_node_id[64];
-static char ws_origin[96];
-static z_stream ws_deflater;
-static bool ws_deflater_ready;
-
-static bool frame_write(struct lws *wsi, OutFrame *frame);
-static size_t frame_header(unsigned char *payload, size_t len, bool compressed);
 static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 						void *in, size_t len);
 
@@ -102,255 +81,6 @@ static const struct lws_extension ws_extensions[] = {
 	"permessage-deflate; client_no_context_takeover; client_max_window_bits"},
 	{NULL, NULL, NULL}
 };
-
-dlist_head *
-ws_server_connections(void)
-{
-	return &ws_connections;
-}
-
-const char *
-ws_server_node_id(void)
-{
-	return ws_node_id;
-}
-
-/* node:worker.start, the prefix of this worker's connection ids. */
-const char *
-ws_server_origin(void)
-{
-	return ws_origin;
-}
-
-void
-connection_hold(Connection *connection)
-{
-	connection->refs++;
-}
-
-/* Forgets the frames a connection has not sent yet. */
-static void
-drop_output(Connection *connection)
-{
-	for (int i = 0; i < connection->out_count; i++)
-		frame_release(connection->out[(connection->out_head + i) % connection->out_capacity]);
-	connection->out_count = 0;
-	connection->out_bytes = 0;
-}
-
-void
-connection_release(Connection *connection)
-{
-	if (--connection->refs > 0)
-		return;
-	drop_output(connection);
-	free(connection->out);
-	free(connection->rx);
-	free(connection);
-}
-
-/*
- * Serialises a server message once, with LWS_PRE bytes of headroom, so
- * every connection it goes to shares the same bytes.
- */
-OutFrame *
-frame_from_json(json_t *message, int64 created_us)
-{
-	size_t		len = json_dumpb(message, NULL, 0, JSON_COMPACT);
-	OutFrame   *frame;
-	json_t	   *type = json_object_get(message, "type");
-
-	if (len == 0)
-		return NULL;
-	frame = malloc(offsetof(OutFrame, buffer) + LWS_PRE + len);
-	if (frame == NULL)
-		return NULL;
-	frame->refs = 1;
-	frame->created_us = created_us;
-	frame->len = len;
-	frame->payload = frame->buffer + LWS_PRE;
-	frame->type_index = json_is_string(type) ? server_message_type_index(json_string_value(type)) : -1;
-	json_dumpb(message, (char *) frame->payload, len, JSON_COMPACT);
-	frame->wire_len = frame_header(frame->payload, len, false) + len;
-	frame->wire = frame->payload + len - frame->wire_len;
-	frame->deflate_tried = false;
-	frame->deflated = NULL;
-	return frame;
-}
-
-void
-frame_release(OutFrame *frame)
-{
-	if (--frame->refs > 0)
-		return;
-	free(frame->deflated);
-	free(frame);
-}
-
-/*
- * Writes the header of an unmasked, final text frame into the bytes just
- * before payload and returns its length.  RSV1 marks a permessage-deflate
- * payload (RFC 7692).
- */
-static size_t
-frame_header(unsigned char *payload, size_t len, bool compressed)
-{
-	unsigned char *header;
-	size_t		header_len = len < 126 ? 2 : len < 65536 ? 4 : 10;
-
-	header = payload - header_len;
-	header[0] = FRAME_FIN | (compressed ? FRAME_RSV1 : 0) | FRAME_OPCODE_TEXT;
-	if (len < 126)
-		header[1] = (unsigned char) len;
-	else if (len < 65536)
-	{
-		header[1] = 126;
-		header[2] = (unsigned char) (len >> 8);
-		header[3] = (unsigned char) len;
-	}
-	else
-	{
-		header[1] = 127;
-		for (int i = 0; i < 8; i++)
-			header[2 + i] = (unsigned char) ((uint64) len >> (56 - 8 * i));
-	}
-	return header_len;
-}
-
-/*
- * Makes the frame's compressed twin once, for every connection that
- * negotiated permessage-deflate: the worker's one deflater starts afresh
- * for each message (a server may always do without context takeover, so
- * the bytes suit every such connection, whatever it offered), flushes
- * with Z_SYNC_FLUSH and drops the 00 00 ff ff that ends it (RFC 7692
- * 7.2.1).  Left NULL when it would not be smaller or zlib fails: then the
- * plain frame goes, which RFC 7692 allows for any message.
- */
-static void
-frame_deflate(OutFrame *frame)
-{
-	unsigned char *out;
-	size_t		capacity;
-	size_t		len;
-
-	frame->deflate_tried = true;
-	if (!ws_deflater_ready)
-	{
-		if (deflateInit2(&ws_deflater, DEFLATE_LEVEL, Z_DEFLATED, -DEFLATE_WINDOW_BITS,
-						 DEFLATE_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
-			return;
-		ws_deflater_ready = true;
-	}
-	/* a sync flush may add a few bytes to what deflateBound counts */
-	capacity = deflateBound(&ws_deflater, frame->len) + 16;
-	out = malloc(FRAME_HEADER_MAX + capacity);
-	if (out == NULL)
-		return;
-	ws_deflater.next_in = frame->payload;
-	ws_deflater.avail_in = frame->len;
-	ws_deflater.next_out = out + FRAME_HEADER_MAX;
-	ws_deflater.avail_out = capacity;
-	if (deflate(&ws_deflater, Z_SYNC_FLUSH) != Z_OK || ws_deflater.avail_in != 0 ||
-		ws_deflater.avail_out == 0)
-	{
-		deflateReset(&ws_deflater);
-		free(out);
-		return;
-	}
-	len = capacity - ws_deflater.avail_out - 4;
-	deflateReset(&ws_deflater);
-	if (len >= frame->len)
-	{
-		free(out);
-		return;
-	}
-	frame->deflated_len = frame_header(out + FRAME_HEADER_MAX, len, true) + len;
-	/* the frame starts where the block does, so frame_release can free it */
-	memmove(out, out + FRAME_HEADER_MAX + len - frame->deflated_len, frame->deflated_len);
-	frame->deflated = out;
-}
-
-/* Queues a frame for a connection; it goes out on the next WRITEABLE. */
-void
-ws_send_frame(Connection *connection, OutFrame *frame)
-{
-	/* once a close is decided nothing more is queued, so it is not delayed */
-	if (connection->wsi == NULL || connection->close_code != 0)
-		return;
-	/* a client whose unsent output passes presence.max_client_backlog is too slow to keep */
-	if (connection->out_bytes + frame->len > (size_t) presence_max_client_backlog_kb * 1024)
-	{
-		ws_close(connection, 1008, "client is not reading fast enough");
-		return;
-	}
-
-	/*
-	 * Nothing queued and nothing half-sent: write at once.  Going through
-	 * lws_callback_on_writable would cost two epoll_ctl calls per frame,
-	 * more than the send itself; a send the kernel cannot take whole is
-	 * kept by lws, and later frames then queue until WRITEABLE.  (lws's
-	 * own deflater, which spreads a large message over later WRITEABLEs,
-	 * is never used: frame_write writes whole frames.)
-	 */
-	if (connection->out_count == 0 && !lws_partial_buffered(connection->wsi))
-	{
-		if (!frame_write(connection->wsi, frame))
-			ws_close(connection, 1011, "write failed");
-		return;
-	}
-	if (connection->out_count == connection->out_capacity)
-	{
-		int			capacity = Max(4, connection->out_capacity * 2);
-		OutFrame  **grown = malloc(capacity * sizeof(OutFrame *));
-
-		if (grown == NULL)
-		{
-			ws_close(connection, 1011, "out of memory");
-			return;
-		}
-		for (int i = 0; i < connection->out_count; i++)
-			grown[i] = connection->out[(connection->out_head + i) % connection->out_capacity];
-		free(connection->out);
-		connection->out = grown;
-		connection->out_capacity = capacity;
-		connection->out_head = 0;
-	}
-	frame->refs++;
-	connection->out[(connection->out_head + connection->out_count++) % connection->out_capacity] = frame;
-	connection->out_bytes += frame->len;
-	lws_callback_on_writable(connection->wsi);
-}
-
-/* Sends one message to one connection; takes ownership of message. */
-void
-ws_send_json(Connection *connection, json_t *message)
-{
-	OutFrame   *frame;
-
-	if (message == NULL)
-		return;
-	frame = frame_from_json(message, 0);
-	json_decref(message);
-	if (frame)
-	{
-		ws_send_frame(connection, frame);
-		frame_release(frame);
-	}
-}
-
-/*
- * Closes a connection with a WebSocket close code.  Frames already
- * queued go first; the close itself happens on the next WRITEABLE.
- */
-void
-ws_close(Connection *connection, int code, const char *reason)
-{
-	if (connection->wsi == NULL || connection->close_code != 0)
-		return;
-	connection->close_code = code;
-	strlcpy(connection->close_reason, reason, sizeof(connection->close_reason));
-	lws_callback_on_writable(connection->wsi);
-}
 
 /* Does the request's Origin (when sent) match presence.allowed_origins? */
 static bool
@@ -426,74 +156,20 @@ read_handshake(struct lws *wsi, HandshakeData *handshake)
 	}
 }
 
-static Connection *
-connection_open(struct lws *wsi, HandshakeData *handshake)
-{
-	Connection *connection = calloc(1, sizeof(Connection));
-
-	if (connection == NULL)
-		return NULL;
-	connection->wsi = wsi;
-	connection->refs = 1;
-	connection->serial = ws_next_serial++;
-	snprintf(connection->id, sizeof(connection->id), "%s:" UINT64_FORMAT, ws_origin, connection->serial);
-	strlcpy(connection->ip, handshake->ip, sizeof(connection->ip));
-	strlcpy(connection->user_agent, handshake->user_agent, sizeof(connection->user_agent));
-	connection->opened_ms = presence_now_ms();
-	connection->last_message_ms = connection->opened_ms;
-	connection->tokens = 2.0 * presence_rate_limit;
-	connection->tokens_at_ms = connection->opened_ms;
-	connection->abuse_window_start_ms = connection->opened_ms;
-	dlist_init(&connection->memberships);
-	dlist_push_tail(&ws_connections, &connection->all_node);
-	return connection;
-}
-
-/*
- * Token bucket of presence.rate_limit per second with a burst of twice
- * that.  Returns false when the message must be refused; closes the
- * connection when it keeps sending at ABUSE_FACTOR times the limit.
- */
-static bool
-rate_allows(Connection *connection, int64 now_ms)
-{
-	double		burst = 2.0 * presence_rate_limit;
-
-	connection->tokens = Min(burst, connection->tokens +
-							 (double) (now_ms - connection->tokens_at_ms) * presence_rate_limit / 1000.0);
-	connection->tokens_at_ms = now_ms;
-	if (now_ms - connection->abuse_window_start_ms >= 1000)
-	{
-		connection->abuse_window_start_ms = now_ms;
-		connection->abuse_window_messages = 0;
-	}
-	if (++connection->abuse_window_messages > ABUSE_FACTOR * presence_rate_limit)
-	{
-		ws_close(connection, 4029, "rate limit exceeded");
-		return false;
-	}
-	if (connection->tokens < 1.0)
-		return false;
-	connection->tokens -= 1.0;
-	return true;
-}
-
-/* A data chunk of a WebSocket message; whole messages go to request_handle. */
+/* A data chunk of a WebSocket message; whole messages go to the message handler. */
 static int
 receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t len)
 {
-	int64		now_ms;
-
 	if (connection->close_code != 0 || ws_stopping)
 		return 0;
 	if (lws_frame_is_binary(wsi))
 	{
-		ws_close(connection, 1003, "binary frames are not supported");
+		connection_close(connection, 1003, "binary frames are not supported");
 		return 0;
 	}
 	if (connection->rx_len + len > (size_t) presence_max_message_bytes)
 	{
-		ws_close(connection, 1009, "message too big");
+		connection_close(connection, 1009, "message too big");
 		return 0;
 	}
 	presence_count(CTR_BYTES_IN, len);
@@ -506,7 +182,7 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 
 			if (grown == NULL)
 			{
-				ws_close(connection, 1011, "out of memory");
+				connection_close(connection, 1011, "out of memory");
 				return 0;
 			}
 			connection->rx = grown;
@@ -522,14 +198,7 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 		len = connection->rx_len;
 	}
 
-	now_ms = presence_now_ms();
-	if (!rate_allows(connection, now_ms))
-	{
-		if (connection->close_code == 0)
-			request_fail(connection, NULL, "rate_limited", "too many messages; slow down");
-	}
-	else
-		request_handle(connection, in, len);
+	ws_handlers->message(connection, in, len);
 	if (connection->rx_len > 0)
 		ws_partial_messages--;
 	connection->rx_len = 0;
@@ -539,78 +208,6 @@ receive_chunk(struct lws *wsi, Connection *connection, const char *in, size_t le
 		connection->rx = NULL;
 		connection->rx_capacity = 0;
 	}
-	return 0;
-}
-
-/*
- * Writes one frame now and counts it; false when the connection failed.
- *
- * The frame is complete, header included, and goes out as LWS_WRITE_HTTP,
- * which lws passes straight to the socket (keeping what the kernel does
- * not take, in order).  lws's permessage-deflate would compress every
- * message per connection, and it sends a large one over several
- * WRITEABLEs, during which a pong or ping it writes itself is mixed into
- * the message (lws 4.1 continues the drain with whatever is written
- * next).  Ours compresses a message once for every connection, and only
- * when it is at least presence.compression_min_bytes.
- */
-static bool
-frame_write(struct lws *wsi, OutFrame *frame)
-{
-	HandshakeData *handshake = lws_wsi_user(wsi);
-	bool		compress = handshake->deflate && frame->len >= (size_t) presence_compression_min_bytes;
-	unsigned char *wire;
-	size_t		wire_len;
-
-	if (compress && !frame->deflate_tried)
-		frame_deflate(frame);
-	wire = compress && frame->deflated ? frame->deflated : frame->wire;
-	wire_len = compress && frame->deflated ? frame->deflated_len : frame->wire_len;
-	if (lws_write(wsi, wire, wire_len, LWS_WRITE_HTTP) < (int) wire_len)
-		return false;
-	presence_count_message_out(frame->type_index);
-	presence_count(CTR_BYTES_OUT, frame->len);
-	if (frame->created_us != 0)
-		presence_record_latency(presence_now_us() - frame->created_us);
-	return true;
-}
-
-/*
- * SERVER_WRITEABLE: a pending close, or the oldest queued frame.
- *
- * A close starts lws's closing handshake directly (LWS_TO_KILL_SYNC with
- * the reason set) instead of returning -1: on that path the libuv build
- * of lws 4.1 closes the socket a second time before the close frame is
- * written, and the client would see 1006 instead of our close code.
- */
-static int
-write_next(struct lws *wsi, Connection *connection)
-{
-	OutFrame   *frame;
-	bool		written;
-
-	if (connection->closing)
-		return 0;
-	if (connection->out_count == 0 && connection->close_code != 0)
-	{
-		lws_close_reason(wsi, (enum lws_close_status) connection->close_code,
-						 (unsigned char *) connection->close_reason, strlen(connection->close_reason));
-		connection->closing = true;
-		lws_set_timeout(wsi, PENDING_TIMEOUT_CLOSE_SEND, LWS_TO_KILL_SYNC);
-		return 0;
-	}
-	if (connection->out_count == 0)
-		return 0;
-	frame = connection->out[connection->out_head];
-	connection->out_head = (connection->out_head + 1) % connection->out_capacity;
-	connection->out_count--;
-	connection->out_bytes -= frame->len;
-	written = frame_write(wsi, frame);
-	frame_release(frame);
-	if (!written)
-		return -1;
-	if (connection->out_count > 0 || connection->close_code != 0)
-		lws_callback_on_writable(wsi);
 	return 0;
 }
 
@@ -733,16 +330,16 @@ confirm_deflate(struct lws *wsi, HandshakeData *handshake)
  * the inflater's: the client's window, and a reset exactly when the
  * client said it starts afresh for each message, which frees the window
  * between messages.  lws's deflater, configured by the client_* ones, is
- * never used (frame_write).
+ * never used (connection.c writes whole frames).
  */
-static void
+static bool
 deflate_established(struct lws *wsi, HandshakeData *handshake)
 {
-	handshake->deflate = lws_set_extension_option(wsi, "permessage-deflate",
-												  "server_max_window_bits", "15") == 0;
-	if (handshake->deflate)
-		lws_set_extension_option(wsi, "permessage-deflate", "server_no_context_takeover",
-								 handshake->deflate_offer.client_no_context_takeover ? "1" : "0");
+	if (lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "15") != 0)
+		return false;
+	lws_set_extension_option(wsi, "permessage-deflate", "server_no_context_takeover",
+							 handshake->deflate_offer.client_no_context_takeover ? "1" : "0");
+	return true;
 }
 
 static int
@@ -754,7 +351,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 	switch (reason)
 	{
 		case LWS_CALLBACK_HTTP:
-			return http_serve(wsi, in ? (const char *) in : "/");
+			return http_endpoint_serve(wsi, in ? (const char *) in : "/");
 
 		case LWS_CALLBACK_HTTP_FILE_COMPLETION:
 			return lws_http_transaction_completed(wsi) ? -1 : 0;
@@ -784,7 +381,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 				lws_close_reason(wsi, (enum lws_close_status) 1013, (unsigned char *) "too many connections", 20);
 				return -1;
 			}
-			connection = connection_open(wsi, handshake);
+			connection = connection_open(wsi, handshake->ip, handshake->user_agent);
 			if (connection == NULL)
 			{
 				presence_connection_release();
@@ -793,17 +390,9 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 			handshake->connection = connection;
 			presence_count(CTR_CONNECTIONS_OPENED, 1);
 			if (presence_compression)
-				deflate_established(wsi, handshake);
-			if (handshake->header_token)
-			{
-				if (handshake->verdict == JWT_VALID)
-					request_admit(connection, &handshake->identity, NULL);
-				else
-				{
-					presence_count(CTR_AUTH_FAILURES, 1);
-					ws_close(connection, 4001, jwt_verdict_message(handshake->verdict));
-				}
-			}
+				connection->compressed = deflate_established(wsi, handshake);
+			ws_handlers->opened(connection, handshake->header_token ? &handshake->verdict : NULL,
+								&handshake->identity);
 			return 0;
 
 		case LWS_CALLBACK_RECEIVE:
@@ -814,19 +403,17 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		case LWS_CALLBACK_SERVER_WRITEABLE:
 			if (connection == NULL)
 				return -1;
-			return write_next(wsi, connection);
+			return connection_write_next(connection);
 
 		case LWS_CALLBACK_CLOSED:
 			if (connection == NULL)
 				return 0;
 			if (connection->rx_len > 0)
 				ws_partial_messages--;
-			live_connection_closed(connection);
-			dlist_delete(&connection->all_node);
-			connection->wsi = NULL;
+			ws_handlers->closed(connection);
 			handshake->connection = NULL;
 			presence_connection_release();
-			connection_release(connection);
+			connection_detach(connection);
 			return 0;
 
 		default:
@@ -849,21 +436,12 @@ lws_log_to_postgres(int level, const char *line)
 
 /* Creates the lws context on the worker's libuv loop and starts listening. */
 bool
-ws_server_start(uv_loop_t *loop, int worker_index)
+ws_server_start(uv_loop_t *loop, const WsHandlers *handlers)
 {
 	struct lws_context_creation_info info;
 	void	   *foreign_loops[1] = {loop};
-	char		hostname[48];
 
-	ws_worker_index = worker_index;
-	if (gethostname(hostname, sizeof(hostname)) != 0)
-		strlcpy(hostname, "localhost", sizeof(hostname));
-	hostname[sizeof(hostname) - 1] = '\0';
-	snprintf(ws_node_id, sizeof(ws_node_id), "%s-%d", hostname, PostPortNumber);
-	/* the start time tells this run's connections from an earlier one's */
-	snprintf(ws_origin, sizeof(ws_origin), "%s:%d.%llx", ws_node_id, worker_index,
-			 (unsigned long long) presence_now_ms());
-
+	ws_handlers = handlers;
 	lws_set_log_level(LLL_ERR | LLL_WARN, lws_log_to_postgres);
 	memset(&info, 0, sizeof(info));
 	/* we listen ourselves (listen_shared); lws serves what we accept */
@@ -958,7 +536,7 @@ accept_ready(uv_poll_t *poll, int status, int events)
  * counts against presence.max_connections only.
  */
 void
-ws_connection_authenticated(Connection *connection)
+ws_server_authenticated(Connection *connection)
 {
 	Newcomer   *newcomer = connection->wsi ? lws_get_opaque_user_data(connection->wsi) : NULL;
 
@@ -969,39 +547,24 @@ ws_connection_authenticated(Connection *connection)
 	}
 }
 
-/*
- * The listening socket, with SO_REUSEPORT so every ws worker of the node
- * binds the same port and the kernel spreads connections over them (lws
- * 4.1 sets SO_REUSEPORT on no platform, so it cannot listen for us).
- */
+/* Listens on the port every ws worker of the node shares (listen_socket.c). */
 static bool
 listen_shared(uv_loop_t *loop)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *address = NULL;
-	char		port[16];
-	int			one = 1;
+	ListenFailure failure;
 
-	snprintf(port, sizeof(port), "%d", presence_port);
-	if (getaddrinfo(presence_listen_address[0] ? presence_listen_address : NULL, port, &hints, &address) != 0)
+	ws_listen_fd = listen_socket_bind(true, &failure);
+	if (ws_listen_fd < 0)
 		return false;
-	ws_listen_fd = socket(address->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (ws_listen_fd < 0 ||
-		setsockopt(ws_listen_fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-		setsockopt(ws_listen_fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0 ||
-		bind(ws_listen_fd, address->ai_addr, address->ai_addrlen) != 0 ||
-		listen(ws_listen_fd, SOMAXCONN) != 0)
+	if (listen(ws_listen_fd, SOMAXCONN) != 0)
 	{
 		int			save_errno = errno;
 
-		freeaddrinfo(address);
-		if (ws_listen_fd >= 0)
-			close(ws_listen_fd);
+		close(ws_listen_fd);
 		ws_listen_fd = -1;
 		errno = save_errno;
 		return false;
 	}
-	freeaddrinfo(address);
 	uv_poll_init(loop, &ws_listen_poll, ws_listen_fd);
 	uv_poll_start(&ws_listen_poll, UV_READABLE, accept_ready);
 	return true;
@@ -1021,25 +584,6 @@ ws_server_stop_listening(void)
 	uv_close((uv_handle_t *) &ws_listen_poll, NULL);
 	close(ws_listen_fd);
 	ws_listen_fd = -1;
-}
-
-/*
- * Shutdown: every client gets the close code at once.  Frames still
- * queued are dropped, so a client that stopped reading does not keep
- * its close waiting behind them.
- */
-void
-ws_server_close_all(int code, const char *reason)
-{
-	dlist_iter	iter;
-
-	dlist_foreach(iter, &ws_connections)
-	{
-		Connection *connection = dlist_container(Connection, all_node, iter.cur);
-
-		drop_output(connection);
-		ws_close(connection, code, reason);
-	}
 }
 
 /*
@@ -1064,9 +608,7 @@ ws_server_destroy(void)
 	if (ws_context)
 		lws_context_destroy(ws_context);
 	ws_context = NULL;
-	if (ws_deflater_ready)
-		deflateEnd(&ws_deflater);
-	ws_deflater_ready = false;
+	frame_deflater_end();
 }
 
 /*
@@ -1081,16 +623,16 @@ ws_server_sweep(int64 now_ms)
 
 	admission_sweep(now_ms);
 
-	dlist_foreach(iter, &ws_connections)
+	dlist_foreach(iter, connections_all())
 	{
 		Connection *connection = dlist_container(Connection, all_node, iter.cur);
 
 		if (!connection->authenticated)
 		{
 			if (now_ms - connection->opened_ms >= presence_auth_timeout_ms)
-				ws_close(connection, 4008, "authentication timeout");
+				connection_close(connection, 4008, "authentication timeout");
 		}
 		else if (now_ms / 1000 > connection->token_expires_at + presence_jwt_leeway_s)
-			ws_close(connection, 4001, "token expired");
+			connection_close(connection, 4001, "token expired");
 	}
 }

@@ -1,53 +1,41 @@
 /*-------------------------------------------------------------------------
  * ws_server.h
- *	  The libwebsockets side of a ws worker: the listening vhost, HTTP
- *	  endpoints, frames in and out.
+ *	  The libwebsockets side of a ws worker: the listening socket, the
+ *	  handshake, whole messages in.
  *-------------------------------------------------------------------------
  */
 #ifndef PRESENCE_WS_SERVER_H
 #define PRESENCE_WS_SERVER_H
 
-#include <jansson.h>
 #include <uv.h>
 
+#include "auth.h"
 #include "connection.h"
 
 /*
- * A serialised server message shared by every connection it goes to, as
- * whole WebSocket frames: plain (the header in the LWS_PRE headroom before
- * payload) and, made when a connection first needs it, compressed.
+ * What the transport calls up into, from inside lws callbacks (so none
+ * of them may raise a PostgreSQL error).
  */
-struct OutFrame
+typedef struct WsHandlers
 {
-	int			refs;
-	int64		created_us;		/* when its oldest event happened; 0 for replies */
-	int			type_index;		/* server_message_types[] index, for /metrics */
-	size_t		len;
-	unsigned char *payload;		/* points LWS_PRE bytes into buffer */
-	unsigned char *wire;		/* the plain frame: header, then payload */
-	size_t		wire_len;
-	bool		deflate_tried;	/* deflated is made, or not worth making */
-	unsigned char *deflated;	/* the permessage-deflate frame, or NULL */
-	size_t		deflated_len;
-	unsigned char buffer[FLEXIBLE_ARRAY_MEMBER];
-};
+	/*
+	 * A WebSocket is open.  header_verdict is the verdict on a Bearer
+	 * token in the Authorization header, NULL when there was none; with
+	 * JWT_VALID, identity is the token's.
+	 */
+	void		(*opened) (Connection *connection, const JwtVerdict *header_verdict,
+						   const JwtIdentity *identity);
+	/* A whole text message (fragments reassembled), not yet rate limited. */
+	void		(*message) (Connection *connection, const char *text, size_t len);
+	/* The socket is gone; the connection is detached right after. */
+	void		(*closed) (Connection *connection);
+} WsHandlers;
 
-extern OutFrame *frame_from_json(json_t *message, int64 created_us);
-extern void frame_release(OutFrame *frame);
-extern void ws_send_frame(Connection *connection, OutFrame *frame);
-extern void ws_send_json(Connection *connection, json_t *message);
-extern void ws_close(Connection *connection, int code, const char *reason);
-
-extern bool ws_server_start(uv_loop_t *loop, int worker_index);
+extern bool ws_server_start(uv_loop_t *loop, const WsHandlers *handlers);
+extern void ws_server_authenticated(Connection *connection);
 extern void ws_server_stop_listening(void);
-extern void ws_server_close_all(int code, const char *reason);
 extern void ws_server_destroy(void);
 extern void ws_server_sweep(int64 now_ms);
-extern void ws_connection_authenticated(Connection *connection);
 extern void ws_server_service_pending(void);
-extern dlist_head *ws_server_connections(void);
-extern const char *ws_server_node_id(void);
-extern const char *ws_server_origin(void);
-
 
 #endif							/* PRESENCE_WS_SERVER_H */

@@ -2,6 +2,10 @@
  * ws_worker.c
  *	  The ws worker process: start-up, the event loop, signals, shutdown.
  *
+ * This file wires the layers together: the transport (ws_server.c) and
+ * the activity queue call up into requests.c, the Redis link into
+ * live_remote.c, each through the handler table it is started with.
+ *
  * The loop waits the PostgreSQL way, on one WaitEventSet holding MyLatch,
  * postmaster death and the libuv loop's backend fd, with a timeout from
  * uv_backend_timeout() and our own deadlines (sweeps, timed batches,
@@ -31,10 +35,14 @@
 
 #include "activity.h"
 #include "clock.h"
+#include "connection.h"
+#include "live_remote.h"
 #include "live_state.h"
-#include "redis_layout.h"
+#include "node.h"
 #include "primary_link.h"
+#include "redis_layout.h"
 #include "redis_link.h"
+#include "requests.h"
 #include "shmem.h"
 #include "worker_db.h"
 #include "worker_process.h"
@@ -121,10 +129,10 @@ apply_commands(int worker_index)
 		const char *user_id = command.user_id[0] ? command.user_id : NULL;
 		json_t	   *payload = command.payload ? json_loads(command.payload, JSON_DECODE_ANY, NULL) : NULL;
 
-		live_apply_command(name, command.session_id, user_id, payload);
+		live_apply_command(command.kind, command.session_id, user_id, payload);
 		if (worker_index == 0 && redis_configured())
 		{
-			json_t	   *message = json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "o", ws_server_node_id(),
+			json_t	   *message = json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "o", presence_node_id(),
 											"cmd", name, "sessionId", command.session_id,
 											"userId", user_id, "payload", payload);
 			char	   *text = message ? json_dumps(message, JSON_COMPACT) : NULL;
@@ -157,12 +165,7 @@ wait_timeout_ms(uv_loop_t *loop, int64 now_ms, int64 next_sweep_ms)
 static void
 publish_gauges(PresenceWorkerSlot *slot, bool database_ready)
 {
-	int			connections = 0;
-	dlist_iter	iter;
-
-	dlist_foreach(iter, ws_server_connections())
-		connections++;
-	slot->connections = connections;
+	slot->connections = connections_count();
 	live_gauges(&slot->sessions, &slot->users);
 	slot->database_ready = database_ready;
 	slot->redis_connected = redis_link_ready();
@@ -193,7 +196,7 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 	dlist_iter	iter;
 
 	ws_server_stop_listening();
-	dlist_foreach(iter, ws_server_connections())
+	dlist_foreach(iter, connections_all())
 		live_connection_closed(dlist_container(Connection, all_node, iter.cur));
 	live_flush(INT64_MAX);
 	/* a standby's flush completes on the loop, so keep it turning */
@@ -207,9 +210,9 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 		ereport(WARNING,
 				(errmsg("presence: %d activity rows could not be written before shutdown",
 						activity_pending())));
-	ws_server_close_all(1001, "server shutting down");
+	connections_close_all(1001, "server shutting down");
 	deadline = Min(deadline, presence_now_ms() + SHUTDOWN_CLOSE_WAIT_MS);
-	while (!dlist_is_empty(ws_server_connections()) && presence_now_ms() < deadline)
+	while (connections_count() > 0 && presence_now_ms() < deadline)
 		turn_loop(loop, set, Min(deadline - presence_now_ms(), 50));
 	redis_link_stop();
 	primary_link_stop();
@@ -230,6 +233,7 @@ presence_ws_worker_main(Datum main_arg)
 	MemoryContext pass_context;
 	int64		next_sweep_ms;
 	bool		database_ready = true;
+	char		origin[CONNECTION_ID_MAX - 20];
 
 	worker_process_start();
 
@@ -246,16 +250,21 @@ presence_ws_worker_main(Datum main_arg)
 	if (!wait_for_extension())
 		proc_exit(1);			/* restartable, as at the end of main below */
 
-	if (uv_loop_init(&loop) != 0)
+	if (uv_loop_init(&loop) != 0 || !live_state_init(worker_index))
 		ereport(ERROR, (errmsg("presence: could not create an event loop")));
-	live_state_init(worker_index);
-	if (!ws_server_start(&loop, worker_index))
+	/* the start time tells this run's connections from an earlier one's */
+	snprintf(origin, sizeof(origin), "%s:%d.%llx", presence_node_id(), worker_index,
+			 (unsigned long long) presence_now_ms());
+	connections_init(origin);
+	activity_init(&requests_activity_handlers);
+	live_remote_init();
+	if (!ws_server_start(&loop, &requests_ws_handlers))
 		ereport(ERROR,
 				(errmsg("presence: could not listen on %s:%d: %m", presence_listen_address, presence_port),
 				 errhint("Check that presence.port is free and presence.listen_address is local.")));
 	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
 						 presence_listen_address, presence_port)));
-	redis_link_start(&loop, ws_server_origin());
+	redis_link_start(&loop, origin, &live_remote_redis_handlers);
 	primary_link_start(&loop);
 
 	set = CreateWaitEventSet(TopMemoryContext, 3);
@@ -265,7 +274,7 @@ presence_ws_worker_main(Datum main_arg)
 	pass_context = AllocSetContextCreate(TopMemoryContext, "presence pass", ALLOCSET_DEFAULT_SIZES);
 	next_sweep_ms = presence_now_ms() + sweep_period_ms();
 
-	while (!worker_shutdown_requested)
+	while (!ShutdownRequestPending)
 	{
 		int64		now_ms = presence_now_ms();
 
@@ -273,7 +282,7 @@ presence_ws_worker_main(Datum main_arg)
 								events, lengthof(events), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
 		worker_process_interrupts();
-		if (worker_shutdown_requested)
+		if (ShutdownRequestPending)
 			break;
 
 		MemoryContextSwitchTo(pass_context);
@@ -285,8 +294,9 @@ presence_ws_worker_main(Datum main_arg)
 		{
 			ws_server_sweep(now_ms);
 			live_sweep(now_ms);
-			/* gauges walk every connection: once per sweep, not per pass */
 			publish_gauges(slot, database_ready);
+			/* statistics a commit left pending (db_run reports at most once a second) */
+			(void) pgstat_report_stat(false);
 			next_sweep_ms = now_ms + sweep_period_ms();
 		}
 		live_flush(now_ms);

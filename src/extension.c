@@ -1,6 +1,7 @@
 /*-------------------------------------------------------------------------
- * presence.c
- *	  Module entry: GUCs, shared memory hooks and worker registration.
+ * extension.c
+ *	  The shared library's entry (_PG_init): GUCs, shared memory hooks
+ *	  and worker registration.
  *
  * Loaded through shared_preload_libraries, the postmaster gets the shared
  * memory and starts the workers; loaded on demand by a SQL function it
@@ -9,13 +10,12 @@
  */
 #include "presence.h"
 
-#include <netdb.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #include "postmaster/bgworker.h"
 #include "storage/ipc.h"
 
+#include "listen_socket.h"
 #include "redis_layout.h"
 #include "shmem.h"
 #include "workers.h"
@@ -44,35 +44,19 @@ presence_shmem_startup_hook(void)
 }
 
 /*
- * Whether listen_address:port is free for this server's ws workers.  They
- * listen with SO_REUSEPORT so that they can share the port, which would
- * let a second server configured with the same port silently share it
- * too and receive part of the connections.  A plain bind (without
- * SO_REUSEPORT) fails while anyone listens there, so the postmaster tries
- * one at start-up and lets it go at once.
+ * Whether listen_address:port is free for this server's ws workers
+ * (listen_socket.c): the postmaster binds it once without sharing and
+ * lets it go at once.  A bad address is the worker's to report.
  */
 static bool
 port_is_free(void)
 {
-	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV};
-	struct addrinfo *address = NULL;
-	char		port[16];
-	int			one = 1;
-	int			fd;
-	bool		free_port;
+	ListenFailure failure;
+	int			fd = listen_socket_bind(false, &failure);
 
-	snprintf(port, sizeof(port), "%d", presence_port);
-	if (getaddrinfo(presence_listen_address[0] ? presence_listen_address : NULL, port, &hints, &address) != 0)
-		return true;				/* the worker reports the bad address */
-	fd = socket(address->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	free_port = fd < 0 ||
-		setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-		bind(fd, address->ai_addr, address->ai_addrlen) == 0 ||
-		errno != EADDRINUSE;
 	if (fd >= 0)
 		close(fd);
-	freeaddrinfo(address);
-	return free_port;
+	return fd >= 0 || failure == LISTEN_BAD_ADDRESS || errno != EADDRINUSE;
 }
 
 /*
@@ -81,7 +65,7 @@ port_is_free(void)
  * standby serves clients and sweeps Redis too; what writes checks for
  * recovery itself.
  */
-void
+static void
 presence_register_workers(void)
 {
 	BackgroundWorker worker;

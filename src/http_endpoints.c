@@ -1,5 +1,5 @@
 /*-------------------------------------------------------------------------
- * http_routes.c
+ * http_endpoints.c
  *	  Plain HTTP on the ws port: /healthz (every worker's database and
  *	  Redis state), /metrics (the node's counters in the Prometheus text
  *	  format), both behind presence.metrics_loopback_only and
@@ -20,10 +20,9 @@
 
 #include <libwebsockets.h>
 
-#include "http_routes.h"
+#include "http_endpoints.h"
 #include "protocol.h"
 #include "redis_layout.h"
-#include "requests.h"
 #include "shmem.h"
 
 static int
@@ -124,31 +123,23 @@ serve_metrics(struct lws *wsi)
 	uint64		count,
 				cumulative = 0;
 	int64		sum_us;
-	PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
-	int			nworkers,
-				sessions = 0,
-				users = 0;
+	NodeGauges	gauges;
 	int			status;
 
 	if (body == NULL)
 		return -1;
 	body[0] = '\0';
-	presence_worker_snapshot(workers, &nworkers);
-	for (int i = 0; i < nworkers; i++)
-	{
-		sessions += workers[i].sessions;
-		users += workers[i].users;
-	}
+	presence_node_gauges(&gauges);
 	append(&body, &len, &capacity,
 		   "# HELP presence_connections Open WebSocket connections on this node.\n"
 		   "# TYPE presence_connections gauge\npresence_connections %d\n"
 		   "# HELP presence_sessions Sessions with joined clients on this node.\n"
-		   "# TYPE presence_sessions gauge\npresence_sessions %d\n"
+		   "# TYPE presence_sessions gauge\npresence_sessions " INT64_FORMAT "\n"
 		   "# HELP presence_users Users present in sessions on this node.\n"
-		   "# TYPE presence_users gauge\npresence_users %d\n"
+		   "# TYPE presence_users gauge\npresence_users " INT64_FORMAT "\n"
 		   "# HELP presence_workers Running ws workers.\n"
 		   "# TYPE presence_workers gauge\npresence_workers %d\n",
-		   presence_connections_total(), sessions, users, nworkers);
+		   gauges.connections, gauges.sessions, gauges.users, gauges.workers);
 	for (size_t i = 0; i < lengthof(counters); i++)
 		append(&body, &len, &capacity, "# HELP %s %s\n# TYPE %s counter\n%s " UINT64_FORMAT "\n",
 			   counters[i].name, counters[i].help, counters[i].name, counters[i].name,
@@ -158,19 +149,19 @@ serve_metrics(struct lws *wsi)
 		   "# TYPE presence_messages_in_by_type_total counter\n");
 	for (int i = 0; i < REQ_TYPE_COUNT; i++)
 		append(&body, &len, &capacity, "presence_messages_in_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
-			   request_type_names[i], presence_typed_count(0, i));
+			   request_type_names[i], presence_typed_count(COUNTED_REQUESTS, i));
 	append(&body, &len, &capacity,
 		   "# HELP presence_messages_out_by_type_total Frames sent by message type.\n"
 		   "# TYPE presence_messages_out_by_type_total counter\n");
 	for (int i = 0; i < SERVER_MESSAGE_TYPES; i++)
 		append(&body, &len, &capacity, "presence_messages_out_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
-			   server_message_types[i], presence_typed_count(1, i));
+			   server_message_types[i], presence_typed_count(COUNTED_SERVER_MESSAGES, i));
 	append(&body, &len, &capacity,
 		   "# HELP presence_errors_by_code_total Error replies by code.\n"
 		   "# TYPE presence_errors_by_code_total counter\n");
-	for (int i = 0; i < REQUEST_ERROR_CODES; i++)
+	for (int i = 0; i < PROTOCOL_ERROR_CODES; i++)
 		append(&body, &len, &capacity, "presence_errors_by_code_total{code=\"%s\"} " UINT64_FORMAT "\n",
-			   request_error_codes[i], presence_typed_count(2, i));
+			   protocol_error_codes[i], presence_typed_count(COUNTED_ERRORS, i));
 	presence_latency_snapshot(buckets, &count, &sum_us);
 	append(&body, &len, &capacity,
 		   "# HELP presence_fanout_latency_seconds From event to the write of each delivery.\n"
@@ -301,7 +292,7 @@ monitoring_allowed(struct lws *wsi, int *status)
 
 /* LWS_CALLBACK_HTTP: /healthz, /metrics, else a file of presence.static_dir. */
 int
-http_serve(struct lws *wsi, const char *uri)
+http_endpoint_serve(struct lws *wsi, const char *uri)
 {
 	int			status;
 
@@ -309,21 +300,13 @@ http_serve(struct lws *wsi, const char *uri)
 		return status;
 	if (strcmp(uri, "/healthz") == 0)
 	{
-		PresenceWorkerSlot workers[PRESENCE_MAX_WORKERS];
-		int			nworkers;
-		bool		database_ready = true;
-		bool		redis_ready = true;
+		NodeGauges	gauges;
 
-		presence_worker_snapshot(workers, &nworkers);
-		for (int i = 0; i < nworkers; i++)
-		{
-			database_ready &= workers[i].database_ready;
-			redis_ready &= workers[i].redis_connected || !redis_configured();
-		}
-		if (!database_ready)
+		presence_node_gauges(&gauges);
+		if (!gauges.databases_ready)
 			return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
 								"degraded: database unavailable\n", 30);
-		if (!redis_ready)
+		if (redis_configured() && !gauges.redis_connected)
 			return http_respond(wsi, HTTP_STATUS_SERVICE_UNAVAILABLE, "text/plain",
 								"degraded: redis unavailable\n", 27);
 		return http_respond(wsi, HTTP_STATUS_OK, "text/plain", "ok\n", 3);
