@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: pg_regress
-# suites, the integration and fault tests, a short fuzzing run of every
-# parser of untrusted bytes (fuzz/run.sh), and the client tests.
+# suites, the integration and fault tests, the C unit tests
+# (test/unit/run.sh), a short fuzzing run of every parser of untrusted
+# bytes (fuzz/run.sh), and the client tests.
 # Exits non-zero when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,9 @@ test/run-regress.sh
 
 echo "== integration tests (pytest)"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider test/
+
+echo "== unit tests (C, no server)"
+test/unit/run.sh
 
 echo "== fuzzing (libFuzzer, 20 s per target)"
 fuzz/run.sh 20

@@ -41,6 +41,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "storage/lmgr.h"
+#include "utils/fmgroids.h"
 #include "utils/hsearch.h"
 #include "utils/lsyscache.h"
 #include "utils/uuid.h"
@@ -220,9 +221,13 @@ put_off_session(const char *session_id, int64 now_ms)
 
 	if (entry == NULL)
 	{
+		PutOffSession *grown = growable_reserve(put_off, &put_off_capacity, put_off_count,
+												sizeof(PutOffSession), 8);
+
 		/* without room the session simply stays ready and is tried again */
-		if (!growable_reserve(&put_off, &put_off_capacity, put_off_count, sizeof(PutOffSession), 8))
+		if (grown == NULL)
 			return;
+		put_off = grown;
 		entry = &put_off[put_off_count++];
 		strlcpy(entry->session_id, session_id, sizeof(entry->session_id));
 	}
@@ -488,7 +493,6 @@ typedef struct BatchSession
 typedef struct BatchWrite
 {
 	FlushBatch *batch;
-	int64		now_ms;
 	DbResult	result;
 } BatchWrite;
 
@@ -515,8 +519,9 @@ lock_batch_sessions(const char **params, void *arg)
 	.hcxt = CurrentMemoryContext};
 	HTAB	   *sessions = hash_create("presence batch sessions", 64, &ctl,
 									   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(params[0])};
+	Oid			types[1] = {TEXTARRAYOID};
+	/* typed once here: a text parameter cast in the query would be parsed again for every row */
+	Datum		args[1] = {OidInputFunctionCall(F_ARRAY_IN, (char *) params[0], TEXTOID, -1)};
 	int			kept = 0;
 
 	if (!table_free("activity_log", RowExclusiveLock) ||
@@ -536,7 +541,7 @@ lock_batch_sessions(const char **params, void *arg)
 	}
 	db_execute(db_prepared(&lock_plan,
 						   "SELECT s.id, s.session_id FROM presence.collaboration_sessions s"
-						   " WHERE s.session_id = ANY ($1::text[]) ORDER BY s.id"
+						   " WHERE s.session_id = ANY ($1) ORDER BY s.id"
 						   " FOR KEY SHARE SKIP LOCKED", 1, types),
 			   args, NULL, false);
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -555,7 +560,7 @@ lock_batch_sessions(const char **params, void *arg)
 	{
 		db_execute(db_prepared(&exists_plan,
 							   "SELECT s.session_id FROM presence.collaboration_sessions s"
-							   " WHERE s.session_id = ANY ($1::text[])", 1, types),
+							   " WHERE s.session_id = ANY ($1)", 1, types),
 				   args, NULL, true);
 		for (uint64 i = 0; i < SPI_processed; i++)
 		{
@@ -571,7 +576,7 @@ lock_batch_sessions(const char **params, void *arg)
 		BatchSession *session = hash_search(sessions, QUEUE_AT(batch->rows[i])->session_id, HASH_FIND, NULL);
 
 		if (session->state == SESSION_BUSY)
-			put_off_session(session->session_id, write->now_ms);
+			put_off_session(session->session_id, presence_now_ms());
 		else
 			batch->rows[kept++] = batch->rows[i];
 	}
@@ -658,8 +663,9 @@ batch_answered(FlushBatch *batch, const DbReply *reply)
 	for (int i = 0; i < batch->count; i++)
 	{
 		QueuedActivity *row = QUEUE_AT(batch->rows[i]);
+		const char *id = db_reply_value(reply, i);
 
-		strlcpy(row->id, reply->values[i] ? reply->values[i] : "", sizeof(row->id));
+		strlcpy(row->id, id ? id : "", sizeof(row->id));
 		row_committed(row);
 		row_done(row);
 	}
@@ -747,7 +753,7 @@ static WriteOutcome
 write_batch(FlushBatch *batch, int64 now_ms)
 {
 	const char *params[BATCH_COLUMNS];
-	BatchWrite	write = {batch, now_ms, DB_FAILED};
+	BatchWrite	write = {batch, DB_FAILED};
 	bool		one_session;
 
 	if (!batch_params(batch, params))
@@ -869,10 +875,12 @@ flush_to_primary(void)
 	next_batch(&batch, remote_scope);
 	if (!batch_params(&batch, params))
 		return false;
+	/* before: had the server just been promoted, the answer comes at once */
+	remote_in_flight = batch.count;
 	sent = db_submit(DB_LOG_ACTIVITY_BATCH, params, NULL, remote_batch_answered, NULL);
 	batch_params_free(params);
-	if (sent)
-		remote_in_flight = batch.count;
+	if (!sent)
+		remote_in_flight = 0;
 	return sent;
 }
 

@@ -69,12 +69,21 @@ db_writes_go_to_primary(void)
 	return RecoveryInProgress();
 }
 
+/* Row row's value of the first column; NULL for SQL NULL. */
+const char *
+db_reply_value(const DbReply *reply, int row)
+{
+	if (reply->copied)
+		return reply->copied[row];
+	return PQgetisnull(reply->primary, row, 0) ? NULL : PQgetvalue(reply->primary, row, 0);
+}
+
 static void
 reply_free(DbReply *reply)
 {
-	for (int i = 0; i < reply->rows; i++)
-		free(reply->values[i]);
-	free(reply->values);
+	for (int i = 0; reply->copied && i < reply->rows; i++)
+		free(reply->copied[i]);
+	free(reply->copied);
 }
 
 typedef struct LocalWrite
@@ -107,15 +116,16 @@ local_write_work(void *arg)
 	}
 	db_execute(db_prepared(&plans[write->statement], text->sql, text->nparams, types),
 			   values, nulls, false);
-	reply->values = malloc(Max(SPI_processed, 1) * sizeof(char *));
-	if (reply->values == NULL)
+	/* copied before the commit, so an answer can always be given after it */
+	reply->copied = malloc(Max(SPI_processed, 1) * sizeof(char *));
+	if (reply->copied == NULL)
 		elog(ERROR, "presence: out of memory");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *value = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1);
 
-		reply->values[reply->rows] = value ? strdup(value) : NULL;
-		if (value && reply->values[reply->rows] == NULL)
+		reply->copied[reply->rows] = value ? strdup(value) : NULL;
+		if (value && reply->copied[reply->rows] == NULL)
 			elog(ERROR, "presence: out of memory");
 		reply->rows++;
 	}
@@ -126,7 +136,7 @@ local_write_work(void *arg)
 static void
 write_locally(DbStatement statement, const char **params, DbBeforeWrite before, DbDone done, void *arg)
 {
-	DbReply		reply = {DB_FAILED, 0, NULL};
+	DbReply		reply = {DB_FAILED, 0, NULL, NULL};
 	LocalWrite	write = {statement, params, before, arg, &reply};
 
 	reply.result = db_run(statements[statement].activity, local_write_work, &write);
@@ -134,7 +144,7 @@ write_locally(DbStatement statement, const char **params, DbBeforeWrite before, 
 	{
 		reply_free(&reply);
 		reply.rows = 0;
-		reply.values = NULL;
+		reply.copied = NULL;
 	}
 	done(&reply, arg);
 	reply_free(&reply);
@@ -151,20 +161,16 @@ static void
 primary_answered(PGresult *result, void *context)
 {
 	RemoteWrite *write = context;
-	DbReply		reply = {DB_FAILED, 0, NULL};
+	DbReply		reply = {DB_FAILED, 0, NULL, result};
 
 	if (result && PQresultStatus(result) == PGRES_TUPLES_OK)
 	{
-		reply.values = malloc(Max(PQntuples(result), 1) * sizeof(char *));
-		reply.result = reply.values ? DB_OK : DB_FAILED;
-		for (int i = 0; reply.values && i < PQntuples(result); i++)
-			reply.values[reply.rows++] = PQgetisnull(result, i, 0) ? NULL : PQgetvalue(result, i, 0);
+		reply.result = DB_OK;
+		reply.rows = PQntuples(result);
 	}
 	else if (result)
 		reply.result = db_classify_sqlstate(PQresultErrorField(result, PG_DIAG_SQLSTATE));
 	write->done(&reply, write->arg);
-	/* the values are the result's own */
-	free(reply.values);
 	free(write);
 }
 

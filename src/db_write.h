@@ -21,12 +21,18 @@ typedef enum DbStatement
 
 #define DB_STATEMENT_MAX_PARAMS 7
 
-/* What a statement answered: its outcome and its first column, row by row. */
+struct pg_result;
+
+/*
+ * What a statement answered: its outcome and, read with db_reply_value,
+ * its first column, row by row (valid while the callback runs).
+ */
 typedef struct DbReply
 {
 	DbResult	result;
 	int			rows;
-	char	  **values;			/* rows entries; NULL for SQL NULL */
+	char	  **copied;			/* from SPI: rows values, malloc'd */
+	const struct pg_result *primary;	/* from the primary: its result */
 } DbReply;
 
 typedef void (*DbDone) (const DbReply *reply, void *arg);
@@ -42,5 +48,6 @@ typedef bool (*DbBeforeWrite) (const char **params, void *arg);
 extern bool db_submit(DbStatement statement, const char **params, DbBeforeWrite before,
 					  DbDone done, void *arg);
 extern bool db_writes_go_to_primary(void);
+extern const char *db_reply_value(const DbReply *reply, int row);
 
 #endif							/* PRESENCE_DB_WRITE_H */

@@ -20,23 +20,21 @@ growable_capacity(int capacity, int minimum)
 }
 
 /*
- * Makes room for one more item in *items, an array of count items of
- * item_size bytes with room for *capacity (items is the address of the
- * array's pointer).  Returns false, changing nothing, when memory runs out.
+ * Makes room for one more item in items, an array of count items of
+ * item_size bytes with room for *capacity: returns the array, moved when
+ * it had to grow, or NULL when memory ran out (items is then as it was).
  */
-bool
+void *
 growable_reserve(void *items, int *capacity, int count, size_t item_size, int minimum)
 {
-	void	  **array = items;
 	int			grown_capacity;
 	void	   *grown;
 
 	if (count < *capacity)
-		return true;
+		return items;
 	grown_capacity = growable_capacity(*capacity, minimum);
-	if (grown_capacity <= count || (grown = realloc(*array, (size_t) grown_capacity * item_size)) == NULL)
-		return false;
-	*array = grown;
+	if (grown_capacity <= count || (grown = realloc(items, (size_t) grown_capacity * item_size)) == NULL)
+		return NULL;
 	*capacity = grown_capacity;
-	return true;
+	return grown;
 }

@@ -11,6 +11,6 @@
 #include <stddef.h>
 
 extern int	growable_capacity(int capacity, int minimum);
-extern bool growable_reserve(void *items, int *capacity, int count, size_t item_size, int minimum);
+extern void *growable_reserve(void *items, int *capacity, int count, size_t item_size, int minimum);
 
 #endif							/* PRESENCE_GROWABLE_H */

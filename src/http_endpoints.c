@@ -116,6 +116,22 @@ serve_metrics(struct lws *wsi)
 		{CTR_BYTES_IN, "presence_bytes_in_total", "Payload bytes received."},
 		{CTR_BYTES_OUT, "presence_bytes_out_total", "Payload bytes sent."},
 	};
+	static const struct
+	{
+		CountedTable table;
+		const char *name;
+		const char *help;
+		const char *label;
+		const char *const *names;
+		int			count;
+	}			counted[] = {
+		{COUNTED_REQUESTS, "presence_messages_in_by_type_total", "Client messages by type.", "type",
+		request_type_names, REQ_TYPE_COUNT},
+		{COUNTED_SERVER_MESSAGES, "presence_messages_out_by_type_total", "Frames sent by message type.", "type",
+		server_message_types, SERVER_MESSAGE_TYPES},
+		{COUNTED_ERRORS, "presence_errors_by_code_total", "Error replies by code.", "code",
+		protocol_error_codes, PROTOCOL_ERROR_CODES},
+	};
 	size_t		len = 0,
 				capacity = 8192;
 	char	   *body = malloc(capacity);
@@ -144,24 +160,14 @@ serve_metrics(struct lws *wsi)
 		append(&body, &len, &capacity, "# HELP %s %s\n# TYPE %s counter\n%s " UINT64_FORMAT "\n",
 			   counters[i].name, counters[i].help, counters[i].name, counters[i].name,
 			   presence_counter_value(counters[i].counter));
-	append(&body, &len, &capacity,
-		   "# HELP presence_messages_in_by_type_total Client messages by type.\n"
-		   "# TYPE presence_messages_in_by_type_total counter\n");
-	for (int i = 0; i < REQ_TYPE_COUNT; i++)
-		append(&body, &len, &capacity, "presence_messages_in_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
-			   request_type_names[i], presence_typed_count(COUNTED_REQUESTS, i));
-	append(&body, &len, &capacity,
-		   "# HELP presence_messages_out_by_type_total Frames sent by message type.\n"
-		   "# TYPE presence_messages_out_by_type_total counter\n");
-	for (int i = 0; i < SERVER_MESSAGE_TYPES; i++)
-		append(&body, &len, &capacity, "presence_messages_out_by_type_total{type=\"%s\"} " UINT64_FORMAT "\n",
-			   server_message_types[i], presence_typed_count(COUNTED_SERVER_MESSAGES, i));
-	append(&body, &len, &capacity,
-		   "# HELP presence_errors_by_code_total Error replies by code.\n"
-		   "# TYPE presence_errors_by_code_total counter\n");
-	for (int i = 0; i < PROTOCOL_ERROR_CODES; i++)
-		append(&body, &len, &capacity, "presence_errors_by_code_total{code=\"%s\"} " UINT64_FORMAT "\n",
-			   protocol_error_codes[i], presence_typed_count(COUNTED_ERRORS, i));
+	for (size_t t = 0; t < lengthof(counted); t++)
+	{
+		append(&body, &len, &capacity, "# HELP %s %s\n# TYPE %s counter\n",
+			   counted[t].name, counted[t].help, counted[t].name);
+		for (int i = 0; i < counted[t].count; i++)
+			append(&body, &len, &capacity, "%s{%s=\"%s\"} " UINT64_FORMAT "\n", counted[t].name,
+				   counted[t].label, counted[t].names[i], presence_typed_count(counted[t].table, i));
+	}
 	presence_latency_snapshot(buckets, &count, &sum_us);
 	append(&body, &len, &capacity,
 		   "# HELP presence_fanout_latency_seconds From event to the write of each delivery.\n"

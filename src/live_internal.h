@@ -112,7 +112,6 @@ extern void live_mark_dirty(SessionUser *user);
 extern void live_visibility_changed(SessionUser *user, bool was_visible, const char *gone_kind,
 									Connection *origin);
 extern void live_send_session_joined(Membership *membership, json_t *ref);
-extern void live_broadcast(const char *session_id, json_t *payload);
 extern void live_end_session(const char *session_id, const char *status);
 extern void live_remove_participant(const char *session_id, const char *user_id);
 extern void live_change_role(const char *session_id, const char *user_id, const char *role);

@@ -80,12 +80,16 @@ connection_is_ours(const char *connection_id)
 static void
 remote_add(SessionUser *user, const char *connection_id)
 {
+	char	  **grown;
+
 	for (int i = 0; i < user->remote_count; i++)
 		if (strcmp(user->remote_conns[i], connection_id) == 0)
 			return;
-	if (!growable_reserve(&user->remote_conns, &user->remote_capacity, user->remote_count,
-						  sizeof(char *), 4))
+	grown = growable_reserve(user->remote_conns, &user->remote_capacity, user->remote_count,
+							 sizeof(char *), 4);
+	if (grown == NULL)
 		return;
+	user->remote_conns = grown;
 	if ((user->remote_conns[user->remote_count] = strdup(connection_id)) != NULL)
 		user->remote_count++;
 }
@@ -404,6 +408,7 @@ recheck_request(const char *session_id, const char *user_id)
 {
 	Recheck		request = {0};
 	Recheck    *recheck;
+	Recheck    *grown;
 	int64		now = presence_now_ms();
 
 	if (user_id && strlen(user_id) > PRESENCE_UUID_LEN)
@@ -427,9 +432,13 @@ recheck_request(const char *session_id, const char *user_id)
 	request.backoff = (Backoff) BACKOFF_INIT(RECHECK_FIRST_MS, RECHECK_CAP_MS);
 	request.until_ms = now + RECHECK_WINDOW_MS;
 	request.next_ms = now + (int64) backoff_next_delay(&request.backoff);
+	grown = growable_reserve(live_rechecks, &live_recheck_capacity, live_recheck_count, sizeof(Recheck), 16);
 	/* without room it is read once, now: right unless the tables lag */
-	if (growable_reserve(&live_rechecks, &live_recheck_capacity, live_recheck_count, sizeof(Recheck), 16))
+	if (grown)
+	{
+		live_rechecks = grown;
 		live_rechecks[live_recheck_count++] = request;
+	}
 	recheck_run(&request);
 }
 
@@ -451,16 +460,6 @@ rechecks_due(int64 now_ms)
 		recheck->next_ms = now_ms + (int64) backoff_next_delay(&recheck->backoff);
 		recheck_run(recheck);
 	}
-}
-
-/* The kind of a command named in a message from another node; 0 when none. */
-static PresenceCommandKind
-command_kind(const char *name)
-{
-	for (PresenceCommandKind kind = CMD_BROADCAST; kind <= CMD_PARTICIPANT_CHANGED; kind++)
-		if (strcmp(name, presence_command_name(kind)) == 0)
-			return kind;
-	return 0;
 }
 
 /*
@@ -494,7 +493,7 @@ remote_command(const char *payload, size_t len)
 	if (!redis_parse_command(payload, len, &command))
 		return;
 	if (strcmp(command.origin, presence_node_id()) != 0)
-		apply_announced_command(command_kind(command.command), command.session_id, command.user_id,
+		apply_announced_command(presence_command_kind(command.command), command.session_id, command.user_id,
 								command.payload);
 	json_decref(command.root);
 }

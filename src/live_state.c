@@ -51,6 +51,7 @@ static int	live_removed_capacity;
 static const LiveMirror *live_mirror;
 
 static void user_free(SessionUser *user);
+static void automatic_status(Membership *membership, PresenceStatus status, Connection *origin);
 
 /* False when out of memory. */
 bool
@@ -275,29 +276,36 @@ live_user_event(SessionUser *user, const char *kind, Connection *origin)
 	LiveSession *session = user->session;
 	bool		is_cursor = strcmp(kind, "cursor") == 0;
 	json_t	   *event = json_pack("{s:s, s:o*}", "kind", kind, "user", live_presence_data(user));
-	PendingEvent *slot = NULL;
+	PendingEvent *slot;
 
 	live_mark_dirty(user);
 	if (event == NULL)
 		return;
 	session_roll_window(session, presence_now_ms());
+	/*
+	 * The user's pending cursor event goes, and the new one is appended:
+	 * in place, it would come before the user's later events, whose
+	 * PresenceData carry the older cursor that clients would then keep.
+	 */
 	if (is_cursor && session->timed)
-		for (int i = 0; i < session->nevents && !slot; i++)
+		for (int i = 0; i < session->nevents; i++)
 			if (session->events[i].is_cursor && strcmp(session->events[i].user_id, user->user_id) == 0)
 			{
-				slot = &session->events[i];
-				json_decref(slot->event);
+				json_decref(session->events[i].event);
+				memmove(&session->events[i], &session->events[i + 1],
+						(session->nevents - i - 1) * sizeof(PendingEvent));
+				session->nevents--;
+				break;
 			}
+	slot = growable_reserve(session->events, &session->events_capacity, session->nevents,
+							sizeof(PendingEvent), 8);
 	if (slot == NULL)
 	{
-		if (!growable_reserve(&session->events, &session->events_capacity, session->nevents,
-							  sizeof(PendingEvent), 8))
-		{
-			json_decref(event);
-			return;
-		}
-		slot = &session->events[session->nevents++];
+		json_decref(event);
+		return;
 	}
+	session->events = slot;
+	slot = &session->events[session->nevents++];
 	slot->event = event;
 	slot->origin = origin ? origin->serial : 0;
 	slot->is_cursor = is_cursor;
@@ -336,12 +344,15 @@ static void
 user_free(SessionUser *user)
 {
 	LiveSession *session = user->session;
+	LiveUserKey *keys = growable_reserve(live_removed_keys, &live_removed_capacity, live_removed_count,
+										 sizeof(LiveUserKey), 64);
 
-	if (growable_reserve(&live_removed_keys, &live_removed_capacity, live_removed_count,
-						 sizeof(LiveUserKey), 64))
+	/* without room online_users() keeps the entry until the worker publishes anew */
+	if (keys)
 	{
-		LiveUserKey *key = &live_removed_keys[live_removed_count++];
+		LiveUserKey *key = &keys[live_removed_count++];
 
+		live_removed_keys = keys;
 		memset(key, 0, sizeof(*key));
 		strlcpy(key->session_id, session->session_id, sizeof(key->session_id));
 		strlcpy(key->user_id, user->user_id, sizeof(key->user_id));
@@ -437,6 +448,37 @@ session_full(LiveSession *session)
 }
 
 /*
+ * A user comes into view here (their first live connection, after none
+ * or after all went silent): present afresh, online and active now,
+ * whatever they were when they went.
+ */
+static void
+user_arrives(SessionUser *user, int64 now_ms)
+{
+	user->status = STATUS_ONLINE;
+	user->auto_away = false;
+	user->last_activity_ms = now_ms;
+}
+
+/*
+ * Anything but a heartbeat from one of the user's connections, a new tab
+ * joining included, is activity: it ends automatic away unless the
+ * message sets a status itself (may_end_away false).  Returns whether it
+ * did, which others see as an update.
+ */
+static bool
+user_active(Membership *membership, bool may_end_away, Connection *origin, int64 now_ms)
+{
+	SessionUser *user = membership->user;
+
+	user->last_activity_ms = now_ms;
+	if (!may_end_away || !user->auto_away || user->status != STATUS_AWAY)
+		return false;
+	automatic_status(membership, STATUS_ONLINE, origin);
+	return true;
+}
+
+/*
  * Joins connection to a session with the role the database granted and
  * answers with session_joined: at once, or, when the session's Redis
  * snapshot is still on its way, as soon as it arrives, so the list of
@@ -479,6 +521,8 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 			live_mirror->watch(session);
 
 	was_visible = live_user_visible(user);
+	if (!was_visible)
+		user_arrives(user, now);
 	strlcpy(user->username, connection->username, sizeof(user->username));
 	strlcpy(user->role, role, sizeof(user->role));
 	strlcpy(user->granted_role, role, sizeof(user->granted_role));
@@ -504,7 +548,8 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 		live_visibility_changed(user, false, "leave", connection);
 		log_user_activity(user, "user_joined", NULL, connection);
 	}
-	else if (request->status >= 0 || request->activity || request->cursor.present)
+	else if (!user_active(membership, request->status < 0, connection, now) &&
+			 (request->status >= 0 || request->activity || request->cursor.present))
 		live_user_event(user, "update", connection);
 	live_mark_dirty(user);
 	mirror_announce(membership, "join", true);
@@ -722,20 +767,14 @@ live_message_received(Connection *connection, RequestType type)
 			user->live_connections++;
 			if (!was_visible)
 			{
-				user->status = STATUS_ONLINE;
-				user->auto_away = false;
-				user->last_activity_ms = now;
+				user_arrives(user, now);
 				live_visibility_changed(user, false, "leave", connection);
 				log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
 			}
 			mirror_announce(membership, "join", true);
-			continue;
 		}
-		if (type == REQ_HEARTBEAT)
-			continue;
-		user->last_activity_ms = now;
-		if (user->auto_away && user->status == STATUS_AWAY && type != REQ_PRESENCE_UPDATE)
-			automatic_status(membership, STATUS_ONLINE, connection);
+		if (type != REQ_HEARTBEAT)
+			(void) user_active(membership, type != REQ_PRESENCE_UPDATE, connection, now);
 	}
 }
 
@@ -784,8 +823,6 @@ live_sweep(int64 now_ms)
 		}
 	}
 
-	if (live_mirror)
-		live_mirror->sweep(now_ms);
 	for (int b = 0; b < live_bucket_count; b++)
 		for (LiveSession *session = live_buckets[b]; session; session = session->hash_next)
 			dlist_foreach(iter, &session->members)
@@ -797,6 +834,8 @@ live_sweep(int64 now_ms)
 					now_ms - user->last_activity_ms >= presence_away_threshold_ms)
 					automatic_status(membership, STATUS_AWAY, NULL);
 			}
+	if (live_mirror)
+		live_mirror->sweep(now_ms);
 }
 
 /* One presence frame of the session's events, leaving out one origin's. */
@@ -1081,7 +1120,7 @@ live_gauges(int *sessions, int *users)
 }
 
 /* A broadcast's payload goes to every client joined to the session. */
-void
+static void
 live_broadcast(const char *session_id, json_t *payload)
 {
 	json_t	   *message = json_pack("{s:s, s:s, s:O}", "type", "broadcast",

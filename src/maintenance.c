@@ -243,6 +243,7 @@ presence_maintenance_main(Datum main_arg)
 		 * timeout sets the latch too (its SIGINT), and a pass that failed
 		 * must not be retried back to back.
 		 */
+		worker_process_report_stats();
 		next_pass_ms = presence_now_ms() + maintenance_period_ms();
 		do
 		{

@@ -8,6 +8,7 @@
  */
 #include "presence.h"
 
+#include <limits.h>
 #include <unistd.h>
 
 #include "postmaster/postmaster.h"
@@ -21,13 +22,13 @@ const char *
 presence_node_id(void)
 {
 	static char node_id[HOSTNAME_MAX + 16];
-	char		hostname[HOSTNAME_MAX + 1];
+	char		hostname[HOST_NAME_MAX + 1];
 
 	if (node_id[0])
 		return node_id;
 	if (gethostname(hostname, sizeof(hostname)) != 0)
 		strlcpy(hostname, "localhost", sizeof(hostname));
-	hostname[sizeof(hostname) - 1] = '\0';
+	hostname[HOSTNAME_MAX] = '\0';
 	snprintf(node_id, sizeof(node_id), "%s-%d", hostname, PostPortNumber);
 	return node_id;
 }

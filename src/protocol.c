@@ -40,22 +40,37 @@ const char *const protocol_error_codes[PROTOCOL_ERROR_CODES] = {
 	"session_full", "rate_limited", "unavailable", "internal"
 };
 
-int
-protocol_error_code_index(const char *code)
+/* Where name is in a table of count names; -1 when it is not. */
+static int
+name_index(const char *const *names, int count, const char *name)
 {
-	for (int i = 0; i < PROTOCOL_ERROR_CODES; i++)
-		if (strcmp(code, protocol_error_codes[i]) == 0)
+	for (int i = 0; i < count; i++)
+		if (strcmp(name, names[i]) == 0)
 			return i;
 	return -1;
 }
 
 int
+protocol_error_code_index(const char *code)
+{
+	return name_index(protocol_error_codes, PROTOCOL_ERROR_CODES, code);
+}
+
+int
 server_message_type_index(const char *type)
 {
-	for (int i = 0; i < SERVER_MESSAGE_TYPES; i++)
-		if (strcmp(type, server_message_types[i]) == 0)
-			return i;
-	return -1;
+	return name_index(server_message_types, SERVER_MESSAGE_TYPES, type);
+}
+
+/* Characters (code points) in len bytes of UTF-8, which jansson has checked. */
+static size_t
+utf8_characters(const char *text, size_t len)
+{
+	size_t		characters = 0;
+
+	for (size_t i = 0; i < len; i++)
+		characters += ((unsigned char) text[i] & 0xC0) != 0x80;
+	return characters;
 }
 
 /* Same rule as the collaboration_sessions.session_id CHECK constraint. */
@@ -300,6 +315,7 @@ protocol_parse(const char *text, size_t len, ClientRequest *request, const char 
 	json_t	   *root,
 			   *type,
 			   *ref;
+	int			index;
 
 	memset(request, 0, sizeof(*request));
 	request->status = -1;
@@ -319,7 +335,8 @@ protocol_parse(const char *text, size_t len, ClientRequest *request, const char 
 	ref = json_object_get(root, "ref");
 	if (ref != NULL && !json_is_null(ref))
 	{
-		if (!((json_is_string(ref) && json_string_length(ref) <= PROTOCOL_REF_MAX) || json_is_integer(ref)))
+		if (!((json_is_string(ref) && utf8_characters(json_string_value(ref), json_string_length(ref)) <= PROTOCOL_REF_MAX) ||
+			  json_is_integer(ref)))
 		{
 			*problem = "ref must be a string of at most 64 characters or an integer";
 			return false;
@@ -333,15 +350,14 @@ protocol_parse(const char *text, size_t len, ClientRequest *request, const char 
 		*problem = "type must be a string";
 		return false;
 	}
-	request->type = REQ_TYPE_COUNT;
-	for (int i = 0; i < REQ_TYPE_COUNT; i++)
-		if (strcmp(json_string_value(type), request_type_names[i]) == 0)
-			request->type = (RequestType) i;
-	if (request->type == REQ_TYPE_COUNT)
+	index = name_index(request_type_names, REQ_TYPE_COUNT, json_string_value(type));
+	if (index < 0)
 	{
+		request->type = REQ_TYPE_COUNT;
 		*problem = "unknown message type";
 		return false;
 	}
+	request->type = (RequestType) index;
 	return parse_fields(root, request, problem);
 }
 

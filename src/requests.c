@@ -153,8 +153,10 @@ user_ensured(const DbReply *reply, void *arg)
 
 	if (connection_is_open(pending->connection))
 	{
-		if (reply->result == DB_OK && reply->rows == 1 && reply->values[0])
-			admit_finish(pending->connection, &pending->identity, reply->values[0], pending->ref);
+		const char *stored_name = reply->result == DB_OK && reply->rows == 1 ? db_reply_value(reply, 0) : NULL;
+
+		if (stored_name)
+			admit_finish(pending->connection, &pending->identity, stored_name, pending->ref);
 		else
 			refuse_user(pending->connection, reply->result == DB_OK ? DB_FAILED : reply->result);
 	}
@@ -232,9 +234,10 @@ session_created(const DbReply *reply, void *arg)
 	DbResult	result = reply->result;
 	json_t	   *session = NULL;
 
-	if (result == DB_OK)
-		session = reply->rows == 1 && reply->values[0] ? json_loads(reply->values[0], 0, NULL) : NULL;
-	if (session == NULL && result == DB_OK)
+	if (result == DB_OK && reply->rows == 1 && db_reply_value(reply, 0))
+		session = json_loads(db_reply_value(reply, 0), 0, NULL);
+	/* a refusal of privileges is the standby link's role lacking grants: a setup fault, not the client's */
+	if ((session == NULL && result == DB_OK) || result == DB_FORBIDDEN)
 		result = DB_FAILED;
 	if (connection_is_open(pending->connection))
 	{
@@ -363,7 +366,9 @@ session_end_answered(const DbReply *reply, void *arg)
 		else if (reply->result == DB_OK)
 			request_fail(pending->connection, pending->ref, "forbidden", END_FORBIDDEN);
 		else
-			fail_db(pending->connection, pending->ref, reply->result, END_NOT_FOUND, END_FORBIDDEN, END_INVALID);
+			fail_db(pending->connection, pending->ref,
+					reply->result == DB_FORBIDDEN ? DB_FAILED : reply->result,
+					END_NOT_FOUND, END_FORBIDDEN, END_INVALID);
 	}
 	pending_reply_free(pending);
 }

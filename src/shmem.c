@@ -119,6 +119,16 @@ presence_command_name(PresenceCommandKind kind)
 	return "unknown";
 }
 
+/* The command a name gives (presence._notify_workers, another node's message); 0 for none. */
+PresenceCommandKind
+presence_command_kind(const char *name)
+{
+	for (PresenceCommandKind kind = CMD_BROADCAST; kind <= CMD_PARTICIPANT_CHANGED; kind++)
+		if (strcmp(name, presence_command_name(kind)) == 0)
+			return kind;
+	return 0;
+}
+
 static int
 live_user_capacity(void)
 {

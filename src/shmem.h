@@ -51,7 +51,6 @@ typedef struct PresenceWorkerSlot
 	int			pid;			/* 0 when the slot is free */
 	Latch	   *latch;
 	uint64		command_read_pos;
-	int			connections;
 	int			sessions;
 	int			users;
 	bool		redis_connected;
@@ -128,6 +127,7 @@ extern void presence_connection_release(void);
 extern int	presence_connections_total(void);
 
 extern const char *presence_command_name(PresenceCommandKind kind);
+extern PresenceCommandKind presence_command_kind(const char *name);
 extern void presence_command_enqueue(PresenceCommandKind kind, const char *session_id,
 									 const char *user_id, const char *payload);
 extern bool presence_command_next(int worker_index, PresenceCommand *command);

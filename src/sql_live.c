@@ -290,6 +290,7 @@ presence_notify_workers(PG_FUNCTION_ARGS)
 	char	   *name;
 	char	   *user_id = NULL;
 	char	   *payload = NULL;
+	PresenceCommandKind kind;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -299,14 +300,11 @@ presence_notify_workers(PG_FUNCTION_ARGS)
 		user_id = DatumGetCString(DirectFunctionCall1(uuid_out, PG_GETARG_DATUM(2)));
 	if (!PG_ARGISNULL(3))
 		payload = DatumGetCString(DirectFunctionCall1(jsonb_out, PG_GETARG_DATUM(3)));
-	for (PresenceCommandKind kind = CMD_BROADCAST; kind <= CMD_PARTICIPANT_CHANGED; kind++)
-		if (strcmp(name, presence_command_name(kind)) == 0)
-		{
-			presence_command_enqueue(kind, text_to_cstring(PG_GETARG_TEXT_PP(1)), user_id, payload);
-			PG_RETURN_VOID();
-		}
-	ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					errmsg("presence: unknown worker command \"%s\"", name)));
+	kind = presence_command_kind(name);
+	if (kind == 0)
+		ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						errmsg("presence: unknown worker command \"%s\"", name)));
+	presence_command_enqueue(kind, text_to_cstring(PG_GETARG_TEXT_PP(1)), user_id, payload);
 	PG_RETURN_VOID();
 }
 

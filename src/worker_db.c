@@ -157,8 +157,6 @@ db_run(const char *activity, DbWork work, void *arg)
 		disable_timeout(STATEMENT_TIMEOUT, false);
 		CommitTransactionCommand();
 		InterruptHoldoffCount = held;
-		/* what the work wrote, for autovacuum; at most once a second */
-		(void) pgstat_report_stat(false);
 	}
 	PG_CATCH();
 	{

@@ -68,6 +68,33 @@ worker_process_interrupts(void)
 }
 
 /*
+ * Sends the statistics this process's transactions gathered (rows
+ * inserted, above all) to the cumulative statistics system, as a backend
+ * does when it goes idle: without it autovacuum would not see the
+ * workers' inserts into activity_log until they exit.  Outside any
+ * transaction, from the main loop; called every few hundred milliseconds,
+ * and cheap when nothing is pending.  Its only errors are out of memory:
+ * they are logged and the statistics wait for the next call.
+ */
+void
+worker_process_report_stats(void)
+{
+	MemoryContext context = CurrentMemoryContext;
+
+	PG_TRY();
+	{
+		(void) pgstat_report_stat(true);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(context);
+		EmitErrorReport();
+		FlushErrorState();
+	}
+	PG_END_TRY();
+}
+
+/*
  * Sleeps on the latch for up to timeout_ms (exiting if the postmaster
  * dies), then handles interrupts.  Returns false once shutdown was asked.
  */

@@ -11,5 +11,6 @@
 extern void worker_process_start(void);
 extern void worker_process_interrupts(void);
 extern bool worker_process_sleep(long timeout_ms);
+extern void worker_process_report_stats(void);
 
 #endif							/* PRESENCE_WORKER_PROCESS_H */

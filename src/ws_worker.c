@@ -165,7 +165,6 @@ wait_timeout_ms(uv_loop_t *loop, int64 now_ms, int64 next_sweep_ms)
 static void
 publish_gauges(PresenceWorkerSlot *slot, bool database_ready)
 {
-	slot->connections = connections_count();
 	live_gauges(&slot->sessions, &slot->users);
 	slot->database_ready = database_ready;
 	slot->redis_connected = redis_link_ready();
@@ -295,8 +294,7 @@ presence_ws_worker_main(Datum main_arg)
 			ws_server_sweep(now_ms);
 			live_sweep(now_ms);
 			publish_gauges(slot, database_ready);
-			/* statistics a commit left pending (db_run reports at most once a second) */
-			(void) pgstat_report_stat(false);
+			worker_process_report_stats();
 			next_sweep_ms = now_ms + sweep_period_ms();
 		}
 		live_flush(now_ms);

@@ -1,40 +1,22 @@
 // The demo page in headless Chromium against the real server: two browser
 // contexts are two users. Screenshots of each step go to clients/artifacts/.
 import assert from 'node:assert/strict';
-import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
-import { after, afterEach, before, test } from 'node:test';
-import { assembleDemo, launchChromium, markerOf, openDemo as openDemoPage, participant, pointAt } from '../support/browser.js';
-import { artifacts, startCluster } from '../support/cluster.js';
+import { test } from 'node:test';
+import { markerOf, openDemo as openDemoPage, participant, pointAt, withDemoServer } from '../support/browser.js';
+import { artifacts } from '../support/cluster.js';
 
 const AWAY_SECONDS = 3;
 
-let demo;
 let cluster;
 let browser;
 let alice;
 let bob;
 let sessionId;
 
-before(async () => {
-	demo = await assembleDemo();
-	await mkdir(artifacts, { recursive: true });
-	cluster = await startCluster('e2e', { 'presence.static_dir': demo.dir });
-	alice = await cluster.createUser('Alice');
-	bob = await cluster.createUser('Bob');
+withDemoServer('e2e', async (ready) => {
+	({ cluster, browser, alice, bob } = ready);
 	sessionId = await cluster.createSession('demo', alice, [{ user: bob, role: 'operator' }]);
-	browser = await launchChromium();
-});
-
-// Pages of a failed test would otherwise stay connected into the next one.
-afterEach(async () => {
-	for (const context of browser.contexts()) await context.close();
-});
-
-after(async () => {
-	await browser?.close();
-	await cluster?.destroy();
-	await demo?.remove();
 });
 
 // Uncaught exceptions in any demo page; each test ends by checking there were none.

@@ -5,11 +5,11 @@
 // audit log has one join per user, not a join/leave pair per reconnect.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { after, afterEach, before, test } from 'node:test';
-import { assembleDemo, connectionOpen, launchChromium, markerOf, openDemo, participant, pointAt, STEP_TIMEOUT_MS } from '../support/browser.js';
-import { artifacts, startCluster } from '../support/cluster.js';
+import { test } from 'node:test';
+import { connectionOpen, markerOf, openDemo, participant, pointAt, STEP_TIMEOUT_MS, withDemoServer } from '../support/browser.js';
+import { artifacts } from '../support/cluster.js';
 
 const RUN_MS = 16_000;
 const CURSOR_EVERY_MS = 25; // 40 cursor updates a second, under the default rate_limit of 50
@@ -19,31 +19,14 @@ const BROADCAST_PAD_BYTES = 8000; // several KiB server->client frames (payload 
 const PROBE_PAGE = 'probe.html';
 const SETTLE_MS = 20_000; // for the last acks, rows and cursor events after the traffic stops
 
-let demo;
 let cluster;
 let browser;
 let alice;
 let bob;
 
-before(async () => {
-	demo = await assembleDemo();
-	await writeFile(path.join(demo.dir, PROBE_PAGE), '<!doctype html><title>probe</title>\n', { mode: 0o644 });
-	await mkdir(artifacts, { recursive: true });
-	// Default settings but for the served demo page: compression is on by default.
-	cluster = await startCluster('whole-session', { 'presence.static_dir': demo.dir });
-	alice = await cluster.createUser('Alice');
-	bob = await cluster.createUser('Bob');
-	browser = await launchChromium();
-});
-
-afterEach(async () => {
-	for (const context of browser.contexts()) await context.close();
-});
-
-after(async () => {
-	await browser?.close();
-	await cluster?.destroy();
-	await demo?.remove();
+// Default settings but for the served demo page: compression is on by default.
+withDemoServer('whole-session', (ready) => ({ cluster, browser, alice, bob } = ready), {
+	prepare: (assembled) => writeFile(path.join(assembled.dir, PROBE_PAGE), '<!doctype html><title>probe</title>\n', { mode: 0o644 }),
 });
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));

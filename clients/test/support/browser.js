@@ -1,12 +1,13 @@
 // Headless Chromium (Debian's /usr/bin/chromium through playwright-core)
 // and the demo page served by the real server, for the e2e tests.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import { after, afterEach, before } from 'node:test';
 import { promisify } from 'node:util';
 import { chromium } from 'playwright-core';
-import { repoRoot } from './cluster.js';
+import { artifacts, repoRoot, startCluster } from './cluster.js';
 
 export const STEP_TIMEOUT_MS = 20_000;
 
@@ -23,15 +24,48 @@ const CHROMIUM_ARGS = [
 ];
 
 /** launch() gives the browser a fresh temporary profile (user-data-dir) every time. */
-export function launchChromium() {
+function launchChromium() {
 	return chromium.launch({ executablePath: '/usr/bin/chromium', headless: true, args: CHROMIUM_ARGS });
 }
 
 /** The demo page and the client modules it imports, in a new directory to serve as presence.static_dir. */
-export async function assembleDemo() {
+async function assembleDemo() {
 	const dir = await mkdtemp(path.join(os.tmpdir(), 'presence-demo-'));
 	await promisify(execFile)('bash', [path.join(repoRoot, 'demo/assemble.sh'), dir]);
 	return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/**
+ * The hooks of a browser test file: before it, the demo page assembled
+ * (`prepare(demo)` may add files) and served by a cluster of its own
+ * (`name`, default settings but `presence.static_dir`), users Alice and
+ * Bob, Chromium; after each test its browser contexts closed, so pages of
+ * a failed test do not stay connected into the next; after all, everything
+ * removed. `ready({ demo, cluster, browser, alice, bob })` (awaited) hands them
+ * over and may prepare more.
+ */
+export function withDemoServer(name, ready, { prepare } = {}) {
+	let demo;
+	let cluster;
+	let browser;
+	before(async () => {
+		demo = await assembleDemo();
+		if (prepare) await prepare(demo);
+		await mkdir(artifacts, { recursive: true });
+		cluster = await startCluster(name, { 'presence.static_dir': demo.dir });
+		const alice = await cluster.createUser('Alice');
+		const bob = await cluster.createUser('Bob');
+		browser = await launchChromium();
+		await ready({ demo, cluster, browser, alice, bob });
+	});
+	afterEach(async () => {
+		for (const context of browser.contexts()) await context.close();
+	});
+	after(async () => {
+		await browser?.close();
+		await cluster?.destroy();
+		await demo?.remove();
+	});
 }
 
 /**
