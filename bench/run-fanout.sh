@@ -69,10 +69,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# Every generated client comes from 127.0.0.1: the per-address bound on
+# sockets that have not authenticated yet (64, against one host flooding
+# the handshake) would close most of the ramp, so it gets the worker's
+# whole pool.
 # shellcheck disable=SC2086  # PRESENCE_GUCS is a list of words
 cluster_sh start "$cluster_dir" "$PGPORT" "$WSPORT" \
 	presence.max_connections=$((CONNECTIONS + 1000)) \
 	presence.max_participants=$(( (CONNECTIONS + SESSIONS - 1) / SESSIONS + 10 )) \
+	presence.max_unauthenticated_per_address=1024 \
 	$PRESENCE_GUCS
 
 echo "run-fanout: cluster in $cluster_dir, SQL port $PGPORT, WebSocket port $WSPORT"

@@ -52,7 +52,9 @@ evalsha_calls() {
 node() {
 	local dir=$1 pgport=$2 wsport=$3
 	shift 3
-	"$cluster" start "$dir" "$pgport" "$wsport" presence.max_connections=20000 "$@" >/dev/null
+	# the generators' clients all come from 127.0.0.1 (see run-fanout.sh)
+	"$cluster" start "$dir" "$pgport" "$wsport" presence.max_connections=20000 \
+		presence.max_unauthenticated_per_address=1024 "$@" >/dev/null
 }
 
 # load PGPORT WSPORT CONNECTIONS FIRST RATE [extra]: one generator, prints its RESULT line
