@@ -14,9 +14,40 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 cd "$here"
 
-if [ ! -x /usr/bin/chromium ]; then
+# Chromium and npm from Debian's packages.
+missing=()
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v npm >/dev/null || missing+=(nodejs npm)
+if [ ${#missing[@]} -gt 0 ]; then
 	apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The tests need Node 20 (node --test --test-concurrency); Debian 12 ships
+# 18. Then Node's own build is taken from the npm registry, pinned and
+# checked, into clients/.node/ (Debian's npm runs on it).
+NODE_VERSION=20.20.2
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if [ "$node_major" -lt 20 ]; then
+	case $(uname -m) in
+	x86_64) node_arch=x64 node_sha512=PeHQM8wAdmHtZA1mBocygZxs5LiUWtsJezQTkBd0iY987KpGrD1O2tVEydvMZiuXceRanxt7rjTnDEBwOPujoQ== ;;
+	aarch64) node_arch=arm64 node_sha512=LCXJnNTFiyGuYBw2gZSI5OBFMbkjAPt8sqD/NKrWoE2QmDgSubTqFng6GaNJ9EJ8HpxBMGcWWpbbcs4Vo+CnGg== ;;
+	*) echo "clients/test.sh: no pinned Node 20 for $(uname -m); install Node 20 or newer" >&2; exit 1 ;;
+	esac
+	node_dir=$here/.node/$NODE_VERSION
+	if [ ! -x "$node_dir/bin/node" ]; then
+		tarball=$(mktemp /tmp/presence-node.XXXXXX)
+		curl -fsSL -o "$tarball" "https://registry.npmjs.org/node-linux-$node_arch/-/node-linux-$node_arch-$NODE_VERSION.tgz"
+		if [ "$(openssl dgst -sha512 -binary "$tarball" | base64 -w0)" != "$node_sha512" ]; then
+			rm -f "$tarball"
+			echo "clients/test.sh: node-linux-$node_arch-$NODE_VERSION.tgz does not match its pinned SHA-512" >&2
+			exit 1
+		fi
+		mkdir -p "$node_dir"
+		tar -xzf "$tarball" -C "$node_dir" --strip-components=1 package/bin package/LICENSE
+		rm -f "$tarball"
+	fi
+	export PATH=$node_dir/bin:$PATH
 fi
 npm ci --no-audit --no-fund --loglevel=error
 

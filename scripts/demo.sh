@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Builds and installs presence, starts a demo Redis and PostgreSQL cluster
-# (owned by postgres, in ./.demo) with two WebSocket workers sharing
-# 127.0.0.1:8765 through Redis, creates a demo session with three users and
-# prints how to connect.  Running it again reuses both.
-#   PRESENCE_DEMO_DIR   where the cluster lives (default ./.demo)
+# (owned by postgres, in /var/lib/presence-demo) with two WebSocket workers
+# sharing 127.0.0.1:8765 through Redis, creates a demo session with three
+# users and prints how to connect.  Running it again reuses both.
+#   PRESENCE_DEMO_DIR   where the cluster lives: by default
+#                       /var/lib/presence-demo as root, which the postgres
+#                       user can reach wherever the clone is (a home
+#                       directory is often closed to others); ./.demo when
+#                       run as the user who owns the clone
 #   PRESENCE_DEMO_PGPORT, PRESENCE_DEMO_WSPORT, PRESENCE_DEMO_REDISPORT
 #                       (default 15432, 8765, 16379)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-dir=${PRESENCE_DEMO_DIR:-$root/.demo}
+if [ "$(id -u)" = 0 ]; then
+	dir=${PRESENCE_DEMO_DIR:-/var/lib/presence-demo}
+else
+	dir=${PRESENCE_DEMO_DIR:-$root/.demo}
+fi
 pgport=${PRESENCE_DEMO_PGPORT:-15432}
 wsport=${PRESENCE_DEMO_WSPORT:-8765}
 redisport=${PRESENCE_DEMO_REDISPORT:-16379}
