@@ -18,7 +18,7 @@ PG_CONFIG ?= pg_config
 # by design.
 PG_CPPFLAGS = -Isrc -I$(libpq_srcdir) -Wall -Wextra -Werror -Wno-unused-parameter \
 	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
-SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lcrypto -lz $(libpq)
+SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lssl -lcrypto -lz $(libpq)
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)

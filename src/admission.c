@@ -63,20 +63,25 @@ evict(Newcomer *newcomer)
 /*
  * A socket was accepted from address.  Returns its record, or NULL when
  * the address already holds its share of newcomers (the caller closes
- * the socket).  At the worker's bound the oldest newcomer makes room.
+ * the socket); a trusted proxy (proxies.c) speaks for many clients and
+ * has no share of its own.  At the worker's bound the oldest newcomer
+ * makes room.
  */
 Newcomer *
-admission_admit(const char *address, int64 now_ms)
+admission_admit(const char *address, bool from_proxy, int64 now_ms)
 {
 	dlist_iter	iter;
 	int			same_address = 0;
 	Newcomer   *newcomer;
 
-	dlist_foreach(iter, &admission_newcomers)
-		if (strcmp(dlist_container(Newcomer, node, iter.cur)->address, address) == 0)
-			same_address++;
-	if (same_address >= presence_max_unauthenticated_per_address)
-		return NULL;
+	if (!from_proxy)
+	{
+		dlist_foreach(iter, &admission_newcomers)
+			if (strcmp(dlist_container(Newcomer, node, iter.cur)->address, address) == 0)
+				same_address++;
+		if (same_address >= presence_max_unauthenticated_per_address)
+			return NULL;
+	}
 	newcomer = calloc(1, sizeof(Newcomer));
 	if (newcomer == NULL)
 		return NULL;

@@ -12,7 +12,7 @@ typedef struct Newcomer Newcomer;
 typedef void (*NewcomerEvict) (void *socket);
 
 extern void admission_init(NewcomerEvict evict);
-extern Newcomer *admission_admit(const char *address, int64 now_ms);
+extern Newcomer *admission_admit(const char *address, bool from_proxy, int64 now_ms);
 extern void admission_bind(Newcomer *newcomer, void *socket);
 extern void admission_upgraded(Newcomer *newcomer);
 extern void admission_done(Newcomer *newcomer);

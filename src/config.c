@@ -16,6 +16,8 @@
 
 #include "utils/guc.h"
 
+#include "proxies.h"
+
 char	   *presence_database = NULL;
 int			presence_workers = 1;
 char	   *presence_listen_address = NULL;
@@ -38,6 +40,8 @@ bool		presence_compression = true;
 int			presence_compression_min_bytes = 256;
 char	   *presence_ssl_cert_file = NULL;
 char	   *presence_ssl_key_file = NULL;
+char	   *presence_ssl_ca_file = NULL;
+char	   *presence_trusted_proxies = NULL;
 char	   *presence_static_dir = NULL;
 bool		presence_metrics_loopback_only = false;
 char	   *presence_metrics_token = NULL;
@@ -61,6 +65,18 @@ char	   *presence_redis_url = NULL;
 char	   *presence_redis_prefix = NULL;
 int			presence_redis_connect_timeout_ms = 2000;
 char	   *presence_primary_conninfo = NULL;
+
+/* presence.trusted_proxies: every entry an address or a CIDR range. */
+static bool
+check_trusted_proxies(char **newval, void **extra, GucSource source)
+{
+	const char *problem;
+
+	if (proxy_list_valid(*newval, &problem))
+		return true;
+	GUC_check_errdetail("%s.", problem);
+	return false;
+}
 
 /* A SIGHUP-reloadable time GUC in milliseconds; most timing GUCs are this. */
 static void
@@ -168,13 +184,29 @@ presence_define_gucs(void)
 							NULL, &presence_compression_min_bytes, 256, 0, 1048576,
 							PGC_SIGHUP, GUC_UNIT_BYTE, NULL, NULL, NULL);
 	DefineCustomStringVariable("presence.ssl_cert_file",
-							   "PEM certificate for wss://; empty serves plain ws://.",
-							   NULL, &presence_ssl_cert_file, "",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   "PEM certificate (then its intermediates) for wss://; empty serves plain ws://.",
+							   "Read again on reload, so a renewed certificate needs no restart; "
+							   "turning TLS on or off does.",
+							   &presence_ssl_cert_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
 	DefineCustomStringVariable("presence.ssl_key_file",
 							   "PEM private key for presence.ssl_cert_file.",
-							   NULL, &presence_ssl_key_file, "",
-							   PGC_POSTMASTER, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+							   "Read again on reload, with the certificate.",
+							   &presence_ssl_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.ssl_ca_file",
+							   "PEM CA certificates that client certificates must be signed by; "
+							   "empty asks clients for no certificate.",
+							   "Read again on reload; setting or clearing it takes a restart.",
+							   &presence_ssl_ca_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.trusted_proxies",
+							   "Reverse proxies (addresses or CIDR ranges, comma-separated) whose "
+							   "X-Forwarded-For names the client.",
+							   "Their sockets are not bounded per address, and the activity log records the "
+							   "client address they forward; empty trusts no proxy.",
+							   &presence_trusted_proxies, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, check_trusted_proxies, NULL, NULL);
 	DefineCustomBoolVariable("presence.metrics_loopback_only",
 							 "Serve /healthz and /metrics only to clients on this machine (127.0.0.0/8, ::1); others get 403.",
 							 NULL, &presence_metrics_loopback_only, false,

@@ -49,6 +49,8 @@ extern bool presence_compression;
 extern int	presence_compression_min_bytes;
 extern char *presence_ssl_cert_file;
 extern char *presence_ssl_key_file;
+extern char *presence_ssl_ca_file;
+extern char *presence_trusted_proxies;
 extern char *presence_static_dir;
 extern bool presence_metrics_loopback_only;
 extern char *presence_metrics_token;

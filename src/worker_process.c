@@ -42,11 +42,12 @@ worker_process_start(void)
 /*
  * After every wake-up: interrupts (ProcSignalBarriers such as DROP
  * DATABASE elsewhere; cancels and termination as the header says) and a
- * pending configuration reload.  A worker that holds interrupts for its
+ * pending configuration reload (returns whether there was one, for what
+ * the worker must read again).  A worker that holds interrupts for its
  * whole life (the ws worker, whose library callbacks must never see an
  * ereport longjmp) has them processed here and only here.
  */
-void
+bool
 worker_process_interrupts(void)
 {
 	uint32		held = InterruptHoldoffCount;
@@ -60,11 +61,11 @@ worker_process_interrupts(void)
 	InterruptHoldoffCount = 0;
 	CHECK_FOR_INTERRUPTS();
 	InterruptHoldoffCount = held;
-	if (ConfigReloadPending)
-	{
-		ConfigReloadPending = false;
-		ProcessConfigFile(PGC_SIGHUP);
-	}
+	if (!ConfigReloadPending)
+		return false;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+	return true;
 }
 
 /*
@@ -104,6 +105,6 @@ worker_process_sleep(long timeout_ms)
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 					 timeout_ms, PG_WAIT_EXTENSION);
 	ResetLatch(MyLatch);
-	worker_process_interrupts();
+	(void) worker_process_interrupts();
 	return !ShutdownRequestPending;
 }

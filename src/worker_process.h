@@ -9,7 +9,7 @@
 #include "postmaster/interrupt.h"
 
 extern void worker_process_start(void);
-extern void worker_process_interrupts(void);
+extern bool worker_process_interrupts(void);
 extern bool worker_process_sleep(long timeout_ms);
 extern void worker_process_report_stats(void);
 

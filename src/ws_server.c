@@ -33,7 +33,9 @@
 #include "http_endpoints.h"
 #include "listen_socket.h"
 #include "protocol.h"
+#include "proxies.h"
 #include "shmem.h"
+#include "tls.h"
 #include "ws_server.h"
 
 /* The permessage-deflate parameters of one offer that change what we do. */
@@ -127,13 +129,24 @@ copy_header_text(struct lws *wsi, enum lws_token_indexes header, char *out, size
 	free(raw);
 }
 
-/* Reads the Authorization header; verifies a Bearer token if there is one. */
+/*
+ * Reads the client's address (the peer's, or from a trusted proxy the one
+ * it forwards), its User-Agent and the Authorization header; verifies a
+ * Bearer token if there is one.
+ */
 static void
 read_handshake(struct lws *wsi, HandshakeData *handshake)
 {
 	int			len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
 
 	lws_get_peer_simple(wsi, handshake->ip, sizeof(handshake->ip));
+	if (proxy_is_trusted(handshake->ip))
+	{
+		char		forwarded_for[1024];
+
+		copy_header_text(wsi, WSI_TOKEN_X_FORWARDED_FOR, forwarded_for, sizeof(forwarded_for));
+		(void) proxy_client_address(forwarded_for, handshake->ip, sizeof(handshake->ip));
+	}
 	copy_header_text(wsi, WSI_TOKEN_HTTP_USER_AGENT, handshake->user_agent, sizeof(handshake->user_agent));
 	if (len > 0)
 	{
@@ -345,9 +358,22 @@ deflate_established(struct lws *wsi, HandshakeData *handshake)
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
-	HandshakeData *handshake = user;
-	Connection *connection = handshake ? handshake->connection : NULL;
+	HandshakeData *handshake;
+	Connection *connection;
 
+	/* their user is OpenSSL's, not a connection's */
+	switch (reason)
+	{
+		case LWS_CALLBACK_OPENSSL_LOAD_EXTRA_SERVER_VERIFY_CERTS:
+			tls_context_created(user);
+			return 0;
+		case LWS_CALLBACK_OPENSSL_PERFORM_CLIENT_CERT_VERIFICATION:
+			return tls_client_certificate_ok(len != 0) ? 0 : 1;
+		default:
+			break;
+	}
+	handshake = user;
+	connection = handshake ? handshake->connection : NULL;
 	switch (reason)
 	{
 		case LWS_CALLBACK_HTTP:
@@ -467,11 +493,16 @@ ws_server_start(uv_loop_t *loop, const WsHandlers *handlers)
 	admission_init(evict_newcomer);
 	info.server_string = "presence";
 	info.vhost_name = "presence";
-	if (presence_ssl_cert_file && presence_ssl_cert_file[0])
+	if (tls_configured())
 	{
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = presence_ssl_cert_file;
 		info.ssl_private_key_filepath = presence_ssl_key_file;
+		if (presence_ssl_ca_file && presence_ssl_ca_file[0])
+		{
+			info.ssl_ca_filepath = presence_ssl_ca_file;
+			info.options |= LWS_SERVER_OPTION_REQUIRE_VALID_OPENSSL_CLIENT_CERT;
+		}
 	}
 	ws_context = lws_create_context(&info);
 	if (ws_context == NULL || (ws_vhost = lws_get_vhost_by_name(ws_context, "presence")) == NULL)
@@ -509,7 +540,7 @@ accept_ready(uv_poll_t *poll, int status, int events)
 			break;
 		if (getnameinfo((struct sockaddr *) &peer, peer_len, address, sizeof(address), NULL, 0, NI_NUMERICHOST) != 0)
 			strlcpy(address, "unknown", sizeof(address));
-		newcomer = admission_admit(address, presence_now_ms());
+		newcomer = admission_admit(address, proxy_is_trusted(address), presence_now_ms());
 		if (newcomer == NULL)
 		{
 			presence_count(CTR_CONNECTIONS_REFUSED, 1);
@@ -518,7 +549,7 @@ accept_ready(uv_poll_t *poll, int status, int events)
 		}
 		descriptor.sockfd = fd;
 		wsi = lws_adopt_descriptor_vhost(ws_vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
-										 (presence_ssl_cert_file && presence_ssl_cert_file[0] ? LWS_ADOPT_ALLOW_SSL : 0),
+										 (tls_configured() ? LWS_ADOPT_ALLOW_SSL : 0),
 										 descriptor, NULL, NULL);
 		if (wsi == NULL)
 		{

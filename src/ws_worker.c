@@ -44,6 +44,7 @@
 #include "redis_link.h"
 #include "requests.h"
 #include "shmem.h"
+#include "tls.h"
 #include "worker_db.h"
 #include "worker_process.h"
 #include "workers.h"
@@ -280,7 +281,8 @@ presence_ws_worker_main(Datum main_arg)
 		(void) WaitEventSetWait(set, wait_timeout_ms(&loop, now_ms, next_sweep_ms),
 								events, lengthof(events), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
-		worker_process_interrupts();
+		if (worker_process_interrupts())
+			tls_reload();
 		if (ShutdownRequestPending)
 			break;
 
