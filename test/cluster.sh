@@ -20,10 +20,12 @@ PGBIN=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 [ -x "$PGBIN/initdb" ] || PGBIN=/usr/lib/postgresql/15/bin
 
 # setpriv rather than runuser: runuser's PAM session resets the open
-# files limit, and the ws worker needs one descriptor per client.
+# files limit, and the ws worker needs one descriptor per client.  From /,
+# since the caller's directory may be one postgres cannot enter (a clone
+# in a closed home directory).
 as_owner() {
 	if [ "$(id -u)" = 0 ]; then
-		setpriv --reuid=postgres --regid=postgres --init-groups -- "$@"
+		(cd / && setpriv --reuid=postgres --regid=postgres --init-groups -- "$@")
 	else
 		"$@"
 	fi
@@ -31,6 +33,7 @@ as_owner() {
 
 cmd=${1:?usage: cluster.sh start|stop|restart|reload|set|psql|destroy DIR ...}
 dir=${2:?cluster directory required}
+dir=$(realpath -m "$dir")	# absolute: commands run as postgres from /
 shift 2
 
 port_of() { sed -n 's/^port = \([0-9]*\)$/\1/p' "$dir/data/postgresql.auto.conf.presence" 2>/dev/null || true; }
