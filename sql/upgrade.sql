@@ -1,7 +1,8 @@
 --
 -- upgrade: a database made with 1.0 is updated in place to 1.1 (a fixed
--- _ensure_user), its data and its audit chain untouched; later versions
--- add sql/presence--1.1--<new>.sql and raise default_version in
+-- _ensure_user) and 1.2 (presence announced with NOTIFY), its data and
+-- its audit chain untouched; later versions add
+-- sql/presence--1.2--<new>.sql and raise default_version in
 -- presence.control (docs/sql-reference.md, "Upgrades").
 --
 DROP EXTENSION presence CASCADE;
@@ -17,12 +18,17 @@ SELECT * FROM pg_extension_update_paths('presence') ORDER BY source, target;
 INSERT INTO presence.users (id, username) VALUES ('00000000-0000-4000-8000-000000000a02', 'vera'),
 	('00000000-0000-4000-8000-000000000a03', 'vera #abcd1234');
 SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'vera');
-ALTER EXTENSION presence UPDATE;
-SELECT extversion FROM pg_extension WHERE extname = 'presence';
 ALTER EXTENSION presence UPDATE TO '1.1';
+SELECT extversion FROM pg_extension WHERE extname = 'presence';
 -- 1.1's finds a free name
 SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'vera');
 SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'someone else');
+-- 1.2 announces presence changes on the session's channel
+ALTER EXTENSION presence UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'presence';
+SELECT tgname FROM pg_trigger WHERE tgrelid = 'presence.activity_log'::regclass AND tgname = 'activity_presence_notify';
+SELECT presence.channel('upg-s'), presence.channel(repeat('x', 54)) = 'presence:' || repeat('x', 54) AS short_kept,
+	presence.channel(repeat('x', 55)) AS long_hashed;
 -- The data and the chain are untouched and go on.
 SELECT presence.log_activity('upg-s', NULL, 'after.update') IS NOT NULL AS logged;
 SELECT chain_seq, activity_type FROM presence.session_activity('upg-s');

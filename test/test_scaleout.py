@@ -18,6 +18,7 @@ import time
 import uuid
 
 import psycopg
+import psycopg.sql
 import pytest
 import websockets
 
@@ -354,6 +355,40 @@ def test_activity_through_standby_lands_on_primary(world):
         await bob.close()
     run(scenario())
     assert primary.sql(f"SELECT presence.verify_audit_chain('{session_id}')").startswith("(t,")
+
+
+def test_presence_on_a_standby_is_announced_on_the_primary(world):
+    """A backend LISTENing on the primary hears the users of a standby (their
+    rows are written there), once per change, and none of their cursors."""
+    primary, standby, _ = world
+    session_id = new_session(primary, standby, BOB)
+    conn = psycopg.connect(host=primary.dir, port=primary.pgport, user="postgres", dbname="presence", autocommit=True)
+    heard = []
+    conn.add_notify_handler(lambda n: heard.append(json.loads(n.payload)))
+    channel = conn.execute("SELECT presence.channel(%s)", (session_id,)).fetchone()[0]
+    conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
+
+    def wait_for(count):
+        deadline = time.time() + 10
+        while len(heard) < count and time.time() < deadline:
+            conn.execute("SELECT 1")
+            time.sleep(0.05)
+        return [(c["event"], c["userId"]) for c in heard]
+
+    async def scenario():
+        bob = await joined_client(standby, BOB, session_id)
+        assert wait_for(1) == [("join", BOB)]
+        await bob.ws.send(json.dumps({"type": "cursor_update", "sessionId": session_id,
+                                      "cursor": {"eventId": "e1", "position": 1}}))
+        await bob.close()
+        assert wait_for(2) == [("join", BOB), ("leave", BOB)]
+    try:
+        run(scenario())
+        time.sleep(0.5)
+        conn.execute("SELECT 1")
+        assert len(heard) == 2, heard
+    finally:
+        conn.close()
 
 
 def test_primary_restart_loses_no_standby_activity(world):
