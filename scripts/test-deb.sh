@@ -53,8 +53,12 @@ stray=$(grep -v -e '^/$' -e '^/usr/$' -e '^/usr/lib/$' -e '^/usr/share/$' \
 	-e '^/usr/share/postgresql/\(15/\(extension/.*\)\?\)\?$' \
 	-e '^/usr/share/doc/\(postgresql-15-presence/.*\)\?$' "$work/files" || true)
 [ -z "$stray" ] || { echo "unexpected files in the package:" >&2; echo "$stray" >&2; exit 1; }
-for file in /usr/lib/postgresql/15/lib/presence.so /usr/share/postgresql/15/extension/presence.control \
-	/usr/share/doc/postgresql-15-presence/README.Debian $(ls sql/presence--*.sql | sed 's|^sql|/usr/share/postgresql/15/extension|'); do
+expected=(/usr/lib/postgresql/15/lib/presence.so /usr/share/postgresql/15/extension/presence.control
+	/usr/share/doc/postgresql-15-presence/README.Debian)
+for script in sql/presence--*.sql; do
+	expected+=("/usr/share/postgresql/15/extension/${script#sql/}")
+done
+for file in "${expected[@]}"; do
 	grep -qx "$file" "$work/files" || { echo "missing from the package: $file" >&2; exit 1; }
 done
 echo "$(wc -l <"$work/files") entries"
