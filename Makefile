@@ -20,8 +20,9 @@ PG_CPPFLAGS = -Isrc -I$(libpq_srcdir) -Wall -Wextra -Werror -Wno-unused-paramete
 	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
 SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lssl -lcrypto -lz $(libpq)
 
+# No LLVM bitcode: nothing here benefits from JIT inlining.  Before the
+# include, where PGXS decides whether to build and install it.
+override with_llvm = no
+
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
-
-# No LLVM bitcode: nothing here benefits from JIT inlining.
-override with_llvm = no

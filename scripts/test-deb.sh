@@ -26,7 +26,7 @@ version=$(sed -n "s/^default_version = '\(.*\)'/\1/p" presence.control)
 changelog=$(dpkg-parsechangelog -S Version)
 [ "$changelog" = "$version" ] ||
 	{ echo "debian/changelog is at $changelog, presence.control at $version" >&2; exit 1; }
-# PGXN wants SemVer: 1.1 is 1.1.0 there.
+# PGXN wants SemVer: 1.2 is 1.2.0 there.
 python3 - "$version" <<'EOF'
 import json, sys
 version = sys.argv[1]
@@ -72,6 +72,11 @@ if command -v lintian >/dev/null; then
 fi
 
 fresh=${FRESH_DEBIAN:-$here/../shared/tools/fresh-debian.sh}
+# Already inside a chroot (such as a fresh machine running this test
+# suite), another one is not made within it.
+if [ "$(stat -Lc %d:%i /)" != "$(stat -Lc %d:%i /proc/1/root 2>/dev/null || stat -Lc %d:%i /)" ]; then
+	fresh=/nonexistent/fresh-debian.sh
+fi
 cp debian/tests/installed "$work/out/check-installed"
 if [ -x "$fresh" ]; then
 	echo "== a fresh Debian 12 that has never built presence: apt-get install ./$(basename "$deb")"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what is missing, builds, and runs every test: pg_regress
 # suites, the integration and fault tests, the C unit tests
-# (test/unit/run.sh), a short fuzzing run of every parser of untrusted
-# bytes (fuzz/run.sh), and the client tests.
+# (test/unit/run.sh), the Debian package (scripts/test-deb.sh), a short
+# fuzzing run of every parser of untrusted bytes (fuzz/run.sh), and the
+# client tests.
 # Exits non-zero when any test fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +20,9 @@ echo "== integration tests (pytest)"
 
 echo "== unit tests (C, no server)"
 test/unit/run.sh
+
+echo "== Debian package (build, lintian, install and serve on a fresh Debian 12)"
+scripts/test-deb.sh
 
 echo "== fuzzing (libFuzzer, 20 s per target)"
 fuzz/run.sh 20
