@@ -63,7 +63,7 @@ read_keys_file(const char *path, size_t *len, char *problem, size_t problem_size
 /*
  * (Re)reads presence.jwt_public_keys_file.  Returns true when the keys in
  * use are now the file's (or none, with the setting empty), false when
- * they stayed as they were.  message gets what to log either way: why the
+ * they stayed as they were (none when none had loaded yet).  message gets what to log either way: why the
  * file was refused, or how many keys it gave; "" when the setting is
  * empty.
  */
@@ -91,9 +91,8 @@ auth_keys_reload(char *message, size_t message_size)
 	}
 	if (keys == NULL)
 	{
-		snprintf(message, message_size,
-				 "could not load JWT public keys from \"%s\": %s; the previous keys stay in use",
-				 path, problem);
+		snprintf(message, message_size, "could not load JWT public keys from \"%s\": %s; %s",
+				 path, problem, loaded_keys ? "the previous keys stay in use" : "no public keys are in use");
 		return false;
 	}
 	jwt_keys_free(loaded_keys);
