@@ -290,7 +290,7 @@ signature_verifies(const JwtKey *key, const unsigned char *message, size_t messa
 	EVP_MD_CTX *context;
 	const EVP_MD *digest = key->algorithm == JWT_ALG_EDDSA ? NULL : EVP_sha256();
 	unsigned char *der = NULL;
-	bool		verified = false;
+	bool		verified;
 
 	if (key->algorithm == JWT_ALG_RS256 ? signature_len != (size_t) EVP_PKEY_get_size(key->pkey)
 		: signature_len != JWS_RAW_SIGNATURE_BYTES)
