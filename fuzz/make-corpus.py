@@ -2,10 +2,15 @@
 """Writes the seed corpora under fuzz/corpus/: real messages, as clients
 (docs/protocol.md), the application (test/conftest.py's make_token) and
 the workers (live_state.c's change_message and presence_data, the sweep
-script, ws_worker.c's commands, the snapshot script) make them.  Run it
+script, ws_worker.c's commands, the snapshot script) make them, and
+public-key files as identity providers publish them (JWKS, PEM).  Run it
 again after changing a format; regression inputs (regression-*) that
-fuzzing found are kept as they are."""
+fuzzing found are kept as they are.  Needs python3-cryptography (the PEM
+encodings of the fixed keys below)."""
 import base64, hashlib, hmac, json, os, pathlib
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 ROOT = pathlib.Path(__file__).resolve().parent / "corpus"
 SECRET = b"fuzz-secret-0123456789abcdef-0123456789"   # fuzz_jwt.c's FUZZ_SECRET
@@ -14,6 +19,16 @@ BOB = "b0b00000-0000-4000-8000-000000000002"
 ALICE = "a11ce000-0000-4000-8000-000000000001"
 ORIGIN = "db1-5432:0.19ad4f2c3e1"
 OTHER = "db2-5432:1.19ad4f2c400"
+ISSUER = "https://issuer.example"                    # fuzz_jwt.c's FUZZ_ISSUER
+# Fixed public keys (fixed so that the seeds do not change on every run):
+# RSA 2048 n, P-256 x and y, Ed25519 x, base64url.
+RSA_N = ("vITT-mSpJTVo1bCo9T3R5iaFtawPR8ve1_Z6ve-Cx35uM2p70vDu4wX0i9C4ARh9l2HDON11qvgsRpak7HqZMAlvAxV3TGguTk_q"
+         "58sMVeicKnuFQYGsdwYWI-p_mWEnAs3OtPbRG_d2-WVJaA8D612gxt5XAPfH06eH5FWIVFy84H0iKFsD4YKiWchS_RevY3LlqwY-"
+         "fDMLhgNlxSMHWUlqHkm2FgKU_kH1TYUAOxDRRQIxFk1QdfPsDU389yVHakasjc7LZqmatsBVRc9GlXpqDMDTLvSTq3Bry3UEtQMF"
+         "dZWfh7diAMA8ccdl1jCJNk3MGoKNVYWoDcrcTOZjVQ")
+EC_X = "Rxw-dYxJBChbun5TEY7Q9SSt6wdX0lvS-Oew1236cUw"
+EC_Y = "3VIPesqKi5F6zDf1HejwybvjrYWDgucC3CWhLQn3qFg"
+ED_X = "A6EHv_POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg"
 
 
 def compact(value):
@@ -28,6 +43,10 @@ def write(target, name, data):
 
 def b64url(data):
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64decode(text):
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
 def token(claims, header=None):
@@ -94,6 +113,51 @@ write("jwt", "signed_claims", b"\x01" + compact({"alg": "HS256", "typ": "JWT"}).
 write("jwt", "signed_real_times", b"\x81" + b'{"alg":"HS256"}\n' +
       compact({"sub": BOB.replace("-", ""), "exp": NOW + 0.5, "iat": NOW - 1.5, "aud": "presence"}).encode())
 write("jwt", "issued", b"\x02" + compact({"sub": BOB, "exp": NOW + 3600, "iat": NOW, "name": "Bob"}).encode())
+# the public-key algorithms: mode 1 signs by the header's alg with the
+# target's keys (kids rsa, ec, ed; bit 0x20 the same keys as PEM, no kid);
+# bits 2-4 pick the allowed set; 0x40 checks iss and reads the user from uid;
+# mode 3 is HS256 keyed with the RSA public key's PEM (key confusion).
+claims = compact({"sub": BOB, "exp": NOW + 3600, "iat": NOW, "name": "Bob"}).encode()
+for name, first, header in [
+        ("rs256_kid", 0x01, {"alg": "RS256", "typ": "JWT", "kid": "rsa"}),
+        ("es256_kid", 0x01, {"alg": "ES256", "kid": "ec"}),
+        ("eddsa_kid", 0x01, {"alg": "EdDSA", "kid": "ed"}),
+        ("rs256_pem_any_kid", 0x21, {"alg": "RS256", "kid": "rotated-away"}),
+        ("es256_unknown_kid", 0x01, {"alg": "ES256", "kid": "nope"}),
+        ("rs256_kid_of_ec_key", 0x01, {"alg": "RS256", "kid": "ec"}),
+        ("eddsa_not_allowed", 0x15, {"alg": "EdDSA", "kid": "ed"}),   # set 5: HS256, RS256
+        ("confusion_hs256", 0x17, {"alg": "HS256", "typ": "JWT"}),
+        ("confusion_hs256_kid", 0x03, {"alg": "HS256", "kid": "rsa"}),
+]:
+    write("jwt", name, bytes([first]) + compact(header).encode() + b"\n" + claims)
+write("jwt", "es256_issuer_uid", b"\x41" + compact({"alg": "ES256", "kid": "ec"}).encode() + b"\n" +
+      compact({"sub": "auth0|5f7c", "uid": BOB, "iss": ISSUER, "exp": NOW + 3600}).encode())
+write("jwt", "rs256_as_sent", b"\x00" + ("%s.%s.%s" % (
+    b64url(compact({"alg": "RS256", "kid": "rsa"}).encode()), b64url(claims), b64url(bytes(256)))).encode())
+
+# jwks: presence.jwt_public_keys_file as identity providers publish it
+rsa_jwk = {"kty": "RSA", "kid": "rsa-1", "use": "sig", "alg": "RS256", "n": RSA_N, "e": "AQAB"}
+ec_jwk = {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": EC_X, "y": EC_Y}
+ed_jwk = {"kty": "OKP", "kid": "ed-1", "crv": "Ed25519", "x": ED_X}
+write("jwks", "three_keys", json.dumps({"keys": [rsa_jwk, ec_jwk, ed_jwk]}, indent=2))
+write("jwks", "skipped_keys", compact({"keys": [
+    dict(rsa_jwk, use="enc", alg="RSA-OAEP"), {"kty": "oct", "k": "c2VjcmV0"}, dict(ec_jwk, crv="P-384"),
+    dict(rsa_jwk, kid="rsa-384", alg="RS384"), {k: v for k, v in ec_jwk.items() if k != "kid"}]}))
+write("jwks", "duplicate_kid", compact({"keys": [rsa_jwk, dict(ec_jwk, kid="rsa-1")]}))
+write("jwks", "bad_coordinate", compact({"keys": [dict(ec_jwk, y=EC_X)]}))
+write("jwks", "empty", compact({"keys": []}))
+public_keys = [
+    rsa.RSAPublicNumbers(65537, int.from_bytes(b64decode(RSA_N), "big")).public_key(),
+    ec.EllipticCurvePublicNumbers(int.from_bytes(b64decode(EC_X), "big"), int.from_bytes(b64decode(EC_Y), "big"),
+                                  ec.SECP256R1()).public_key(),
+    ed25519.Ed25519PublicKey.from_public_bytes(b64decode(ED_X)),
+]
+pems = [k.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        for k in public_keys]
+write("jwks", "pem_three_keys", b"# identity provider keys\n" + b"".join(pems))
+write("jwks", "pem_private_key", b"-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f\n"
+      b"-----END PRIVATE KEY-----\n")
+write("jwks", "pem_cut", pems[0][:200])
 
 # redis_event: 0x00 + a channel name, 0x01 + a message on it
 write("redis_event", "channel", b"\x00fuzz:presence:updates:demo")

@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 seconds=${1:?usage: fuzz/run.sh SECONDS [TARGET...]}
 shift
-targets=(protocol header_text jwt redis_event redis_command redis_snapshot)
+targets=(protocol header_text jwt jwks redis_event redis_command redis_snapshot)
 [ $# -gt 0 ] && targets=("$@")
 
 build=fuzz/build
@@ -29,7 +29,7 @@ cflags=(-g -O1 -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined
 sources() {
 	case $1 in
 	protocol | header_text) echo src/protocol.c ;;
-	jwt) echo src/auth.c ;;
+	jwt | jwks) echo src/auth.c ;;
 	# libpgport: pg_snprintf and the rest of port.h, as the server has them
 	redis_*) echo src/redis_layout.c src/auth.c src/protocol.c fuzz/pg_stubs.c \
 		"$(pg_config --pkglibdir)/libpgport.a" ;;
@@ -57,6 +57,7 @@ for target in "${targets[@]}"; do
 	[ -n "${FUZZ_RUNS:-}" ] && limits+=(-runs="$FUZZ_RUNS")
 	max_len=4096
 	[ "$target" = jwt ] && max_len=12288
+	[ "$target" = jwks ] && max_len=8192	# a JWKS document of a few RSA keys
 	[ "$target" = redis_snapshot ] && max_len=1024	# a few users; longer only runs slower
 	status=0
 	"$build/fuzz_$target" "${limits[@]}" -max_len=$max_len -timeout=10 -print_final_stats=1 \

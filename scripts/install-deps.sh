@@ -10,7 +10,7 @@ build_packages=(build-essential pkg-config ca-certificates curl
 	postgresql-15 postgresql-server-dev-15 postgresql-contrib
 	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev zlib1g-dev
 	redis-server)
-test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt
+test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt python3-cryptography
 	libipc-run-perl valgrind clang libclang-rt-14-dev)
 
 wanted=("${build_packages[@]}")

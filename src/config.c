@@ -16,6 +16,7 @@
 
 #include "utils/guc.h"
 
+#include "auth.h"
 #include "proxies.h"
 
 char	   *presence_database = NULL;
@@ -25,6 +26,10 @@ int			presence_port = 8765;
 char	   *presence_jwt_secret = NULL;
 char	   *presence_jwt_audience = NULL;
 int			presence_jwt_leeway_s = 30;
+char	   *presence_jwt_algorithms = NULL;
+char	   *presence_jwt_public_keys_file = NULL;
+char	   *presence_jwt_issuer = NULL;
+char	   *presence_jwt_user_id_claim = NULL;
 char	   *presence_allowed_origins = NULL;
 int			presence_max_connections = 10000;
 int			presence_max_unauthenticated = 1024;
@@ -89,6 +94,32 @@ define_ms(const char *name, const char *description, int *variable,
 }
 
 /*
+ * presence.jwt_algorithms: only names auth.c verifies, spelt as RFC 7518
+ * does.  Checked here so that a typo is refused at reload (the old list
+ * stays) instead of locking every client out.
+ */
+static bool
+check_jwt_algorithms(char **newval, void **extra, GucSource source)
+{
+	unsigned	algorithms;
+
+	if (jwt_parse_algorithms(*newval, &algorithms))
+		return true;
+	GUC_check_errdetail("The list must name one or more of HS256, RS256, ES256 and EdDSA, separated by commas.");
+	return false;
+}
+
+/* presence.jwt_user_id_claim: a token has no claim with an empty name. */
+static bool
+check_jwt_user_id_claim(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] != '\0')
+		return true;
+	GUC_check_errdetail("Name the claim holding the user's UUID, such as sub.");
+	return false;
+}
+
+/*
  * Defines every GUC.  Called from _PG_init, in the postmaster when
  * preloaded and in ordinary backends when the library is loaded for a SQL
  * function, so SQL sees the same values the workers use.
@@ -114,7 +145,7 @@ presence_define_gucs(void)
 							NULL, &presence_port, 8765, 0, 65535,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	DefineCustomStringVariable("presence.jwt_secret",
-							   "HS256 secret that signs client tokens. Empty refuses every client.",
+							   "HS256 secret that signs client tokens and presence.issue_token's. Empty: no HS256 token is accepted.",
 							   NULL, &presence_jwt_secret, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL,
 							   NULL, NULL, NULL);
@@ -126,6 +157,25 @@ presence_define_gucs(void)
 							"Clock skew allowed when checking exp, nbf and iat.",
 							NULL, &presence_jwt_leeway_s, 30, 0, 3600,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_algorithms",
+							   "Comma-separated algorithms a client token may be signed with: HS256 (with presence.jwt_secret), "
+							   "RS256, ES256, EdDSA (with presence.jwt_public_keys_file). A token whose alg is not listed is refused.",
+							   NULL, &presence_jwt_algorithms, "HS256",
+							   PGC_SIGHUP, 0, check_jwt_algorithms, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_public_keys_file",
+							   "File of the public keys that verify RS256, ES256 and EdDSA tokens: PEM public keys or a JWKS document. "
+							   "The ws workers read it at start and on every reload; a file that does not parse leaves the previous keys in use.",
+							   NULL, &presence_jwt_public_keys_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_issuer",
+							   "When set, tokens must carry this iss claim.",
+							   NULL, &presence_jwt_issuer, "",
+							   PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.jwt_user_id_claim",
+							   "Claim of the token that holds the user's UUID: sub, or another top-level claim "
+							   "such as user_id or https://example.com/user_id when the identity provider's sub is not that UUID.",
+							   NULL, &presence_jwt_user_id_claim, "sub",
+							   PGC_SIGHUP, 0, check_jwt_user_id_claim, NULL, NULL);
 	DefineCustomStringVariable("presence.allowed_origins",
 							   "Comma-separated Origin values allowed to open a WebSocket; * allows any.",
 							   NULL, &presence_allowed_origins, "*",

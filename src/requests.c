@@ -424,9 +424,8 @@ request_handle(Connection *connection, const char *text, size_t len)
 		if (valid && request.type == REQ_AUTH)
 		{
 			JwtIdentity identity;
-			JwtVerdict	verdict = jwt_verify(request.token, strlen(request.token), presence_jwt_secret,
-											 presence_jwt_audience, presence_jwt_leeway_s,
-											 presence_now_ms() / 1000, &identity);
+			JwtVerdict	verdict = jwt_verify_client_token(request.token, strlen(request.token),
+														  presence_now_ms() / 1000, &identity);
 
 			admit_verdict(connection, verdict, &identity, request.ref);
 		}

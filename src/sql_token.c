@@ -2,6 +2,12 @@
  * sql_token.c
  *	  issue_token(user_id, ttl, username): an HS256 JWT that the workers
  *	  (and any standard JWT library) accept, for applications and tests.
+ *
+ * Only HS256, with presence.jwt_secret: tokens of an identity provider
+ * (RS256, ES256, EdDSA) are verified by the workers, never issued here.
+ * The token satisfies the workers' other settings too: its iss is
+ * presence.jwt_issuer when that is set, and the user id is also put in
+ * presence.jwt_user_id_claim when that is not sub.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -50,6 +56,7 @@ presence_issue_token(PG_FUNCTION_ARGS)
 	char	   *claims_json;
 	char	   *token;
 	text	   *result;
+	unsigned	algorithms;
 
 	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
 		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -58,6 +65,10 @@ presence_issue_token(PG_FUNCTION_ARGS)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("presence: presence.jwt_secret is not set"),
 						errhint("Set presence.jwt_secret in postgresql.conf and reload.")));
+	if (!jwt_parse_algorithms(presence_jwt_algorithms, &algorithms) || !(algorithms & JWT_ALG_HS256))
+		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						errmsg("presence: presence.jwt_algorithms does not allow HS256, so the workers would refuse the token"),
+						errhint("Add HS256 to presence.jwt_algorithms and reload.")));
 
 	ttl = PG_GETARG_INTERVAL_P(1);
 	ttl_s = (int64) (ttl->time / USECS_PER_SEC) + (int64) ttl->day * SECS_PER_DAY +
@@ -81,9 +92,12 @@ presence_issue_token(PG_FUNCTION_ARGS)
 		username = stored_username(PG_GETARG_DATUM(0));
 
 	claims = json_pack("{s:s, s:I, s:I, s:s}", "sub", user_id, "iat", (json_int_t) now_s,
-					   "exp", (json_int_t) (now_s + ttl_s), "iss", "presence");
+					   "exp", (json_int_t) (now_s + ttl_s), "iss",
+					   presence_jwt_issuer[0] ? presence_jwt_issuer : "presence");
 	if (claims == NULL)
 		elog(ERROR, "presence: out of memory building token claims");
+	if (strcmp(presence_jwt_user_id_claim, "sub") != 0)
+		json_object_set_new(claims, presence_jwt_user_id_claim, json_string(user_id));
 	if (username)
 		json_object_set_new(claims, "name", json_string(username));
 	if (presence_jwt_audience && presence_jwt_audience[0])

@@ -161,9 +161,8 @@ read_handshake(struct lws *wsi, HandshakeData *handshake)
 
 			while (*token == ' ')
 				token++;
-			handshake->verdict = jwt_verify(token, strlen(token), presence_jwt_secret,
-											presence_jwt_audience, presence_jwt_leeway_s,
-											presence_now_ms() / 1000, &handshake->identity);
+			handshake->verdict = jwt_verify_client_token(token, strlen(token), presence_now_ms() / 1000,
+														 &handshake->identity);
 		}
 		free(header);
 	}

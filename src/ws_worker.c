@@ -34,6 +34,7 @@
 #include "utils/wait_event.h"
 
 #include "activity.h"
+#include "auth.h"
 #include "clock.h"
 #include "connection.h"
 #include "live_remote.h"
@@ -222,6 +223,21 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 	(void) uv_loop_close(loop);
 }
 
+/*
+ * (Re)loads presence.jwt_public_keys_file, at start and after each
+ * reload; a file that does not parse keeps the previous keys.
+ */
+static void
+reload_jwt_keys(void)
+{
+	char		message[512];
+
+	if (!auth_keys_reload(message, sizeof(message)))
+		ereport(WARNING, (errmsg("presence: %s", message)));
+	else if (message[0] != '\0')
+		ereport(LOG, (errmsg("presence: %s", message)));
+}
+
 void
 presence_ws_worker_main(Datum main_arg)
 {
@@ -258,10 +274,19 @@ presence_ws_worker_main(Datum main_arg)
 	connections_init(origin);
 	activity_init(&requests_activity_handlers);
 	live_remote_init();
+	reload_jwt_keys();
+	/* errno says why listening failed; libwebsockets logs its own failures */
+	errno = 0;
 	if (!ws_server_start(&loop, &requests_ws_handlers))
+	{
+		if (errno == 0)
+			ereport(ERROR,
+					(errmsg("presence: could not start libwebsockets; its reason is logged above"),
+					 errhint("A package install needs libwebsockets-evlib-uv, which provides its libuv event loop.")));
 		ereport(ERROR,
 				(errmsg("presence: could not listen on %s:%d: %m", presence_listen_address, presence_port),
 				 errhint("Check that presence.port is free and presence.listen_address is local.")));
+	}
 	ereport(LOG, (errmsg("presence: ws worker %d listening on %s:%d", worker_index,
 						 presence_listen_address, presence_port)));
 	redis_link_start(&loop, origin, &live_remote_redis_handlers);
@@ -281,8 +306,12 @@ presence_ws_worker_main(Datum main_arg)
 		(void) WaitEventSetWait(set, wait_timeout_ms(&loop, now_ms, next_sweep_ms),
 								events, lengthof(events), PG_WAIT_EXTENSION);
 		ResetLatch(MyLatch);
+		/* what the worker reads from files: keys and certificates */
 		if (worker_process_interrupts())
+		{
+			reload_jwt_keys();
 			tls_reload();
+		}
 		if (ShutdownRequestPending)
 			break;
 

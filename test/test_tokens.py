@@ -4,7 +4,9 @@ A throwaway cluster without a WebSocket worker (test/cluster.sh, WSPORT
 0) issues tokens; PyJWT verifies their HS256 signature with the cluster's
 secret and reads the claims.  Also: a wrong secret or an edited token
 fails, ttl is validated, presence.jwt_audience (set and reloaded) becomes
-the aud claim, an empty secret refuses to sign, PUBLIC may not call it.
+the aud claim, presence.jwt_issuer the iss and presence.jwt_user_id_claim
+carries the user id too, an empty secret or presence.jwt_algorithms
+without HS256 refuses to sign, PUBLIC may not call it.
 
     /usr/bin/python3 -m pytest test/test_tokens.py
 
@@ -201,6 +203,31 @@ def test_audience_from_the_setting(token_cluster, user):
     finally:
         token_cluster.reload(jwt_audience="")
     assert "aud" not in decode(issue(token_cluster, user[0]))
+
+
+def test_issuer_and_user_id_claim_from_the_settings(token_cluster, user):
+    # an identity provider's settings: the issued token still passes the workers' checks
+    token_cluster.reload(jwt_issuer="https://idp.example", jwt_user_id_claim="https://example.com/user_id",
+                         jwt_algorithms="HS256, RS256")
+    try:
+        claims = decode(issue(token_cluster, user[0]), issuer="https://idp.example")
+        assert claims["sub"] == user[0] and claims["https://example.com/user_id"] == user[0]
+    finally:
+        token_cluster.reload(jwt_issuer="", jwt_user_id_claim="sub", jwt_algorithms="HS256")
+    claims = decode(issue(token_cluster, user[0]))
+    assert claims["iss"] == "presence" and "https://example.com/user_id" not in claims
+
+
+def test_without_hs256_refuses_to_sign(token_cluster, user):
+    # the workers would refuse an HS256 token: issue_token says so instead
+    token_cluster.reload(jwt_algorithms="RS256,EdDSA")
+    try:
+        with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState,
+                           match="jwt_algorithms does not allow HS256"):
+            issue(token_cluster, user[0])
+    finally:
+        token_cluster.reload(jwt_algorithms="HS256")
+    decode(issue(token_cluster, user[0]))
 
 
 def test_empty_secret_refuses_to_sign(token_cluster, user):
