@@ -23,6 +23,12 @@ if [ ${#missing[@]} -gt 0 ]; then
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# Node trusts its own CA bundle only: add the machine's, so a registry
+# reached through a proxy with a local CA verifies as curl and apt do.
+if [ -z "${NODE_EXTRA_CA_CERTS:-}" ] && [ -r /etc/ssl/certs/ca-certificates.crt ]; then
+	export NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt
+fi
+
 # The tests need Node 20 (node --test --test-concurrency); Debian 12 ships
 # 18. Then Node's own build is taken from the npm registry, pinned and
 # checked, into clients/.node/ (Debian's npm runs on it).
