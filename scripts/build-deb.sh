@@ -2,32 +2,15 @@
 # Builds the Debian package postgresql-15-presence (debian/, pg_buildext)
 # from this checkout and prints the path of each .deb it made.
 #   sudo scripts/build-deb.sh [OUTDIR]     (default OUTDIR: /tmp/presence-deb)
-# Installs the build dependencies it lacks (as root, once, like
-# scripts/install-deps.sh).  The build runs on a copy of the checkout's
-# files (tracked, and untracked ones git does not ignore) in a scratch
-# directory, so the checkout gets no build products.
+# Installs the build dependencies it lacks (scripts/install-deps.sh deb).
+# The build runs on a copy of the checkout's files (tracked, and untracked
+# ones git does not ignore) in a scratch directory, so the checkout gets
+# no build products.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 outdir=$(mkdir -p "${1:-/tmp/presence-deb}" && cd "${1:-/tmp/presence-deb}" && pwd)
 
-# debian/control's Build-Depends, and the tools that read them.
-wanted=(build-essential dpkg-dev debhelper fakeroot postgresql-server-dev-all pkg-config
-	libwebsockets-dev libuv1-dev libjansson-dev libssl-dev libhiredis-dev libpq-dev zlib1g-dev)
-missing=()
-for package in "${wanted[@]}"; do
-	dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
-		missing+=("$package")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-	if [ "$(id -u)" != 0 ]; then
-		echo "missing packages: ${missing[*]} (run as root to install them)" >&2
-		exit 1
-	fi
-	echo "installing: ${missing[*]}"
-	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+"$here/scripts/install-deps.sh" deb
 
 work=$(mktemp -d /tmp/presence-debbuild.XXXXXX)
 trap 'rm -rf "$work"' EXIT

@@ -3,7 +3,8 @@
 # already present are not touched, and apt-get update runs only when
 # something is missing.
 #   scripts/install-deps.sh build    build and run the extension
-#   scripts/install-deps.sh test     build + everything the tests use
+#   scripts/install-deps.sh deb      build + what building the Debian package needs
+#   scripts/install-deps.sh test     build + deb + everything the tests use
 set -euo pipefail
 
 build_packages=(build-essential pkg-config ca-certificates curl
@@ -13,8 +14,17 @@ build_packages=(build-essential pkg-config ca-certificates curl
 test_packages=(python3 python3-pytest python3-websockets python3-psycopg python3-jwt python3-cryptography
 	libipc-run-perl valgrind clang libclang-rt-14-dev)
 
+# debian/control's Build-Depends beyond the build's, the tools that read
+# them, and lintian for scripts/test-deb.sh
+deb_packages=(dpkg-dev debhelper fakeroot postgresql-server-dev-all lintian)
+
 wanted=("${build_packages[@]}")
-[ "${1:-build}" = test ] && wanted+=("${test_packages[@]}")
+case ${1:-build} in
+build) ;;
+deb) wanted+=("${deb_packages[@]}") ;;
+test) wanted+=("${deb_packages[@]}" "${test_packages[@]}") ;;
+*) echo "usage: scripts/install-deps.sh build|deb|test" >&2; exit 2 ;;
+esac
 
 missing=()
 for package in "${wanted[@]}"; do
