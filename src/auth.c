@@ -111,8 +111,9 @@ base64url_encode(const unsigned char *in, size_t len, char *out)
 
 /*
  * Decodes unpadded base64url (RFC 7515 section 2); returns the decoded
- * length, or -1 on any character outside the alphabet or an impossible
- * length.  out needs 3 * len / 4 + 1 bytes.
+ * length, or -1 on any character outside the alphabet, an impossible
+ * length or trailing bits that are not zero (so two different strings
+ * never decode to the same token).  out needs 3 * len / 4 + 1 bytes.
  */
 static long
 base64url_decode(const char *in, size_t len, unsigned char *out)
@@ -137,6 +138,9 @@ base64url_decode(const char *in, size_t len, unsigned char *out)
 			out[n++] = (unsigned char) (buffer >> bits);
 		}
 	}
+	/* the bits past the last byte must be zero: one encoding per value */
+	if (bits > 0 && (buffer & ((1u << bits) - 1)) != 0)
+		return -1;
 	return n;
 }
 

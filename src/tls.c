@@ -30,6 +30,8 @@
 #include "tls.h"
 
 static SSL_CTX *server_context;
+/* bumped when the client CAs change, so older sessions cannot be resumed */
+static uint32 generation;
 /* whether the vhost was made asking for client certificates */
 static bool verifying_clients;
 
@@ -98,6 +100,13 @@ read_certificates(const char *path, STACK_OF(X509) **chain)
 	return certificate;
 }
 
+/* An encrypted key is refused, never asked for on the postmaster's terminal. */
+static int
+no_passphrase(char *buffer, int size, int rwflag, void *arg)
+{
+	return 0;
+}
+
 static EVP_PKEY *
 read_key(const char *path)
 {
@@ -106,7 +115,7 @@ read_key(const char *path)
 
 	if (file == NULL)
 		return NULL;
-	key = PEM_read_bio_PrivateKey(file, NULL, NULL, NULL);
+	key = PEM_read_bio_PrivateKey(file, NULL, no_passphrase, NULL);
 	BIO_free(file);
 	return key;
 }
@@ -130,6 +139,16 @@ reload_client_cas(void)
 	}
 	SSL_CTX_set_cert_store(server_context, store);
 	SSL_CTX_set_client_CA_list(server_context, names);
+
+	/*
+	 * A client whose certificate the old CAs accepted could otherwise
+	 * come back with a resumed session, never checked again: a new
+	 * session id context makes every ticket and cached session of before
+	 * unusable.
+	 */
+	generation++;
+	SSL_CTX_set_session_id_context(server_context, (const unsigned char *) &generation, sizeof(generation));
+	SSL_CTX_flush_sessions(server_context, 0);
 	return true;
 }
 
@@ -156,11 +175,6 @@ tls_reload(void)
 		ereport(LOG, (errmsg("presence: turning TLS off takes a restart; serving wss:// with the current certificate")));
 		return;
 	}
-	if (verifying_clients != (presence_ssl_ca_file && presence_ssl_ca_file[0]))
-		ereport(LOG, (errmsg("presence: asking for client certificates, or no longer, takes a restart")));
-	else if (verifying_clients)
-		(void) reload_client_cas();
-
 	certificate = read_certificates(presence_ssl_cert_file, &chain);
 	if (certificate == NULL)
 	{
@@ -170,6 +184,18 @@ tls_reload(void)
 		return;
 	}
 	key = read_key(presence_ssl_key_file);
+	if (key && SSL_CTX_get0_privatekey(server_context) &&
+		EVP_PKEY_get_base_id(key) != EVP_PKEY_get_base_id(SSL_CTX_get0_privatekey(server_context)))
+	{
+		/* OpenSSL keeps one certificate per key type: the old one would stay in service */
+		ereport(WARNING,
+				(errmsg("presence: presence.ssl_key_file \"%s\" is of another key type than the current key; "
+						"changing it takes a restart, keeping the current certificate", presence_ssl_key_file)));
+		EVP_PKEY_free(key);
+		X509_free(certificate);
+		sk_X509_pop_free(chain, X509_free);
+		return;
+	}
 	if (key == NULL || X509_check_private_key(certificate, key) != 1)
 	{
 		ereport(WARNING,
@@ -207,4 +233,10 @@ tls_reload(void)
 	EVP_PKEY_free(key);
 	X509_free(certificate);
 	sk_X509_pop_free(chain, X509_free);
+
+	/* the CAs after the certificate, so a refused certificate changes nothing */
+	if (verifying_clients != (presence_ssl_ca_file && presence_ssl_ca_file[0]))
+		ereport(LOG, (errmsg("presence: asking for client certificates, or no longer, takes a restart")));
+	else if (verifying_clients)
+		(void) reload_client_cas();
 }

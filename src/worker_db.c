@@ -135,6 +135,7 @@ db_run(const char *activity, DbWork work, void *arg)
 {
 	MemoryContext caller_context = CurrentMemoryContext;
 	volatile DbResult result = DB_FAILED;
+	volatile bool committing = false;
 	uint32		held;
 
 	HOLD_INTERRUPTS();
@@ -155,6 +156,7 @@ db_run(const char *activity, DbWork work, void *arg)
 		SPI_finish();
 		PopActiveSnapshot();
 		disable_timeout(STATEMENT_TIMEOUT, false);
+		committing = true;
 		CommitTransactionCommand();
 		InterruptHoldoffCount = held;
 	}
@@ -169,6 +171,13 @@ db_run(const char *activity, DbWork work, void *arg)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		result = classify_error(error->sqlerrcode);
+
+		/*
+		 * What fails at commit (the NOTIFY queue full, its lock not had in
+		 * time) says nothing about the data: never refused, retried.
+		 */
+		if (committing && result != DB_BUSY)
+			result = DB_FAILED;
 		ereport(result == DB_FAILED ? WARNING : result == DB_BUSY ? LOG : DEBUG1,
 				(errmsg("%s failed: %s", activity, error->message)));
 		FreeErrorData(error);

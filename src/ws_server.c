@@ -64,6 +64,7 @@ static const WsHandlers *ws_handlers;
 static lws_retry_bo_t ping_policy;
 static int	ws_partial_messages;	/* connections with a message half received */
 static bool ws_stopping;
+static bool ws_tls;				/* the vhost serves wss:// (from start to stop) */
 static struct lws_vhost *ws_vhost;
 static int	ws_listen_fd = -1;
 static uv_poll_t ws_listen_poll;
@@ -144,8 +145,15 @@ read_handshake(struct lws *wsi, HandshakeData *handshake)
 	{
 		char		forwarded_for[1024];
 
-		copy_header_text(wsi, WSI_TOKEN_X_FORWARDED_FOR, forwarded_for, sizeof(forwarded_for));
-		(void) proxy_client_address(forwarded_for, handshake->ip, sizeof(handshake->ip));
+		/*
+		 * Whole or not at all: cut, the value would keep its left part,
+		 * which the client wrote, and lose what the proxy appended.
+		 */
+		if (lws_hdr_total_length(wsi, WSI_TOKEN_X_FORWARDED_FOR) < (int) sizeof(forwarded_for))
+		{
+			copy_header_text(wsi, WSI_TOKEN_X_FORWARDED_FOR, forwarded_for, sizeof(forwarded_for));
+			(void) proxy_client_address(forwarded_for, handshake->ip, sizeof(handshake->ip));
+		}
 	}
 	copy_header_text(wsi, WSI_TOKEN_HTTP_USER_AGENT, handshake->user_agent, sizeof(handshake->user_agent));
 	if (len > 0)
@@ -492,7 +500,9 @@ ws_server_start(uv_loop_t *loop, const WsHandlers *handlers)
 	admission_init(evict_newcomer);
 	info.server_string = "presence";
 	info.vhost_name = "presence";
-	if (tls_configured())
+	/* decided once: clearing the setting later must not turn the port to plain ws:// */
+	ws_tls = tls_configured();
+	if (ws_tls)
 	{
 		info.options |= LWS_SERVER_OPTION_DO_SSL_GLOBAL_INIT;
 		info.ssl_cert_filepath = presence_ssl_cert_file;
@@ -548,7 +558,7 @@ accept_ready(uv_poll_t *poll, int status, int events)
 		}
 		descriptor.sockfd = fd;
 		wsi = lws_adopt_descriptor_vhost(ws_vhost, LWS_ADOPT_SOCKET | LWS_ADOPT_HTTP |
-										 (tls_configured() ? LWS_ADOPT_ALLOW_SSL : 0),
+										 (ws_tls ? LWS_ADOPT_ALLOW_SSL : 0),
 										 descriptor, NULL, NULL);
 		if (wsi == NULL)
 		{

@@ -1,7 +1,8 @@
 """Presence for backends (issue 11): every presence change the activity
 log records is NOTIFYed on presence.channel(session_id) once, at commit,
-as JSON; cursors never are.  A backend LISTENs with psycopg as the
-server-side subscribeToPresence."""
+with the row's id, which presence.presence_change() reads under the
+caller's grants; cursors never are.  A backend LISTENs with psycopg as
+the server-side subscribeToPresence."""
 import json
 import time
 
@@ -15,6 +16,7 @@ class Listener:
     """A backend LISTENing on a session's channel."""
 
     def __init__(self, cluster, session_id):
+        self.cluster = cluster
         self.channel = cluster.sql1("SELECT presence.channel(%s)", (session_id,))
         self.conn = cluster.connect()
         self.received = []
@@ -22,15 +24,15 @@ class Listener:
         self.conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
 
     def changes(self, count, timeout=WAIT):
-        """The next count changes (payloads), waiting for them; asserts their channel."""
+        """The next count changes, waiting for them, as presence_change() reads them."""
         deadline = time.monotonic() + timeout
         while len(self.received) < count and time.monotonic() < deadline:
             self.conn.execute("SELECT 1")  # notifications arrive with any answer
             time.sleep(0.05)
         got, self.received = self.received[:count], self.received[count:]
         assert len(got) == count, got
-        assert all(channel == self.channel for channel, _ in got)
-        return [payload for _, payload in got]
+        assert all(channel == self.channel and list(payload) == ["activityId"] for channel, payload in got), got
+        return [change(self.cluster, payload["activityId"]) for _, payload in got]
 
     def quiet(self, seconds=QUIET):
         time.sleep(seconds)
@@ -52,6 +54,15 @@ def listen(cluster):
     yield make
     for listener in listeners:
         listener.close()
+
+
+def change(cluster, activity_id):
+    row = cluster.sql("SELECT session_id, user_id::text, username, event, status, automatic,"
+                      " floor(extract(epoch FROM at) * 1000)::bigint FROM presence.presence_change(%s)",
+                      (activity_id,))
+    assert len(row) == 1, (activity_id, row)
+    keys = ("sessionId", "userId", "username", "event", "status", "automatic", "at")
+    return dict(zip(keys, row[0]), activityId=activity_id)
 
 
 def brief(change):
@@ -116,6 +127,18 @@ async def test_timeouts_and_automatic_away_are_announced(cluster, user, listen, 
     await b.send({"type": "heartbeat", "sessionId": sid})
     assert [brief(c) for c in changes.changes(1)] == [("join", bob.id, "online")]
     await close_all([a, b])
+
+
+async def test_only_presence_rows_are_read_back(cluster, user, listen):
+    owner = user()
+    sid = cluster.create_session(owner)
+    note = cluster.sql1("SELECT presence.log_activity(%s, %s::uuid, 'note')::text", (sid, owner.id))
+    assert cluster.sql("SELECT * FROM presence.presence_change(%s)", (note,)) == []
+    assert cluster.sql("SELECT * FROM presence.presence_change(gen_random_uuid())") == []
+    # rows of the types written by applications are read safely, whatever their details
+    row = cluster.sql1("SELECT presence.log_activity(%s, %s::uuid, 'status_changed',"
+                       " '{\"status\": \"away\", \"automatic\": \"yes\"}')::text", (sid, owner.id))
+    assert cluster.sql("SELECT status, automatic FROM presence.presence_change(%s)", (row,)) == [("away", False)]
 
 
 async def test_other_sessions_are_not_heard_and_long_ids_get_a_channel(cluster, user, listen):

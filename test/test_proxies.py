@@ -33,6 +33,8 @@ async def joined_address(cluster, forwarded_for, source=None):
     ("127.0.0.1", "not-an-address", "127.0.0.1"),
     ("127.0.0.1", None, "127.0.0.1"),
     ("192.0.2.0/24", "203.0.113.7", "127.0.0.1"),                   # the peer is not the trusted proxy
+    # too long to be read whole: its left part is the client's, so none of it is believed
+    ("127.0.0.1", ", ".join(["10.1.1.1"] * 200) + ", 6.6.6.6, 203.0.113.7", "127.0.0.1"),
 ])
 async def test_the_logged_address_is_the_forwarded_client(cluster, gucs, trusted, forwarded_for, logged):
     gucs({"presence.trusted_proxies": trusted})

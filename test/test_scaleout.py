@@ -364,7 +364,7 @@ def test_presence_on_a_standby_is_announced_on_the_primary(world):
     session_id = new_session(primary, standby, BOB)
     conn = psycopg.connect(host=primary.dir, port=primary.pgport, user="postgres", dbname="presence", autocommit=True)
     heard = []
-    conn.add_notify_handler(lambda n: heard.append(json.loads(n.payload)))
+    conn.add_notify_handler(lambda n: heard.append(json.loads(n.payload)["activityId"]))
     channel = conn.execute("SELECT presence.channel(%s)", (session_id,)).fetchone()[0]
     conn.execute(psycopg.sql.SQL("LISTEN {}").format(psycopg.sql.Identifier(channel)))
 
@@ -373,7 +373,8 @@ def test_presence_on_a_standby_is_announced_on_the_primary(world):
         while len(heard) < count and time.time() < deadline:
             conn.execute("SELECT 1")
             time.sleep(0.05)
-        return [(c["event"], c["userId"]) for c in heard]
+        return [conn.execute("SELECT event, user_id::text FROM presence.presence_change(%s)", (activity_id,)).fetchone()
+                for activity_id in heard]
 
     async def scenario():
         bob = await joined_client(standby, BOB, session_id)

@@ -241,6 +241,19 @@ async def test_files_that_cannot_be_used_keep_the_current_certificate(tls):
     wait_until(lambda: tls.served_serial() == tls.cert.serial_number, timeout=WAIT, what="the fixed certificate")
 
 
+async def test_clearing_the_certificate_setting_keeps_the_port_on_tls(tls):
+    offset = tls.cluster.log_size()
+    tls.cluster.set_gucs({"presence.ssl_cert_file": "", "presence.ssl_key_file": ""})
+    tls.cluster.sh("reload")
+    wait_until(lambda: "turning TLS off takes a restart" in tls.cluster.log_since(offset),
+               timeout=WAIT, what="the reload seen by the worker")
+    # still wss://, never plain ws:// on this port until a restart
+    assert tls.served_serial() == tls.cert.serial_number
+    with pytest.raises((websockets.InvalidHandshake, websockets.InvalidMessage, OSError, EOFError,
+                        asyncio.TimeoutError)):
+        await websockets.connect("ws://127.0.0.1:%d/ws" % tls.cluster.wsport, open_timeout=5)
+
+
 async def test_client_certificates_from_the_configured_ca(authority):
     clients = Authority("presence client CA")
     server = TlsCluster(authority, client_authority=clients)
