@@ -73,8 +73,13 @@ fi
 
 fresh=${FRESH_DEBIAN:-$here/../shared/tools/fresh-debian.sh}
 # Already inside a chroot (such as a fresh machine running this test
-# suite), another one is not made within it.
-if [ "$(stat -Lc %d:%i /)" != "$(stat -Lc %d:%i /proc/1/root 2>/dev/null || stat -Lc %d:%i /)" ]; then
+# suite), or without git (which the tool clones with), another one is not
+# made within it.
+in_chroot() {
+	ischroot 2>/dev/null && return 0
+	[ "$(stat -Lc %d:%i /)" != "$(stat -Lc %d:%i /proc/1/root/ 2>/dev/null || stat -Lc %d:%i /)" ]
+}
+if in_chroot || ! command -v git >/dev/null; then
 	fresh=/nonexistent/fresh-debian.sh
 fi
 cp debian/tests/installed "$work/out/check-installed"
