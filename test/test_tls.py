@@ -94,8 +94,12 @@ class TlsCluster:
             self.client_ca_path = os.path.join(self.cluster.dir, "clients.crt")
             write_for_postgres(self.client_ca_path, pem(client_authority.cert), 0o644)
             gucs["presence.ssl_ca_file"] = self.client_ca_path
-        self.cluster.start(gucs, wait_worker=False)
-        wait_until(lambda: self.healthz() == 200, timeout=30, interval=0.2, what="the worker over https")
+        try:
+            self.cluster.start(gucs, wait_worker=False)
+            wait_until(lambda: self.healthz() == 200, timeout=30, interval=0.2, what="the worker over https")
+        except BaseException:
+            self.cluster.destroy()  # a cluster that never served is not left running
+            raise
 
     def install(self, cert, key):
         self.cert = cert
