@@ -16,8 +16,8 @@
  * or off, or client certificates on or off, changes the listening
  * vhost: that needs a restart.
  *
- * tls_context_created and tls_client_certificate_ok run inside lws
- * callbacks and raise nothing; tls_reload runs in the main loop.
+ * tls_context_created runs inside an lws callback and raises nothing;
+ * tls_reload runs in the main loop.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -47,16 +47,6 @@ tls_context_created(void *ssl_ctx)
 {
 	server_context = ssl_ctx;
 	verifying_clients = presence_ssl_ca_file && presence_ssl_ca_file[0];
-}
-
-/*
- * A client certificate OpenSSL has checked against presence.ssl_ca_file:
- * refused unless that check passed (lws would otherwise take any).
- */
-bool
-tls_client_certificate_ok(bool preverified)
-{
-	return preverified;
 }
 
 /* The oldest OpenSSL error, for the log ("unknown" when there is none). */

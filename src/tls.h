@@ -11,7 +11,6 @@
 
 extern bool tls_configured(void);
 extern void tls_context_created(void *ssl_ctx);
-extern bool tls_client_certificate_ok(bool preverified);
 extern void tls_reload(void);
 
 #endif							/* PRESENCE_TLS_H */
