@@ -10,14 +10,15 @@ DATA = $(wildcard sql/presence--*.sql)
 # root, run them with test/run-regress.sh.
 REGRESS = schema sessions permissions activity audit_chain csv tokens privileges errors upgrade drop
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --load-extension=presence --encoding=UTF8 --no-locale
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out $(OBJS:.o=.d)
 
 PG_CONFIG ?= pg_config
 # -Wno-unused-parameter / -Wno-missing-field-initializers: PostgreSQL's and
 # libwebsockets' callback signatures and designated initialisers trip them
 # by design.
 PG_CPPFLAGS = -Isrc -I$(libpq_srcdir) -Wall -Wextra -Werror -Wno-unused-parameter \
-	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\"
+	-Wno-missing-field-initializers -DPRESENCE_VERSION=\"$(EXTVERSION)\" \
+	-MMD -MP
 SHLIB_LINK = -lwebsockets -luv -lhiredis -ljansson -lssl -lcrypto -lz $(libpq)
 
 # No LLVM bitcode: nothing here benefits from JIT inlining.  Before the
@@ -26,3 +27,7 @@ override with_llvm = no
 
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Each object's header dependencies (-MMD), so a changed struct rebuilds
+# every file that uses it.
+-include $(OBJS:.o=.d)

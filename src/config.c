@@ -308,9 +308,9 @@ presence_define_gucs(void)
 							NULL, &presence_activity_retention_s, 0, 0, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.ping_interval",
-							"WebSocket ping interval that detects dead TCP peers; 0 disables pings.",
+							"A connection silent this long is pinged, and dropped when silent another interval; 0 disables pings.",
 							NULL, &presence_ping_interval_s, 60, 0, 3600,
-							PGC_POSTMASTER, GUC_UNIT_S, NULL, NULL, NULL);
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.max_pending_activity",
 							"Activity rows a worker may hold unwritten; past it new activity is refused with unavailable.",
 							NULL, &presence_max_pending_activity, 100000, 100, 10000000,

@@ -34,6 +34,8 @@ StaticAssertDecl(LWS_PRE == FRAME_HEADROOM, "frame headroom must be what lws_wri
 StaticAssertDecl(LWS_PRE >= FRAME_HEADER_MAX, "a frame header must fit in LWS_PRE");
 
 static dlist_head all_connections = DLIST_STATIC_INIT(all_connections);
+/* the connection connections_take_turn() returns next; NULL: the first */
+static dlist_node *next_in_turn;
 static int	open_connections;
 static uint64 next_serial = 1;
 static char id_prefix[CONNECTION_ID_MAX + 1];
@@ -57,6 +59,30 @@ connections_count(void)
 	return open_connections;
 }
 
+static dlist_node *
+node_after(dlist_node *node)
+{
+	return dlist_has_next(&all_connections, node) ? dlist_next_node(&all_connections, node) : NULL;
+}
+
+/*
+ * The connections one after another, round and round, so that a caller
+ * can visit a few at a time and still reach every one; NULL when there
+ * are none.  A connection opened meanwhile takes its turn when the
+ * round reaches the end of the list.
+ */
+Connection *
+connections_take_turn(void)
+{
+	dlist_node *node;
+
+	if (dlist_is_empty(&all_connections))
+		return NULL;
+	node = next_in_turn ? next_in_turn : dlist_head_node(&all_connections);
+	next_in_turn = node_after(node);
+	return dlist_container(Connection, all_node, node);
+}
+
 Connection *
 connection_open(struct lws *wsi, const char *ip, const char *user_agent)
 {
@@ -72,6 +98,7 @@ connection_open(struct lws *wsi, const char *ip, const char *user_agent)
 	strlcpy(connection->user_agent, user_agent, sizeof(connection->user_agent));
 	connection->opened_ms = presence_now_ms();
 	connection->last_message_ms = connection->opened_ms;
+	connection->last_heard_ms = connection->opened_ms;
 	connection->tokens = 2.0 * presence_rate_limit;
 	connection->tokens_at_ms = connection->opened_ms;
 	connection->abuse_window_start_ms = connection->opened_ms;
@@ -85,6 +112,8 @@ connection_open(struct lws *wsi, const char *ip, const char *user_agent)
 void
 connection_detach(Connection *connection)
 {
+	if (next_in_turn == &connection->all_node)
+		next_in_turn = node_after(next_in_turn);
 	dlist_delete(&connection->all_node);
 	open_connections--;
 	connection->wsi = NULL;
@@ -232,6 +261,26 @@ connection_close(Connection *connection, int code, const char *reason)
 	connection->close_code = code;
 	strlcpy(connection->close_reason, reason, sizeof(connection->close_reason));
 	lws_callback_on_writable(connection->wsi);
+}
+
+/*
+ * Drops a socket without a closing handshake, on lws's next service,
+ * which it is woken for: its timers run only after a socket event, and
+ * the socket of a peer that has gone may have none.
+ */
+void
+connection_drop_socket(struct lws *wsi)
+{
+	lws_set_timeout(wsi, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	lws_cancel_service_pt(wsi);
+}
+
+/* For a peer that no longer answers, which would not read a close frame either. */
+void
+connection_abort(Connection *connection)
+{
+	if (connection->wsi)
+		connection_drop_socket(connection->wsi);
 }
 
 /*

@@ -45,6 +45,8 @@ typedef struct Connection
 	bool		compressed;		/* permessage-deflate was negotiated */
 	int64		opened_ms;
 	int64		last_message_ms;
+	int64		last_heard_ms;	/* any frame, pongs included (keepalive.c) */
+	int64		ping_sent_ms;	/* the last keepalive ping; outstanding while after last_heard_ms */
 	bool		silent;			/* heartbeat timeout fired */
 	int			close_code;		/* non-zero: close on the next WRITEABLE */
 	bool		closing;		/* the closing handshake has started */
@@ -85,8 +87,12 @@ extern void connection_close(Connection *connection, int code, const char *reaso
 extern int	connection_write_next(Connection *connection);
 extern bool connection_rate_allows(Connection *connection, int64 now_ms);
 
+extern void connection_abort(Connection *connection);
+extern void connection_drop_socket(struct lws *wsi);
+
 extern dlist_head *connections_all(void);
 extern int	connections_count(void);
+extern Connection *connections_take_turn(void);
 extern void connections_close_all(int code, const char *reason);
 
 #endif							/* PRESENCE_CONNECTION_H */

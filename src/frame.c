@@ -19,6 +19,7 @@
 #define FRAME_FIN 0x80
 #define FRAME_RSV1 0x40				/* permessage-deflate: a compressed message */
 #define FRAME_OPCODE_TEXT 0x1
+#define FRAME_OPCODE_PING 0x9
 /* How the worker's one deflater compresses server messages. */
 #define DEFLATE_LEVEL 6
 #define DEFLATE_WINDOW_BITS 15
@@ -84,6 +85,34 @@ frame_from_json(json_t *message, int64_t created_us)
 	frame->deflate_tried = false;
 	frame->deflated = NULL;
 	return frame;
+}
+
+/*
+ * The one ping frame every connection is sent (keepalive.c), made on
+ * first use and held for the worker's lifetime; NULL when out of memory.
+ * It carries a byte because lws 4.1 reports no pong without payload, and
+ * the pong echoes it.
+ */
+OutFrame *
+frame_ping(void)
+{
+	static OutFrame *ping;
+
+	if (ping == NULL && (ping = calloc(1, offsetof(OutFrame, buffer) + FRAME_HEADROOM + 1)) != NULL)
+	{
+		ping->refs = 1;
+		ping->type_index = -1;
+		ping->len = 1;
+		ping->payload = ping->buffer + FRAME_HEADROOM;
+		ping->payload[0] = 'k';
+		ping->wire = ping->payload - 2;
+		ping->wire[0] = FRAME_FIN | FRAME_OPCODE_PING;
+		ping->wire[1] = 1;
+		ping->wire_len = 3;
+		/* never compressed: control frames are not (RFC 7692 6.1) */
+		ping->deflate_tried = true;
+	}
+	return ping;
 }
 
 void

@@ -108,6 +108,7 @@ serve_metrics(struct lws *wsi)
 		{CTR_CONNECTIONS_REFUSED, "presence_connections_refused_total", "Upgrades refused (origin, limit, path)."},
 		{CTR_AUTH_FAILURES, "presence_auth_failures_total", "Connections closed for failed authentication."},
 		{CTR_HEARTBEATS_MISSED, "presence_heartbeat_timeouts_total", "Connections that went silent."},
+		{CTR_KEEPALIVE_DROPS, "presence_keepalive_drops_total", "Connections dropped for not answering a ping."},
 		{CTR_ERRORS_SENT, "presence_errors_total", "Error replies sent."},
 		{CTR_ACTIVITY_QUEUED, "presence_activity_queued_total", "Activity rows queued by workers."},
 		{CTR_ACTIVITY_WRITTEN, "presence_activity_written_total", "Activity rows committed by workers."},

@@ -29,6 +29,7 @@ typedef enum PresenceCounter
 	CTR_CONNECTIONS_OPENED,
 	CTR_BYTES_IN,
 	CTR_BYTES_OUT,
+	CTR_KEEPALIVE_DROPS,
 	CTR_COUNT
 } PresenceCounter;
 

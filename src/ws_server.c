@@ -31,6 +31,7 @@
 #include "clock.h"
 #include "connection.h"
 #include "http_endpoints.h"
+#include "keepalive.h"
 #include "listen_socket.h"
 #include "protocol.h"
 #include "proxies.h"
@@ -61,7 +62,12 @@ typedef struct HandshakeData
 
 static struct lws_context *ws_context = NULL;
 static const WsHandlers *ws_handlers;
-static lws_retry_bo_t ping_policy;
+/*
+ * No validity timers (hangup 0): lws's default would ping every 300 s
+ * through a per-connection timer list that costs O(n) per re-arm;
+ * keepalive.c pings instead.
+ */
+static const lws_retry_bo_t no_lws_keepalive = {.secs_since_valid_ping = 0, .secs_since_valid_hangup = 0};
 static int	ws_partial_messages;	/* connections with a message half received */
 static bool ws_stopping;
 static bool ws_tls;				/* the vhost serves wss:// (from start to stop) */
@@ -432,7 +438,13 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		case LWS_CALLBACK_RECEIVE:
 			if (connection == NULL)
 				return -1;
+			connection->last_heard_ms = presence_now_ms();
 			return receive_chunk(wsi, connection, in, len);
+
+		case LWS_CALLBACK_RECEIVE_PONG:
+			if (connection)
+				connection->last_heard_ms = presence_now_ms();
+			return 0;
 
 		case LWS_CALLBACK_SERVER_WRITEABLE:
 			if (connection == NULL)
@@ -486,12 +498,7 @@ ws_server_start(uv_loop_t *loop, const WsHandlers *handlers)
 		LWS_SERVER_OPTION_VALIDATE_UTF8 |
 		LWS_SERVER_OPTION_SKIP_PROTOCOL_INIT;
 	info.foreign_loops = foreign_loops;
-	if (presence_ping_interval_s > 0)
-	{
-		ping_policy.secs_since_valid_ping = (uint16_t) presence_ping_interval_s;
-		ping_policy.secs_since_valid_hangup = (uint16_t) Min(presence_ping_interval_s * 2 + 10, 65535);
-		info.retry_and_idle_policy = &ping_policy;
-	}
+	info.retry_and_idle_policy = &no_lws_keepalive;
 	info.timeout_secs = 30;
 	info.max_http_header_data = 16384;
 	/* one header table for every newcomer admission.c allows, so trickled
@@ -524,7 +531,7 @@ ws_server_start(uv_loop_t *loop, const WsHandlers *handlers)
 static void
 evict_newcomer(void *socket)
 {
-	lws_set_timeout((struct lws *) socket, PENDING_TIMEOUT_USER_OK, LWS_TO_KILL_ASYNC);
+	connection_drop_socket(socket);
 }
 
 /*
@@ -654,8 +661,8 @@ ws_server_destroy(void)
 
 /*
  * Connection timers: the handshake deadline (admission.c), authentication
- * deadline (4008) and token expiry (4001, so a client reconnects with a
- * fresh token).
+ * deadline (4008), token expiry (4001, so a client reconnects with a
+ * fresh token) and the keepalive.
  */
 void
 ws_server_sweep(int64 now_ms)
@@ -663,6 +670,7 @@ ws_server_sweep(int64 now_ms)
 	dlist_iter	iter;
 
 	admission_sweep(now_ms);
+	keepalive_tick(now_ms);
 
 	dlist_foreach(iter, connections_all())
 	{

@@ -269,7 +269,7 @@ SERIES = ["presence_connections", "presence_sessions", "presence_users", "presen
           "presence_messages_in_total", "presence_messages_out_total",
           "presence_errors_total", "presence_connections_opened_total",
           "presence_connections_refused_total", "presence_auth_failures_total",
-          "presence_heartbeat_timeouts_total", "presence_activity_queued_total",
+          "presence_heartbeat_timeouts_total", "presence_keepalive_drops_total", "presence_activity_queued_total",
           "presence_activity_written_total", "presence_bytes_in_total", "presence_bytes_out_total"]
 
 
