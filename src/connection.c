@@ -88,14 +88,16 @@ connection_open(struct lws *wsi, const char *ip, const char *user_agent)
 {
 	Connection *connection = calloc(1, sizeof(Connection));
 
-	if (connection == NULL)
+	if (connection == NULL || (connection->user_agent = strdup(user_agent)) == NULL)
+	{
+		free(connection);
 		return NULL;
+	}
 	connection->wsi = wsi;
 	connection->refs = 1;
 	connection->serial = next_serial++;
 	snprintf(connection->id, sizeof(connection->id), "%s:" UINT64_FORMAT, id_prefix, connection->serial);
 	strlcpy(connection->ip, ip, sizeof(connection->ip));
-	strlcpy(connection->user_agent, user_agent, sizeof(connection->user_agent));
 	connection->opened_ms = presence_now_ms();
 	connection->last_message_ms = connection->opened_ms;
 	connection->last_heard_ms = connection->opened_ms;
@@ -150,6 +152,7 @@ connection_release(Connection *connection)
 	drop_output(connection);
 	free(connection->out);
 	free(connection->rx);
+	free(connection->user_agent);
 	free(connection);
 }
 

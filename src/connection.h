@@ -41,7 +41,7 @@ typedef struct Connection
 	char		username[PRESENCE_USERNAME_MAX + 1];
 	int64		token_expires_at;	/* Unix seconds */
 	char		ip[CONNECTION_IP_MAX + 1];
-	char		user_agent[CONNECTION_USER_AGENT_MAX + 1];
+	char	   *user_agent;		/* at most CONNECTION_USER_AGENT_MAX bytes */
 	bool		compressed;		/* permessage-deflate was negotiated */
 	int64		opened_ms;
 	int64		last_message_ms;

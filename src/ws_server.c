@@ -42,23 +42,32 @@
 /* The permessage-deflate parameters of one offer that change what we do. */
 typedef struct DeflateOffer
 {
-	bool		client_no_context_takeover;
 	bool		server_max_window_bits;
 	int			client_max_window_bits; /* 0 absent, -1 without a value */
 } DeflateOffer;
 
-/* lws per-connection data: what the handshake told us, then the Connection. */
-typedef struct HandshakeData
+/*
+ * What the handshake told us, kept from the request headers until the
+ * WebSocket is established, then freed: per connection it is most of a
+ * kilobyte that an open connection no longer needs.
+ */
+typedef struct Handshake
 {
-	Connection *connection;
 	bool		header_token;
 	JwtVerdict	verdict;
 	JwtIdentity identity;
 	char		ip[CONNECTION_IP_MAX + 1];
 	char		user_agent[CONNECTION_USER_AGENT_MAX + 1];
 	int			deflate_offers_seen;	/* CONFIRM_EXTENSION_OKAY calls so far */
-	DeflateOffer deflate_offer; /* the one accepted */
-} HandshakeData;
+	bool		deflate_accepted;
+} Handshake;
+
+/* lws per-connection data: the handshake while it lasts, then the Connection. */
+typedef struct SocketData
+{
+	Handshake  *handshake;
+	Connection *connection;
+} SocketData;
 
 static struct lws_context *ws_context = NULL;
 static const WsHandlers *ws_handlers;
@@ -80,8 +89,21 @@ static void evict_newcomer(void *socket);
 static int	ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user,
 						void *in, size_t len);
 
+/*
+ * lws's receive buffer, allocated per connection for its lifetime: small,
+ * because most messages are; a longer one arrives in pieces that
+ * receive_chunk joins.
+ */
+#define WS_RX_BUFFER_BYTES 1024
+/*
+ * The most lws hands the socket in one write; it defaults to the receive
+ * buffer's size and keeps the rest of a longer frame in a copy of its
+ * own, so it is set far above any frame: the kernel takes what it can.
+ */
+#define WS_TX_PACKET_BYTES (1 << 20)
+
 static struct lws_protocols ws_protocols[] = {
-	{"presence.v1", ws_callback, sizeof(HandshakeData), 4096, 0, NULL, 0},
+	{"presence.v1", ws_callback, sizeof(SocketData), WS_RX_BUFFER_BYTES, 0, NULL, WS_TX_PACKET_BYTES},
 	{NULL, NULL, 0, 0, 0, NULL, 0}
 };
 
@@ -142,7 +164,7 @@ copy_header_text(struct lws *wsi, enum lws_token_indexes header, char *out, size
  * Bearer token if there is one.
  */
 static void
-read_handshake(struct lws *wsi, HandshakeData *handshake)
+read_handshake(struct lws *wsi, Handshake *handshake)
 {
 	int			len = lws_hdr_total_length(wsi, WSI_TOKEN_HTTP_AUTHORIZATION);
 
@@ -313,9 +335,7 @@ read_deflate_offer(struct lws *wsi, int index, DeflateOffer *offer)
 
 			if (value)
 				*value++ = '\0';
-			if (strcmp(param, "client_no_context_takeover") == 0)
-				offer->client_no_context_takeover = true;
-			else if (strcmp(param, "server_max_window_bits") == 0)
+			if (strcmp(param, "server_max_window_bits") == 0)
 				offer->server_max_window_bits = true;
 			else if (strcmp(param, "client_max_window_bits") == 0)
 				offer->client_max_window_bits = value ? atoi(value + (*value == '"')) : -1;
@@ -333,17 +353,54 @@ read_deflate_offer(struct lws *wsi, int index, DeflateOffer *offer)
  * declined; the next offer, or none, is taken.
  */
 static int
-confirm_deflate(struct lws *wsi, HandshakeData *handshake)
+confirm_deflate(struct lws *wsi, Handshake *handshake)
 {
-	DeflateOffer *offer = &handshake->deflate_offer;
+	DeflateOffer offer;
 
-	if (!read_deflate_offer(wsi, handshake->deflate_offers_seen++, offer))
+	if (!read_deflate_offer(wsi, handshake->deflate_offers_seen++, &offer))
 		return 1;
-	if (offer->server_max_window_bits ||
-		(offer->client_max_window_bits > 0 &&
-		 (offer->client_max_window_bits < 8 || offer->client_max_window_bits > 15)))
+	if (offer.server_max_window_bits ||
+		(offer.client_max_window_bits > 0 &&
+		 (offer.client_max_window_bits < 8 || offer.client_max_window_bits > 15)))
 		return 1;
+	handshake->deflate_accepted = true;
 	return 0;
+}
+
+#define EXTENSIONS_HEADER "Sec-WebSocket-Extensions:"
+#define DEFLATE_ANSWER EXTENSIONS_HEADER " permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"
+
+/*
+ * ADD_HEADERS of the 101 response, right after the line where lws
+ * answered the accepted permessage-deflate offer: the line is rewritten
+ * to ask for no context takeover both ways (RFC 7692 7.1.1: a server may
+ * answer both even when the offer did not ask).  Then neither side keeps
+ * a window between messages: the client's inflater frees its window after
+ * each message, and ours (deflate_established) holds none while a
+ * connection is idle, where a 15-bit window with context takeover, what
+ * browsers offer, would keep 32 KB and zlib's state per connection.  Our
+ * messages are compressed afresh each time anyway (frame.c).  Returns
+ * false when the line is not where lws writes it.
+ */
+static bool
+answer_deflate(struct lws_process_html_args *args)
+{
+	char	   *line_end = args->p - 2;
+	char	   *line = line_end;
+	size_t		answer_len = strlen(DEFLATE_ANSWER);
+
+	if (memcmp(line_end, "\r\n", 2) != 0)
+		return false;
+	/* the response's status line ends with a newline before any header line */
+	while (line[-1] != '\n')
+		line--;
+	if (strncasecmp(line, EXTENSIONS_HEADER, strlen(EXTENSIONS_HEADER)) != 0 ||
+		answer_len > (size_t) (args->p - line) + (size_t) args->max_len)
+		return false;
+	memcpy(line, DEFLATE_ANSWER, answer_len);
+	args->max_len -= (int) (line + answer_len - args->p);
+	args->p = line + answer_len;
+	return true;
 }
 
 /*
@@ -353,25 +410,23 @@ confirm_deflate(struct lws *wsi, HandshakeData *handshake)
  * client_max_window_bits, which we never answer, hence 15 bits) and resets
  * the inflater after each message when server_no_context_takeover is set
  * (which is about our deflater).  So the server_* options set here are
- * the inflater's: the client's window, and a reset exactly when the
- * client said it starts afresh for each message, which frees the window
- * between messages.  lws's deflater, configured by the client_* ones, is
- * never used (connection.c writes whole frames).
+ * the inflater's: the client's window, and a reset after each message, as
+ * answer_deflate asked the client to start afresh for each.  lws's
+ * deflater, configured by the client_* ones, is never used (connection.c
+ * writes whole frames).
  */
 static bool
-deflate_established(struct lws *wsi, HandshakeData *handshake)
+deflate_established(struct lws *wsi)
 {
-	if (lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "15") != 0)
-		return false;
-	lws_set_extension_option(wsi, "permessage-deflate", "server_no_context_takeover",
-							 handshake->deflate_offer.client_no_context_takeover ? "1" : "0");
-	return true;
+	return lws_set_extension_option(wsi, "permessage-deflate", "server_max_window_bits", "15") == 0 &&
+		lws_set_extension_option(wsi, "permessage-deflate", "server_no_context_takeover", "1") == 0;
 }
 
 static int
 ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void *in, size_t len)
 {
-	HandshakeData *handshake;
+	SocketData *socket_data;
+	Handshake  *handshake;
 	Connection *connection;
 
 	/* their user is OpenSSL's, not a connection's */
@@ -386,8 +441,9 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 		default:
 			break;
 	}
-	handshake = user;
-	connection = handshake ? handshake->connection : NULL;
+	socket_data = user;
+	handshake = socket_data ? socket_data->handshake : NULL;
+	connection = socket_data ? socket_data->connection : NULL;
 	switch (reason)
 	{
 		case LWS_CALLBACK_HTTP:
@@ -400,21 +456,37 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 			return confirm_upgrade(wsi);
 
 		case LWS_CALLBACK_FILTER_PROTOCOL_CONNECTION:
-			read_handshake(wsi, handshake);
+			if (socket_data == NULL || handshake != NULL ||
+				(socket_data->handshake = calloc(1, sizeof(Handshake))) == NULL)
+				return 1;
+			read_handshake(wsi, socket_data->handshake);
 			return 0;
 
 		case LWS_CALLBACK_CONFIRM_EXTENSION_OKAY:
-			return confirm_deflate(wsi, handshake);
+			return handshake ? confirm_deflate(wsi, handshake) : 1;
+
+		case LWS_CALLBACK_ADD_HEADERS:
+			/* a refusal (non-zero) here fails the upgrade, which no client could read */
+			if (handshake && handshake->deflate_accepted && !answer_deflate(in))
+				ereport(WARNING, (errmsg("presence: permessage-deflate answered without no_context_takeover")));
+			return 0;
 
 		case LWS_CALLBACK_WSI_DESTROY:
 			if (lws_get_opaque_user_data(wsi))
 				admission_done(lws_get_opaque_user_data(wsi));
 			lws_set_opaque_user_data(wsi, NULL);
+			if (handshake)
+			{
+				free(handshake);
+				socket_data->handshake = NULL;
+			}
 			return 0;
 
 		case LWS_CALLBACK_ESTABLISHED:
 			if (lws_get_opaque_user_data(wsi))
 				admission_upgraded(lws_get_opaque_user_data(wsi));
+			if (handshake == NULL)
+				return -1;
 			if (!presence_connection_admit())
 			{
 				presence_count(CTR_CONNECTIONS_REFUSED, 1);
@@ -427,12 +499,14 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 				presence_connection_release();
 				return -1;
 			}
-			handshake->connection = connection;
+			socket_data->connection = connection;
 			presence_count(CTR_CONNECTIONS_OPENED, 1);
-			if (presence_compression)
-				connection->compressed = deflate_established(wsi, handshake);
+			if (presence_compression && handshake->deflate_accepted)
+				connection->compressed = deflate_established(wsi);
 			ws_handlers->opened(connection, handshake->header_token ? &handshake->verdict : NULL,
 								&handshake->identity);
+			free(handshake);
+			socket_data->handshake = NULL;
 			return 0;
 
 		case LWS_CALLBACK_RECEIVE:
@@ -457,7 +531,7 @@ ws_callback(struct lws *wsi, enum lws_callback_reasons reason, void *user, void 
 			if (connection->rx_len > 0)
 				ws_partial_messages--;
 			ws_handlers->closed(connection);
-			handshake->connection = NULL;
+			socket_data->connection = NULL;
 			presence_connection_release();
 			connection_detach(connection);
 			return 0;
