@@ -122,6 +122,77 @@ COMMIT;
 SELECT chain_seq, activity_type FROM presence.session_activity('chain-api2', 2);
 SELECT * FROM presence.verify_audit_chain('chain-api2');
 
+-- log_activity_batch computes each link itself (src/activity_batch.c),
+-- not through the activity_chain trigger: every hashed column, NULLs and
+-- defaults included, hashes as the recipe says, and direct INSERTs and
+-- batches in one transaction continue one chain, in either order.
+SELECT presence.create_session('00000000-0000-4000-8000-000000000401', session_id => 'chain-batch');
+BEGIN;
+SELECT count(*) FROM presence.log_activity_batch(
+	ARRAY['chain-batch', 'chain-batch', 'chain-api2'],
+	ARRAY['00000000-0000-4000-8000-000000000402', NULL, NULL]::uuid[],
+	ARRAY['b.full', 'b.defaults', 'b.other'],
+	ARRAY['{"text": "caf\u00e9 \u2713", "n": [1, 2.50]}', NULL, '{}']::jsonb[],
+	ARRAY['2001:db8::/32', NULL, '192.0.2.1']::inet[],
+	ARRAY['curl/8.0', NULL, NULL],
+	ARRAY['2024-01-02 03:04:05.123456+00', NULL, NULL]::timestamptz[]);
+INSERT INTO presence.activity_log (session_id, activity_type)
+SELECT id, 'direct.after.batch' FROM presence.collaboration_sessions WHERE session_id = 'chain-batch';
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.after.direct']);
+COMMIT;
+SELECT a.chain_seq, a.activity_type, a.details, a.ip_address, a.user_agent,
+	   a.created_at = '2024-01-02 03:04:05.123456+00' AS given_time, r.links, r.hashes
+  FROM regress.audit('chain-batch') r JOIN presence.activity_log a ON a.id = regress.link('chain-batch', r.chain_seq)
+ ORDER BY 1;
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+SELECT * FROM presence.verify_audit_chain('chain-api2');
+-- Over several of its multi-insert flushes (1,000 rows each) and two
+-- sessions: ids come back in row order, are version-7 UUIDs that grow
+-- with every row and carry the row's time in milliseconds.
+CREATE TABLE regress.batch_ids AS
+SELECT b.id, b.n FROM presence.log_activity_batch(
+	ARRAY(SELECT CASE WHEN i % 3 = 0 THEN 'chain-api2' ELSE 'chain-batch' END FROM generate_series(1, 2500) i),
+	array_fill(NULL::uuid, ARRAY[2500]),
+	array_fill('b.bulk'::text, ARRAY[2500]),
+	ARRAY(SELECT jsonb_build_object('i', i) FROM generate_series(1, 2500) i)) WITH ORDINALITY AS b(id, n);
+SELECT count(*) AS rows,
+	   bool_and(a.details ->> 'i' = b.n::text) AS in_row_order,
+	   bool_and(substr(b.id::text, 15, 1) = '7' AND substr(b.id::text, 20, 1) IN ('8', '9', 'a', 'b')) AS version_7,
+	   bool_and(abs(('x' || substr(replace(b.id::text, '-', ''), 1, 12))::bit(48)::bigint
+					- floor(extract(epoch FROM a.created_at) * 1000)) <= 1) AS time_in_id
+  FROM regress.batch_ids b JOIN presence.activity_log a ON a.id = b.id;
+SELECT bool_and(id > previous) AS increasing
+  FROM (SELECT id, lag(id) OVER (ORDER BY n) AS previous FROM regress.batch_ids) l WHERE previous IS NOT NULL;
+DROP TABLE regress.batch_ids;
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+SELECT * FROM presence.verify_audit_chain('chain-api2');
+-- Instead of a foreign-key check per row, the batch locks each of its
+-- sessions and users FOR KEY SHARE, as those checks do, until the
+-- transaction ends (the locker is the row's xmax).
+BEGIN;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY['00000000-0000-4000-8000-000000000402']::uuid[],
+												 ARRAY['b.locks']);
+SELECT session_id, xmax::text = pg_current_xact_id()::text AS locked FROM presence.collaboration_sessions
+ WHERE session_id IN ('chain-batch', 'chain-api2') ORDER BY 1;
+SELECT username, xmax::text = pg_current_xact_id()::text AS locked FROM presence.users
+ WHERE username IN ('chain-ann', 'chain-ben') ORDER BY 1;
+COMMIT;
+-- A row trigger the extension did not make: the batch writes through a
+-- plain INSERT instead, which fires it (and the chain trigger).
+CREATE FUNCTION regress.count_rows() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM set_config('regress.rows', (coalesce(nullif(current_setting('regress.rows', true), ''), '0')::int + 1)::text, false);
+	RETURN NULL;
+END $$;
+CREATE TRIGGER regress_count AFTER INSERT ON presence.activity_log FOR EACH ROW EXECUTE FUNCTION regress.count_rows();
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch', 'chain-batch'], ARRAY[NULL, NULL]::uuid[],
+												 ARRAY['b.plain', 'b.plain']);
+SELECT current_setting('regress.rows') AS trigger_saw;
+DROP TRIGGER regress_count ON presence.activity_log;
+DROP FUNCTION regress.count_rows();
+SELECT chain_seq, activity_type FROM presence.session_activity('chain-batch', 2);
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+
 --
 -- The log is append-only, for the superuser too (the anchors: below).
 --

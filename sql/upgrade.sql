@@ -1,11 +1,13 @@
 --
 -- upgrade: a database made with 1.0 is updated in place to 1.1 (a fixed
--- _ensure_user) and 1.2 (presence announced with NOTIFY), its data and
--- its audit chain untouched; later versions add
+-- _ensure_user), 1.2 (presence announced with NOTIFY) and 1.3
+-- (log_activity_batch in C), its data and its audit chain untouched;
+-- later versions add
 -- sql/presence--1.2--<new>.sql and raise default_version in
 -- presence.control (docs/sql-reference.md, "Upgrades").
 --
 DROP EXTENSION presence CASCADE;
+CREATE ROLE regress_upgrade_app;
 CREATE EXTENSION presence VERSION '1.0';
 INSERT INTO presence.users (id, username) VALUES ('00000000-0000-4000-8000-000000000a01', 'upg-owner');
 SELECT presence.create_session('00000000-0000-4000-8000-000000000a01', session_id => 'upg-s');
@@ -24,11 +26,24 @@ SELECT extversion FROM pg_extension WHERE extname = 'presence';
 SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'vera');
 SELECT presence._ensure_user('abcd1234-0000-4000-8000-000000000a04', 'someone else');
 -- 1.2 announces presence changes on the session's channel
-ALTER EXTENSION presence UPDATE;
+ALTER EXTENSION presence UPDATE TO '1.2';
 SELECT extversion FROM pg_extension WHERE extname = 'presence';
 SELECT tgname FROM pg_trigger WHERE tgrelid = 'presence.activity_log'::regclass AND tgname = 'activity_presence_notify';
 SELECT presence.channel('upg-s'), presence.channel(repeat('x', 54)) = 'presence:' || repeat('x', 54) AS short_kept,
 	presence.channel(repeat('x', 55)) AS long_hashed;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['upg-s'], ARRAY[NULL]::uuid[], ARRAY['batch.in.sql']);
+-- 1.3: log_activity_batch is C, its grants kept; the SQL batch check is gone
+GRANT EXECUTE ON FUNCTION presence.log_activity_batch(text[], uuid[], text[], jsonb[], inet[], text[], timestamptz[])
+	TO regress_upgrade_app;
+ALTER EXTENSION presence UPDATE;
+SELECT extversion FROM pg_extension WHERE extname = 'presence';
+SELECT l.lanname, p.prosecdef, p.proconfig, p.proretset,
+	   has_function_privilege('regress_upgrade_app', p.oid, 'EXECUTE') AS app_may,
+	   has_function_privilege('public', p.oid, 'EXECUTE') AS public_may
+  FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang WHERE p.oid = 'presence.log_activity_batch'::regproc;
+SELECT to_regproc('presence._check_activity_rows') IS NULL AS check_gone;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['upg-s', 'upg-s'], ARRAY[NULL, NULL]::uuid[],
+												 ARRAY['batch.in.c', 'batch.in.c']);
 -- The data and the chain are untouched and go on.
 SELECT presence.log_activity('upg-s', NULL, 'after.update') IS NOT NULL AS logged;
 SELECT chain_seq, activity_type FROM presence.session_activity('upg-s');
@@ -36,3 +51,6 @@ SELECT * FROM presence.verify_audit_chain('upg-s');
 
 SELECT regress.try($$ALTER EXTENSION presence UPDATE TO '9.9'$$);
 SELECT regress.try($$ALTER EXTENSION presence SET SCHEMA public$$);
+REVOKE EXECUTE ON FUNCTION presence.log_activity_batch(text[], uuid[], text[], jsonb[], inet[], text[], timestamptz[])
+	FROM regress_upgrade_app;
+DROP ROLE regress_upgrade_app;

@@ -45,14 +45,15 @@
 
 #include "audit_chain.h"
 
-/* Random bytes drawn at a time for activity ids (256 ids). */
+/* Random bytes drawn at a time for activity ids (512 ids of 8 bytes). */
 #define ID_POOL_BYTES 4096
+#define ID_RANDOM_BYTES 8
 
 /* Distinguishes our per-session chain locks from user advisory locks. */
 #define CHAIN_LOCK_FIELD4 0x5052
 
 /* Columns the hash covers, in hashing order. */
-static const char *const chain_hashed_columns[] = {
+static const char *const chain_hashed_columns[AUDIT_CHAIN_FIELDS] = {
 	"id", "session_id", "user_id", "activity_type", "details",
 	"ip_address", "user_agent"
 };
@@ -72,6 +73,8 @@ static uint8 id_pool[ID_POOL_BYTES];
 static int	id_pool_used = ID_POOL_BYTES;
 static int	id_pool_pid = 0;
 
+static void chain_hash(const uint8 *prev_hash, int64 seq, const char *const *fields,
+					   const TimestampTz *created_at, uint8 *result);
 static void audit_chain_row_hash(HeapTuple tuple, TupleDesc tupdesc, int64 seq,
 								 const uint8 *prev_hash, uint8 *result);
 static void chain_forget_links(void);
@@ -86,18 +89,17 @@ static int	column_number(TupleDesc tupdesc, const char *name);
 static bytea *bytea_from_bytes(const uint8 *bytes, size_t len);
 
 /*
- * Computes the row hash of an activity row as stored (or about to be
- * stored) in tuple.  Shared by the insert trigger and the verifier, so
- * the two can never disagree on the recipe.
+ * Computes a row hash from the row's text: fields are the text of the
+ * hashed columns in chain_hashed_columns' order (NULL for SQL NULL),
+ * created_at NULL for a NULL timestamp.  Every writer and the verifier
+ * come here, so they can never disagree on the recipe.
  */
 static void
-audit_chain_row_hash(HeapTuple tuple, TupleDesc tupdesc, int64 seq,
-					 const uint8 *prev_hash, uint8 *result)
+chain_hash(const uint8 *prev_hash, int64 seq, const char *const *fields,
+		   const TimestampTz *created_at, uint8 *result)
 {
 	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
 	char		number[32];
-	bool		isnull;
-	Datum		created_at;
 
 	if (pg_cryptohash_init(ctx) < 0 ||
 		pg_cryptohash_update(ctx, prev_hash, PG_SHA256_DIGEST_LENGTH) < 0)
@@ -105,16 +107,14 @@ audit_chain_row_hash(HeapTuple tuple, TupleDesc tupdesc, int64 seq,
 
 	snprintf(number, sizeof(number), INT64_FORMAT, seq);
 	hash_text_field(ctx, number);
-	for (size_t i = 0; i < lengthof(chain_hashed_columns); i++)
-		hash_text_field(ctx, SPI_getvalue(tuple, tupdesc,
-										  column_number(tupdesc, chain_hashed_columns[i])));
+	for (int i = 0; i < AUDIT_CHAIN_FIELDS; i++)
+		hash_text_field(ctx, fields[i]);
 
-	created_at = heap_getattr(tuple, column_number(tupdesc, "created_at"), tupdesc, &isnull);
-	if (isnull)
+	if (created_at == NULL)
 		hash_text_field(ctx, NULL);
 	else
 	{
-		int64		unix_us = DatumGetTimestampTz(created_at) +
+		int64		unix_us = *created_at +
 			(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
 
 		snprintf(number, sizeof(number), INT64_FORMAT, unix_us);
@@ -124,6 +124,26 @@ audit_chain_row_hash(HeapTuple tuple, TupleDesc tupdesc, int64 seq,
 	if (pg_cryptohash_final(ctx, result, PG_SHA256_DIGEST_LENGTH) < 0)
 		elog(ERROR, "presence: could not compute SHA-256: %s", pg_cryptohash_error(ctx));
 	pg_cryptohash_free(ctx);
+}
+
+/*
+ * Computes the row hash of an activity row as stored (or about to be
+ * stored) in tuple: its columns' text as their output functions give it.
+ */
+static void
+audit_chain_row_hash(HeapTuple tuple, TupleDesc tupdesc, int64 seq,
+					 const uint8 *prev_hash, uint8 *result)
+{
+	const char *fields[AUDIT_CHAIN_FIELDS];
+	bool		isnull;
+	Datum		created_at;
+	TimestampTz stamp;
+
+	for (int i = 0; i < AUDIT_CHAIN_FIELDS; i++)
+		fields[i] = SPI_getvalue(tuple, tupdesc, column_number(tupdesc, chain_hashed_columns[i]));
+	created_at = heap_getattr(tuple, column_number(tupdesc, "created_at"), tupdesc, &isnull);
+	stamp = isnull ? 0 : DatumGetTimestampTz(created_at);
+	chain_hash(prev_hash, seq, fields, isnull ? NULL : &stamp, result);
 }
 
 /* Feeds one length-prefixed field into the hash; NULL has its own marker. */
@@ -159,12 +179,22 @@ column_number(TupleDesc tupdesc, const char *name)
 }
 
 /*
- * _activity_id() -> uuid: a random (version 4) UUID, the default of
- * activity_log.id.  gen_random_uuid() asks OpenSSL for 16 bytes a call,
- * and OpenSSL checks getpid() on every request, a system call that costs
- * a tenth of a bulk insert's time per row; drawing ID_POOL_BYTES at a
- * time from the same source gives the same ids for a fraction of that.
- * The pool is refilled after a fork, so no two processes share bytes.
+ * _activity_id() -> uuid: a time-ordered UUID, version 7 (RFC 9562), the
+ * default of activity_log.id.  48 bits of Unix time in milliseconds, then
+ * 12 bits of the millisecond's fraction (RFC 9562's method 3), then 62
+ * random bits; within a process every id is greater than the one before
+ * (the fraction is stepped when the clock has not moved).  The primary
+ * key's B-tree then grows at its right edge, as a bigserial's would: a
+ * random id lands on a random leaf page, which must be read, split half
+ * empty and logged whole after every checkpoint, and that was the costliest
+ * part of an insert into the log.  The time an id shows is no secret: the
+ * row's created_at says as much.
+ *
+ * The random bits come from the strong random source gen_random_uuid()
+ * uses, drawn ID_POOL_BYTES at a time: gen_random_uuid() asks OpenSSL for
+ * 16 bytes a call, and OpenSSL checks getpid() on every request, a system
+ * call that costs a tenth of a bulk insert's time per row.  The pool is
+ * refilled after a fork, so no two processes share bytes.
  */
 PG_FUNCTION_INFO_V1(presence_activity_id);
 Datum
@@ -172,7 +202,20 @@ presence_activity_id(PG_FUNCTION_ARGS)
 {
 	pg_uuid_t  *id = palloc(sizeof(pg_uuid_t));
 
-	if (id_pool_used + UUID_LEN > ID_POOL_BYTES || id_pool_pid != MyProcPid)
+	audit_chain_new_id(id);
+	PG_RETURN_UUID_P(id);
+}
+
+/* The next activity id of this process, as _activity_id() describes. */
+void
+audit_chain_new_id(pg_uuid_t *id)
+{
+	static uint64 last_stamp = 0;	/* ms << 12 | fraction of the last id */
+	int64		unix_us = GetCurrentTimestamp() +
+		(POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY;
+	uint64		stamp = ((uint64) (unix_us / 1000) << 12) | (uint64) ((unix_us % 1000) * 4096 / 1000);
+
+	if (id_pool_used + ID_RANDOM_BYTES > ID_POOL_BYTES || id_pool_pid != MyProcPid)
 	{
 		if (!pg_strong_random(id_pool, ID_POOL_BYTES))
 			ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
@@ -180,11 +223,17 @@ presence_activity_id(PG_FUNCTION_ARGS)
 		id_pool_used = 0;
 		id_pool_pid = MyProcPid;
 	}
-	memcpy(id->data, id_pool + id_pool_used, UUID_LEN);
-	id_pool_used += UUID_LEN;
-	id->data[6] = (id->data[6] & 0x0f) | 0x40;	/* version 4 */
-	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 4122 variant */
-	PG_RETURN_UUID_P(id);
+	if (stamp <= last_stamp)
+		stamp = last_stamp + 1;
+	last_stamp = stamp;
+
+	for (int i = 0; i < 6; i++)
+		id->data[i] = (uint8) (stamp >> (12 + 8 * (5 - i)));
+	id->data[6] = 0x70 | (uint8) ((stamp >> 8) & 0x0f);	/* version 7 */
+	id->data[7] = (uint8) stamp;
+	memcpy(id->data + 8, id_pool + id_pool_used, ID_RANDOM_BYTES);
+	id_pool_used += ID_RANDOM_BYTES;
+	id->data[8] = (id->data[8] & 0x3f) | 0x80;	/* RFC 9562 variant */
 }
 
 /*
@@ -201,14 +250,16 @@ presence_activity_chain(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	bool		isnull;
 	pg_uuid_t	session;
-	ChainLink  *link;
-	bool		found;
 	uint8		prev_hash[PG_SHA256_DIGEST_LENGTH];
 	uint8		row_hash[PG_SHA256_DIGEST_LENGTH];
 	int			columns[3];
 	Datum		values[3];
 	bool		nulls[3] = {false, false, false};
 	Datum		session_datum;
+	const char *fields[AUDIT_CHAIN_FIELDS];
+	Datum		created_at;
+	TimestampTz stamp;
+	int64		seq;
 
 	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
 		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) || !TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
@@ -238,6 +289,38 @@ presence_activity_chain(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tuple);
 	}
 
+	for (int i = 0; i < AUDIT_CHAIN_FIELDS; i++)
+		fields[i] = SPI_getvalue(tuple, tupdesc, column_number(tupdesc, chain_hashed_columns[i]));
+	created_at = heap_getattr(tuple, column_number(tupdesc, "created_at"), tupdesc, &isnull);
+	stamp = isnull ? 0 : DatumGetTimestampTz(created_at);
+	audit_chain_append(&session, fields, isnull ? NULL : &stamp, &seq, prev_hash, row_hash);
+
+	columns[0] = column_number(tupdesc, "chain_seq");
+	values[0] = Int64GetDatum(seq);
+	columns[1] = column_number(tupdesc, "prev_hash");
+	values[1] = PointerGetDatum(bytea_from_bytes(prev_hash, sizeof(prev_hash)));
+	columns[2] = column_number(tupdesc, "row_hash");
+	values[2] = PointerGetDatum(bytea_from_bytes(row_hash, sizeof(row_hash)));
+
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 3, columns, values, nulls));
+}
+
+/*
+ * The next link of a session's chain, for a row whose hashed text is
+ * fields and created_at (as for chain_hash): takes the session's chain
+ * lock the first time in a transaction, reads its last link then (after
+ * that from the cache), and returns the row's chain_seq, prev_hash and
+ * row_hash, which the caller must write in this transaction.  The insert
+ * trigger and log_activity_batch both append through here, so they share
+ * one cache and one lock, whichever order they run in.
+ */
+void
+audit_chain_append(const pg_uuid_t *session, const char *const *fields,
+				   const TimestampTz *created_at, int64 *seq, uint8 *prev_hash, uint8 *row_hash)
+{
+	ChainLink  *link;
+	bool		found;
+
 	if (!chain_callbacks_registered)
 	{
 		RegisterXactCallback(chain_xact_callback, NULL);
@@ -253,33 +336,23 @@ presence_activity_chain(PG_FUNCTION_ARGS)
 									   HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 	}
 
-	link = hash_search(chain_link_cache, &session, HASH_FIND, &found);
+	link = hash_search(chain_link_cache, session, HASH_FIND, &found);
 	if (!found)
 	{
-		int64		seq;
+		int64		last_seq;
 		uint8		hash[PG_SHA256_DIGEST_LENGTH];
 
-		chain_lock_session(&session);
-		chain_last_link(&session, &seq, hash);
-		link = hash_search(chain_link_cache, &session, HASH_ENTER, &found);
-		link->seq = seq;
+		chain_lock_session(session);
+		chain_last_link(session, &last_seq, hash);
+		link = hash_search(chain_link_cache, session, HASH_ENTER, &found);
+		link->seq = last_seq;
 		memcpy(link->hash, hash, sizeof(hash));
 	}
 
-	memcpy(prev_hash, link->hash, sizeof(prev_hash));
-	audit_chain_row_hash(tuple, tupdesc, link->seq + 1, prev_hash, row_hash);
-
-	columns[0] = column_number(tupdesc, "chain_seq");
-	values[0] = Int64GetDatum(link->seq + 1);
-	columns[1] = column_number(tupdesc, "prev_hash");
-	values[1] = PointerGetDatum(bytea_from_bytes(prev_hash, sizeof(prev_hash)));
-	columns[2] = column_number(tupdesc, "row_hash");
-	values[2] = PointerGetDatum(bytea_from_bytes(row_hash, sizeof(row_hash)));
-
-	link->seq++;
-	memcpy(link->hash, row_hash, sizeof(row_hash));
-
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 3, columns, values, nulls));
+	memcpy(prev_hash, link->hash, PG_SHA256_DIGEST_LENGTH);
+	chain_hash(prev_hash, link->seq + 1, fields, created_at, row_hash);
+	*seq = ++link->seq;
+	memcpy(link->hash, row_hash, PG_SHA256_DIGEST_LENGTH);
 }
 
 /* Whether a new row carries chain_seq, prev_hash and row_hash. */

@@ -1,13 +1,23 @@
 /*-------------------------------------------------------------------------
  * audit_chain.h
- *	  What the ws workers use of the audit chain: its per-session lock.
+ *	  What the rest of the module uses of the audit chain: its
+ *	  per-session lock (the ws workers), activity ids.
  *-------------------------------------------------------------------------
  */
 #ifndef PRESENCE_AUDIT_CHAIN_H
 #define PRESENCE_AUDIT_CHAIN_H
 
+#include "common/sha2.h"
+#include "datatype/timestamp.h"
 #include "utils/uuid.h"
 
+/* Columns hashed as text, in order: id, session_id, user_id, activity_type, details, ip_address, user_agent. */
+#define AUDIT_CHAIN_FIELDS 7
+
 extern bool audit_chain_try_lock_session(const pg_uuid_t *session);
+extern void audit_chain_new_id(pg_uuid_t *id);
+extern void audit_chain_append(const pg_uuid_t *session, const char *const *fields,
+							   const TimestampTz *created_at, int64 *seq, uint8 *prev_hash,
+							   uint8 *row_hash);
 
 #endif							/* PRESENCE_AUDIT_CHAIN_H */

@@ -27,6 +27,8 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "sql_checks.h"
+
 /* Limits of an activity row (the activity_log constraints repeat them). */
 #define ACTIVITY_TYPE_MAX	64
 #define DETAILS_MAX_BYTES	65536
@@ -41,15 +43,6 @@ PG_FUNCTION_INFO_V1(presence_require_object);
 PG_FUNCTION_INFO_V1(presence_require_activity_type);
 PG_FUNCTION_INFO_V1(presence_valid_activity_type);
 PG_FUNCTION_INFO_V1(presence_check_activity_rows);
-
-/* One of log_activity_batch's parallel arrays, split into its elements. */
-typedef struct BatchArray
-{
-	const char *name;			/* argument name, for messages */
-	Datum	   *values;
-	bool	   *nulls;
-	int			count;
-} BatchArray;
 
 /* A session id of the batch and its row id, if the session exists. */
 typedef struct SessionEntry
@@ -231,12 +224,18 @@ batch_array(FunctionCallInfo fcinfo, int argno, const char *name, bool required,
  * Marks which of the batch's sessions and users exist, with one query
  * each over the distinct keys.  The plans are generic: a custom plan
  * would estimate "= ANY" element by element on every call.
+ *
+ * With lock, the rows found are locked FOR KEY SHARE, as the foreign-key
+ * check of an inserted row locks the row it references: none of them can
+ * be deleted or change its id until this transaction ends, so the rows
+ * of the batch may be written without a check of their own.
  */
 static void
-batch_lookup(HTAB *sessions, HTAB *users)
+batch_lookup(HTAB *sessions, HTAB *users, bool lock)
 {
-	static SPIPlanPtr session_plan = NULL;
-	static SPIPlanPtr user_plan = NULL;
+	static SPIPlanPtr plans[2][2];	/* [lock][sessions, users] */
+	SPIPlanPtr	session_plan;
+	SPIPlanPtr	user_plan;
 	Oid			text_array[1] = {TEXTARRAYOID};
 	Oid			uuid_array[1] = {UUIDARRAYOID};
 	Datum	   *keys;
@@ -248,26 +247,36 @@ batch_lookup(HTAB *sessions, HTAB *users)
 	UserEntry  *user;
 
 	SPI_connect();
-	if (session_plan == NULL)
+	if (plans[lock][0] == NULL)
 	{
-		session_plan = SPI_prepare_cursor("SELECT s.session_id, s.id FROM presence.collaboration_sessions s"
+		session_plan = SPI_prepare_cursor(lock ?
+										  "SELECT s.session_id, s.id FROM ONLY presence.collaboration_sessions s"
+										  " WHERE s.session_id = ANY ($1) FOR KEY SHARE OF s" :
+										  "SELECT s.session_id, s.id FROM presence.collaboration_sessions s"
 										  " WHERE s.session_id = ANY ($1)",
 										  1, text_array, CURSOR_OPT_GENERIC_PLAN);
-		user_plan = SPI_prepare_cursor("SELECT u.id FROM presence.users u WHERE u.id = ANY ($1)",
+		user_plan = SPI_prepare_cursor(lock ?
+									   "SELECT u.id FROM ONLY presence.users u WHERE u.id = ANY ($1)"
+									   " FOR KEY SHARE OF u" :
+									   "SELECT u.id FROM presence.users u WHERE u.id = ANY ($1)",
 									   1, uuid_array, CURSOR_OPT_GENERIC_PLAN);
 		if (session_plan == NULL || user_plan == NULL)
 			elog(ERROR, "presence: could not prepare the batch lookups: %s",
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(session_plan);
 		SPI_keepplan(user_plan);
+		plans[lock][0] = session_plan;
+		plans[lock][1] = user_plan;
 	}
+	session_plan = plans[lock][0];
+	user_plan = plans[lock][1];
 
 	keys = palloc(sizeof(Datum) * Max(hash_get_num_entries(sessions), 1));
 	hash_seq_init(&scan, sessions);
 	while ((session = hash_seq_search(&scan)) != NULL)
 		keys[nkeys++] = CStringGetTextDatum(session->session_id);
 	param = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
-	if (SPI_execute_plan(session_plan, &param, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(session_plan, &param, NULL, !lock, 0) != SPI_OK_SELECT)
 		elog(ERROR, "presence: session lookup failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -289,7 +298,7 @@ batch_lookup(HTAB *sessions, HTAB *users)
 	while ((user = hash_seq_search(&scan)) != NULL)
 		keys[nkeys++] = UUIDPGetDatum(&user->id);
 	param = PointerGetDatum(construct_array(keys, nkeys, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
-	if (SPI_execute_plan(user_plan, &param, NULL, true, 0) != SPI_OK_SELECT)
+	if (SPI_execute_plan(user_plan, &param, NULL, !lock, 0) != SPI_OK_SELECT)
 		elog(ERROR, "presence: user lookup failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
@@ -303,48 +312,47 @@ batch_lookup(HTAB *sessions, HTAB *users)
 }
 
 /*
- * _check_activity_rows(session_ids, user_ids, activity_types, details,
- *						ip_addresses, user_agents, created_ats) -> uuid[]
- *
- * Checks a log_activity_batch() call and returns the session row id of
- * every row.  The arrays are parallel: the first three are required,
- * the others may be NULL (all defaults) and any element but a session id
- * or activity type may be NULL.  Rows are checked in order and the first
- * bad one raises, with the checks of log_activity() in its order: session
- * id, activity type, details, user agent, then whether the session and
- * the user exist.
+ * Checks the arguments of a log_activity_batch() call (session_ids,
+ * user_ids, activity_types, details, ip_addresses, user_agents,
+ * created_ats) and resolves the session row id of every row.  The arrays
+ * are parallel: the first three are required, the others may be NULL
+ * (all defaults) and any element but a session id or activity type may
+ * be NULL.  Rows are checked in order and the first bad one raises, with
+ * the checks of log_activity() in its order: session id, activity type,
+ * details, user agent, then whether the session and the user exist.
+ * With lock, the sessions and users are locked as batch_lookup() says.
  */
-Datum
-presence_check_activity_rows(PG_FUNCTION_ARGS)
+void
+activity_rows_check(FunctionCallInfo fcinfo, bool lock, ActivityRows *rows)
 {
-	static const char *const names[] = {
+	static const char *const names[ACTIVITY_ROW_ARRAYS] = {
 		"session_ids", "user_ids", "activity_types", "details",
 		"ip_addresses", "user_agents", "created_ats"
 	};
-	BatchArray	arrays[lengthof(names)];
-	BatchArray *session_ids = &arrays[0];
-	BatchArray *user_ids = &arrays[1];
-	BatchArray *types = &arrays[2];
-	BatchArray *details = &arrays[3];
-	BatchArray *user_agents = &arrays[5];
+	BatchArray *arrays = rows->arrays;
+	BatchArray *session_ids = &arrays[ACTIVITY_SESSION_IDS];
+	BatchArray *user_ids = &arrays[ACTIVITY_USER_IDS];
+	BatchArray *types = &arrays[ACTIVITY_TYPES];
+	BatchArray *details = &arrays[ACTIVITY_DETAILS];
+	BatchArray *user_agents = &arrays[ACTIVITY_USER_AGENTS];
 	HASHCTL		session_ctl = {.keysize = PRESENCE_SESSION_ID_MAX + 1,
 	.entrysize = sizeof(SessionEntry),.hcxt = CurrentMemoryContext};
 	HASHCTL		user_ctl = {.keysize = sizeof(pg_uuid_t),
 	.entrysize = sizeof(UserEntry),.hcxt = CurrentMemoryContext};
 	HTAB	   *sessions;
 	HTAB	   *users;
-	Datum	   *result;
 	MemoryContext row_context;
 	int			n;
 
-	for (int i = 0; i < (int) lengthof(names); i++)
+	for (int i = 0; i < ACTIVITY_ROW_ARRAYS; i++)
 		batch_array(fcinfo, i, names[i], i < 3, &arrays[i]);
 	n = session_ids->count;
-	for (int i = 1; i < (int) lengthof(names); i++)
+	for (int i = 1; i < ACTIVITY_ROW_ARRAYS; i++)
 		if (arrays[i].count != n && !PG_ARGISNULL(i))
 			ereport(ERROR, (errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 							errmsg("presence: log_activity_batch arrays must all have %d elements", n),
 							errdetail("%s has %d.", arrays[i].name, arrays[i].count)));
+	rows->count = n;
 
 	sessions = hash_create("presence batch sessions", Max(n, 1), &session_ctl,
 						   HASH_ELEM | HASH_STRINGS | HASH_CONTEXT);
@@ -368,9 +376,9 @@ presence_check_activity_rows(PG_FUNCTION_ARGS)
 		}
 	}
 	if (n > 0)
-		batch_lookup(sessions, users);
+		batch_lookup(sessions, users, lock);
 
-	result = palloc(sizeof(Datum) * Max(n, 1));
+	rows->sessions = palloc(sizeof(pg_uuid_t) * Max(n, 1));
 	row_context = AllocSetContextCreate(CurrentMemoryContext, "presence batch row",
 										ALLOCSET_SMALL_SIZES);
 	for (int i = 0; i < n; i++)
@@ -399,10 +407,31 @@ presence_check_activity_rows(PG_FUNCTION_ARGS)
 			ereport(ERROR, (errcode(ERRCODE_NO_DATA_FOUND),
 							errmsg("presence: user %s does not exist",
 								   DatumGetCString(DirectFunctionCall1(uuid_out, user_ids->values[i])))));
-		result[i] = UUIDPGetDatum(&session->id);
+		rows->sessions[i] = session->id;
 		MemoryContextSwitchTo(caller_context);
 		MemoryContextReset(row_context);
 	}
 	MemoryContextDelete(row_context);
-	PG_RETURN_ARRAYTYPE_P(construct_array(result, n, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
+	hash_destroy(sessions);
+	hash_destroy(users);
+}
+
+/*
+ * _check_activity_rows(session_ids, user_ids, activity_types, details,
+ *						ip_addresses, user_agents, created_ats) -> uuid[]
+ *
+ * The session row id of every row of a log_activity_batch() call, after
+ * activity_rows_check(): what log_activity_batch 1.2 inserts with.
+ */
+Datum
+presence_check_activity_rows(PG_FUNCTION_ARGS)
+{
+	ActivityRows rows;
+	Datum	   *result;
+
+	activity_rows_check(fcinfo, false, &rows);
+	result = palloc(sizeof(Datum) * Max(rows.count, 1));
+	for (int i = 0; i < rows.count; i++)
+		result[i] = UUIDPGetDatum(&rows.sessions[i]);
+	PG_RETURN_ARRAYTYPE_P(construct_array(result, rows.count, UUIDOID, UUID_LEN, false, TYPALIGN_CHAR));
 }

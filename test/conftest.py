@@ -111,11 +111,16 @@ def port_is_free(port):
     return True
 
 
+# PRESENCE_TEST_PORTS=LOW-HIGH keeps the clusters in a range of their own
+# (when several people test on one machine).
+PORT_RANGE = tuple(int(p) for p in os.environ.get("PRESENCE_TEST_PORTS", "20000-32000").split("-"))
+
+
 def free_ports(count):
     """count distinct free TCP ports below the ephemeral range."""
     ports = set()
     while len(ports) < count:
-        port = random.randint(20000, 32000)
+        port = random.randint(*PORT_RANGE)
         if port not in ports and port_is_free(port):
             ports.add(port)
     return sorted(ports)
