@@ -384,6 +384,7 @@ typedef struct LoadRun
 	Traffic		window;			/* attributed to the measured window */
 	Traffic		at_last_progress;
 	Histogram	window_latency;
+	Histogram	window_latency_by_size[2];	/* [1]: receivers in large sessions */
 	Histogram	progress_latency;	/* since the last progress line */
 	uint64_t	joined_ever;
 	int			joined_at_ramp_end;
@@ -2064,6 +2065,7 @@ record_cursor_event(Conn *c, const char *event, const char *end)
 		Step	   *step = step_at(position);
 
 		hist_add(&run.window_latency, latency);
+		hist_add(&run.window_latency_by_size[c->session >= run.opt.sessions], latency);
 		if (step)
 			hist_add(&step->latency, latency);
 	}
@@ -3323,6 +3325,20 @@ print_report(void)
 	printf("latency         p50 %.3f ms, p95 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms "
 		   "(%llu samples)\n",
 		   p50, p95, p99, p999, h->max / 1000.0, (unsigned long long) h->total);
+	if (o->large_sessions > 0)
+	{
+		const Histogram *regular = &run.window_latency_by_size[0],
+				   *large = &run.window_latency_by_size[1];
+
+		printf("  by session    others: p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms (%llu); "
+			   "large: p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms (%llu)\n",
+			   hist_percentile_ms(regular, 50), hist_percentile_ms(regular, 99),
+			   hist_percentile_ms(regular, 99.9), regular->max / 1000.0,
+			   (unsigned long long) regular->total,
+			   hist_percentile_ms(large, 50), hist_percentile_ms(large, 99),
+			   hist_percentile_ms(large, 99.9), large->max / 1000.0,
+			   (unsigned long long) large->total);
+	}
 	print_deflate_report(window_s);
 	print_mix_report(window_s);
 	print_steps_report();
@@ -3378,7 +3394,8 @@ print_report(void)
 		   "errors=%llu mode=%s deflate_negotiated=%d lat_p999_ms=%.3f gen_us_per_msg=%.3f "
 		   "recv_msgs_per_s=%.1f recv_wire_bytes_per_s=%.0f recv_bytes_per_s=%.0f "
 		   "sent_wire_bytes_per_s=%.0f sent_bytes_per_s=%.0f activities_per_s=%.2f "
-		   "activity_deliveries_per_s=%.1f rejoins_per_s=%.2f",
+		   "activity_deliveries_per_s=%.1f rejoins_per_s=%.2f "
+		   "lat_others_p99_ms=%.3f lat_large_p99_ms=%.3f",
 		   o->connections, o->sessions, o->rate, window_s,
 		   run.opened, (unsigned long long) run.joined_ever, run.held,
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
@@ -3390,7 +3407,9 @@ print_report(void)
 		   per_second(w->recv_messages, window_s), per_second(w->recv_wire_bytes, window_s),
 		   per_second(w->recv_bytes, window_s), per_second(w->sent_wire_bytes, window_s),
 		   per_second(w->sent_bytes, window_s), per_second(w->activities_sent, window_s),
-		   per_second(w->activity_deliveries, window_s), per_second(w->rejoins_done, window_s));
+		   per_second(w->activity_deliveries, window_s), per_second(w->rejoins_done, window_s),
+		   hist_percentile_ms(&run.window_latency_by_size[0], 99),
+		   hist_percentile_ms(&run.window_latency_by_size[1], 99));
 	printf(" errors_by_code=");
 	counter_print(stdout, &run.errors, ",", ":");
 	printf(" closes_by_server=");
