@@ -14,6 +14,10 @@ answer a server can give to Chromium's offer:
               one)
   none        no extension answered, then a frame with RSV1 set: loadgen
               must count the connections as failed
+  novalue, unknown, twice
+              answers RFC 7692 tells a client to refuse (client_max_window_bits
+              without a value, an unknown parameter, a parameter twice):
+              every connection must fail in the upgrade
 
 The stand-in inflates every client frame with zlib exactly as the answer
 allows (one decompressor per connection with context, a new one per
@@ -25,6 +29,8 @@ session_leave, cursor_update fan-out, heartbeat, activity.  loadgen's
 RESULT must then show every connection held and every delivery made.
 
     /usr/bin/python3 bench/deflate_check.py [PORT]     (default 18990)
+
+(LOADGEN=path runs another build of loadgen.)
 
 Exit status 0 when every case passed.
 """
@@ -42,11 +48,16 @@ BENCH = os.path.dirname(os.path.abspath(__file__))
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 TAIL = b"\x00\x00\xff\xff"
 
+# name: (answer, the failure every connection must end with, or None)
 CASES = {
-    "context": "permessage-deflate",
-    "fresh": "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
-    "window10": "permessage-deflate; client_max_window_bits=10",
-    "none": None,
+    "context": ("permessage-deflate", None),
+    "fresh": ("permessage-deflate; server_no_context_takeover; client_no_context_takeover", None),
+    "window10": ("permessage-deflate; client_max_window_bits=10", None),
+    "none": (None, "RSV1 without permessage-deflate"),
+    "novalue": ("permessage-deflate; client_max_window_bits", "bad window bits in answer"),
+    "unknown": ("permessage-deflate; x_fast", "unknown parameter in answer"),
+    "twice": ("permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+              "parameter answered twice"),
 }
 
 
@@ -256,11 +267,11 @@ def result_field(result, key):
     return m.group(1) if m else None
 
 
-async def check(name, answer, port):
+async def check(name, answer, failure, port):
     server = Server(answer, rsv1_without_deflate=answer is None)
     listener = await asyncio.start_server(server.serve, "127.0.0.1", port)
     connections = 120
-    args = [os.path.join(BENCH, "loadgen"), "--port", str(port), "--no-setup", "--deflate", "--mix",
+    args = [os.environ.get("LOADGEN", os.path.join(BENCH, "loadgen")), "--port", str(port), "--no-setup", "--deflate", "--mix",
             "--large-sessions", "2", "--connections", str(connections), "--sessions", "4",
             "--rate", "100", "--activity-rate", "20", "--rejoin-rate", "4",
             "--warmup", "0.5", "--duration", "3", "--drain", "1", "--idle-seconds", "0",
@@ -270,14 +281,13 @@ async def check(name, answer, port):
     listener.close()
     result = next((line for line in out.splitlines() if line.startswith("RESULT")), "")
     problems = list(server.stats.problems)
-    if answer is None:
-        # every connection must fail on the RSV1 frame
+    if failure:
+        # every connection must fail, for that reason
         if result_field(result, "failed") != str(connections):
-            problems.append("RSV1 without negotiation not counted as failure (failed=%s)"
-                            % result_field(result, "failed"))
-        if "RSV1 without permessage-deflate" not in out:
-            problems.append("no 'RSV1 without permessage-deflate' failure in the report")
-        summary = "failed=%s" % result_field(result, "failed")
+            problems.append("failed=%s, want %d" % (result_field(result, "failed"), connections))
+        if failure not in out:
+            problems.append("no '%s' failure in the report" % failure)
+        summary = "failed=%s (%s)" % (result_field(result, "failed"), failure)
     else:
         for key, want in (("held", str(connections)), ("failed", "0"), ("dropped", "0"),
                           ("deflate_negotiated", str(connections))):
@@ -308,8 +318,8 @@ async def check(name, answer, port):
 async def main():
     port = int(sys.argv[1]) if len(sys.argv) > 1 else 18990
     ok = True
-    for name, answer in CASES.items():
-        ok &= await check(name, answer, port)
+    for name, (answer, failure) in CASES.items():
+        ok &= await check(name, answer, failure, port)
     sys.exit(0 if ok else 1)
 
 
