@@ -21,6 +21,12 @@
  * libpq beforehand, and sample the server worker's CPU time and RSS from
  * /proc to report server cost per connection and per message.
  *
+ * Optional modes: permessage-deflate negotiated and used as Chromium does
+ * (--deflate), activities, 50-user sessions and rejoins besides cursor
+ * updates (--mix), a CSV line per second (--timeseries), cursor rate steps
+ * for a saturation curve (--steps), and connections spread over many
+ * loopback source addresses (--source-addresses).
+ *
  * bench/loadgen.c
  *
  *-------------------------------------------------------------------------
