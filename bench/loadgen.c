@@ -21,6 +21,12 @@
  * libpq beforehand, and sample the server worker's CPU time and RSS from
  * /proc to report server cost per connection and per message.
  *
+ * Optional modes: permessage-deflate negotiated and used as Chromium does
+ * (--deflate), activities, 50-user sessions and rejoins besides cursor
+ * updates (--mix), a CSV line per second (--timeseries), cursor rate steps
+ * for a saturation curve (--steps), and connections spread over many
+ * loopback source addresses (--source-addresses).
+ *
  * bench/loadgen.c
  *
  *-------------------------------------------------------------------------
@@ -31,12 +37,14 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <arpa/inet.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -53,6 +61,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/sha.h>
+#include <zlib.h>
 
 /*
  * Names derived from the connection index i: user id, username, and the
@@ -68,6 +77,9 @@
 #define USERNAME_SQL(var) "('bench-user-' || " var ")"
 #define SESSION_FORMAT "bench-%d"
 #define SESSION_SQL(var) "('bench-' || " var ")"
+#define LARGE_SESSION_FORMAT "bench-large-%d"
+#define LARGE_SESSION_USERS 50	/* users of each --large-sessions session */
+#define SESSION_ID_MAX 32
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define WS_OP_CONTINUATION 0x0
@@ -90,6 +102,16 @@
 #define HIST_EXACT 128
 #define HIST_STEPS 64
 #define HIST_BUCKETS (HIST_EXACT + 56 * HIST_STEPS)
+
+/* permessage-deflate (RFC 7692) */
+#define WS_RSV1 0x40
+#define DEFLATE_OFFER "permessage-deflate; client_max_window_bits"	/* Chromium's */
+#define DEFLATE_TAIL_LEN 4		/* the 00 00 ff ff a sync flush ends with */
+#define DEFLATE_MEM_LEVEL 8		/* Chromium's, and zlib's default */
+
+#define MAX_STEPS 64
+#define ACTIVITY_TEXT_MIN 200	/* bytes of text in a --mix activity */
+#define ACTIVITY_TEXT_SPREAD 300
 
 #define SETUP_CHUNK 5000		/* users per add_participant statement */
 #define COUNTER_SLOTS 48
@@ -125,6 +147,16 @@ typedef struct Options
 	bool		setup;
 	const char *server_pids;
 	size_t		max_message;
+	bool		deflate;		/* offer permessage-deflate as Chromium does */
+	bool		mix;			/* activities, large sessions and rejoins too */
+	double		activity_rate;	/* activities per second in total; < 0 = not given */
+	int			large_sessions; /* sessions of LARGE_SESSION_USERS users; < 0 = not given */
+	double		rejoin_rate;	/* leave + rejoin per second in total; < 0 = not given */
+	const char *timeseries_path;
+	const char *steps_spec;		/* RATE:SECONDS,... */
+	const char *steps_csv_path;
+	double		step_settle;	/* unmeasured seconds at the start of each later step */
+	int			source_addresses;	/* bind to 127.0.0.1 .. 127.0.0.N; 0 = do not bind */
 } Options;
 
 /* Lifecycle of one client connection; the order matters (see conn_end). */
@@ -136,6 +168,7 @@ typedef enum ConnState
 	CONN_AWAIT_WELCOME,
 	CONN_AWAIT_JOINED,			/* session_join sent */
 	CONN_JOINED,
+	CONN_REJOINING,				/* session_leave sent, then session_join again */
 	CONN_CLOSING,				/* our close frame sent */
 	CONN_DONE,					/* socket closed */
 	CONN_STATE_COUNT
@@ -143,7 +176,7 @@ typedef enum ConnState
 
 static const char *const conn_state_names[CONN_STATE_COUNT] = {
 	"idle", "connecting", "upgrading", "awaiting welcome",
-	"awaiting session_joined", "joined", "closing", "done"
+	"awaiting session_joined", "joined", "rejoining", "closing", "done"
 };
 
 /* A growable byte buffer. */
@@ -159,22 +192,33 @@ typedef struct Conn
 {
 	int			index;
 	int			fd;
-	int			session;
+	int			session;		/* index into run.session_joined */
 	ConnState	state;
 	bool		want_write;
 	int64_t		deadline_us;
 	char		user_id[USER_ID_LEN + 1];
+	char		session_id[SESSION_ID_MAX];
 	char		ws_key[25];
 	ByteBuf		pending;		/* received bytes not yet parsed */
 	ByteBuf		out;			/* bytes the socket has not taken yet */
 	ByteBuf		fragments;		/* a fragmented message being reassembled */
 	uint8_t		fragment_opcode;	/* 0 when not reassembling */
+	bool		fragment_compressed;	/* RSV1 on its first frame */
+	/* permessage-deflate as the server answered it (all false/0 when not negotiated) */
+	bool		deflate;
+	bool		client_no_context_takeover; /* compress each message afresh */
+	bool		server_no_context_takeover; /* each server message inflates alone */
+	uint8_t		client_window_bits;
+	uint8_t		server_window_bits;
+	z_stream   *deflater;		/* own, with context; NULL until the first message */
+	z_stream   *inflater;		/* own, with context; NULL until the first message */
 } Conn;
 
 /* One server-to-client frame, pointing into the receive buffer. */
 typedef struct WsFrame
 {
 	bool		fin;
+	bool		rsv1;			/* compressed (first frame of a message) */
 	uint8_t		opcode;
 	const uint8_t *payload;
 	size_t		len;
@@ -237,7 +281,60 @@ typedef struct Traffic
 	uint64_t	heartbeats_sent;
 	uint64_t	deliveries;		/* cursor events received */
 	uint64_t	expected_deliveries;	/* other joined users at send time */
+	/* by send time, like the above */
+	uint64_t	activities_sent;
+	uint64_t	expected_activity_deliveries;	/* joined users, sender included */
+	uint64_t	rejoins_started;	/* session_leave sent */
+	/* by receive time */
+	uint64_t	activity_deliveries;	/* activity events received */
+	uint64_t	activity_acks;
+	uint64_t	rejoins_done;	/* session_joined after a rejoin */
+	uint64_t	rejoin_users;	/* users listed in those */
+	uint64_t	rejoin_bytes;	/* their (inflated) size */
+	uint64_t	membership_events;	/* join and leave events received */
+	/* bytes of data messages, payload only, by send or receive time */
+	uint64_t	sent_bytes;		/* before compression */
+	uint64_t	sent_wire_bytes;	/* as framed, after compression */
+	uint64_t	sent_compressed;	/* messages sent with RSV1 */
+	uint64_t	recv_messages;
+	uint64_t	recv_compressed;	/* messages received with RSV1 */
+	uint64_t	recv_wire_bytes;
+	uint64_t	recv_bytes;		/* after inflating */
 } Traffic;
+
+/*
+ * One step of the cursor rate (--steps; without it the whole window is
+ * one step at --rate).  A step runs at its rate from settle_us on and is
+ * measured from start_us to end_us: updates sent then, whenever they
+ * arrive.
+ */
+typedef struct Step
+{
+	double		rate;
+	double		seconds;
+	int64_t		settle_us;
+	int64_t		start_us;
+	int64_t		end_us;
+	Traffic		traffic;
+	Histogram	latency;
+	ProcUsage	server_start;
+	ProcUsage	server_end;
+	ProcUsage	self_start;
+	ProcUsage	self_end;
+} Step;
+
+/* The --timeseries file: one line per second of the measured window. */
+typedef struct TimeSeries
+{
+	FILE	   *file;
+	int			second;			/* of the line being gathered, 1 first */
+	int64_t		next_us;		/* when it ends */
+	uint64_t	deliveries;		/* received in this second */
+	uint64_t	cursor_sent_before;
+	Histogram	latency;		/* of what was received in this second */
+	ProcUsage	server_last;
+	ProcUsage	self_last;
+} TimeSeries;
 
 /* The whole state of a run. */
 typedef struct LoadRun
@@ -270,11 +367,30 @@ typedef struct LoadRun
 	int64_t		heartbeat_interval_us;
 	Pacer		cursor_pacer;
 	Pacer		heartbeat_pacer;
+	Pacer		activity_pacer;
+	Pacer		rejoin_pacer;
+	int			n_sessions;		/* --sessions + --large-sessions */
+	uint64_t	activity_seq;
+
+	Step	   *steps;
+	int			n_steps;
+	int			step_running;	/* whose rate the pacer runs, -1 before */
+	int			step_measuring; /* whose window is open, -1 when none */
+	TimeSeries	ts;
+
+	int			deflate_negotiated; /* connections that agreed to permessage-deflate */
+	int			deflate_declined;	/* connections whose server answered no extension */
+	char		deflate_answer[256];	/* the first answer, for the report */
+	z_stream   *shared_deflater[16];	/* by window bits, for client_no_context_takeover */
+	z_stream   *shared_inflater;	/* for server_no_context_takeover */
+	int			deflaters_allocated;	/* per-connection ones, for the report */
+	int			inflaters_allocated;
 
 	Traffic		total;			/* whole run */
 	Traffic		window;			/* attributed to the measured window */
 	Traffic		at_last_progress;
 	Histogram	window_latency;
+	Histogram	window_latency_by_size[2];	/* [1]: receivers in large sessions */
 	Histogram	progress_latency;	/* since the last progress line */
 	uint64_t	joined_ever;
 	int			joined_at_ramp_end;
@@ -392,19 +508,26 @@ prng_next(void)
 	return x * UINT64_C(2685821657736338717);
 }
 
-/* Append bytes to a buffer, growing it geometrically. */
+/* Make room for at least extra more bytes, growing geometrically. */
 static void
-buf_append(ByteBuf *b, const void *data, size_t len)
+buf_reserve(ByteBuf *b, size_t extra)
 {
-	if (b->len + len > b->cap)
+	if (b->len + extra > b->cap)
 	{
 		size_t		cap = b->cap ? b->cap : 512;
 
-		while (cap < b->len + len)
+		while (cap < b->len + extra)
 			cap *= 2;
 		b->data = xrealloc(b->data, cap);
 		b->cap = cap;
 	}
+}
+
+/* Append bytes to a buffer. */
+static void
+buf_append(ByteBuf *b, const void *data, size_t len)
+{
+	buf_reserve(b, len);
 	memcpy(b->data + b->len, data, len);
 	b->len += len;
 }
@@ -986,7 +1109,9 @@ pg_exec_count(PGconn *pg, const char *sql)
  * Create the users, sessions and participants that the connections need,
  * with set-based statements that skip whatever exists already, so setup
  * is idempotent.  User i belongs to session i % sessions; user s (the
- * first of session s) owns it.  Participants are added SETUP_CHUNK users
+ * first of session s) owns it.  With --large-sessions L, users 0 .. 50L-1
+ * belong to bench-large-(i / 50) instead, owned by its first user, and
+ * sessions bench-s keep user s as owner.  Participants are added SETUP_CHUNK users
  * per statement (each its own transaction): every add_participant queues
  * a command for the ws workers at commit, and their shared queue is
  * bounded.
@@ -996,6 +1121,7 @@ setup_database(PGconn *pg)
 {
 	const Options *o = &run.opt;
 	char		sql[2048];
+	char		session_of_i[256];
 	long		users,
 				sessions,
 				participants = 0;
@@ -1019,6 +1145,21 @@ setup_database(PGconn *pg)
 			 "WHERE c.session_id = " SESSION_SQL("s") ")",
 			 o->sessions - 1);
 	sessions = pg_exec_count(pg, sql);
+	if (o->large_sessions > 0)
+	{
+		snprintf(sql, sizeof(sql),
+				 "SELECT count(presence.create_session(" USER_ID_SQL("(k * %d)") ", NULL, '{}', "
+				 "NULL, NULL, 'bench-large-' || k)) "
+				 "FROM generate_series(0, %d) AS k "
+				 "WHERE NOT EXISTS (SELECT 1 FROM presence.collaboration_sessions c "
+				 "WHERE c.session_id = 'bench-large-' || k)",
+				 LARGE_SESSION_USERS, o->large_sessions - 1);
+		sessions += pg_exec_count(pg, sql);
+	}
+	/* the session of user i, as init_connections() has it */
+	snprintf(session_of_i, sizeof(session_of_i),
+			 "(CASE WHEN i < %d THEN 'bench-large-' || (i / %d) ELSE 'bench-' || (i %% %d) END)",
+			 o->large_sessions * LARGE_SESSION_USERS, LARGE_SESSION_USERS, o->sessions);
 
 	for (int first = o->first_user; first < o->first_user + o->connections; first += SETUP_CHUNK)
 	{
@@ -1027,14 +1168,13 @@ setup_database(PGconn *pg)
 
 		snprintf(sql, sizeof(sql),
 				 "SELECT count(*) FROM ("
-				 "SELECT presence.add_participant(" SESSION_SQL("i %% %d") ", "
-				 USER_ID_SQL("i") ", 'operator') "
+				 "SELECT presence.add_participant(%s, " USER_ID_SQL("i") ", 'operator') "
 				 "FROM generate_series(%d, %d) AS i "
 				 "WHERE NOT EXISTS (SELECT 1 FROM presence.session_participants p "
 				 "JOIN presence.collaboration_sessions c ON c.id = p.session_id "
-				 "WHERE c.session_id = " SESSION_SQL("i %% %d") " "
+				 "WHERE c.session_id = %s "
 				 "AND p.user_id = " USER_ID_SQL("i") " AND p.left_at IS NULL)) AS added",
-				 o->sessions, first, last, o->sessions);
+				 session_of_i, first, last, session_of_i);
 		participants += pg_exec_count(pg, sql);
 	}
 
@@ -1235,7 +1375,7 @@ conn_write(Conn *c, const void *data, size_t len)
  * if the connection failed.
  */
 static bool
-ws_send(Conn *c, uint8_t opcode, const void *payload, size_t len)
+ws_send(Conn *c, uint8_t opcode, bool rsv1, const void *payload, size_t len)
 {
 	uint8_t		stack_frame[512];
 	uint8_t    *frame = stack_frame;
@@ -1248,7 +1388,7 @@ ws_send(Conn *c, uint8_t opcode, const void *payload, size_t len)
 	memcpy(mask, &mask_bits, 4);
 	if (header + len > sizeof(stack_frame))
 		frame = xrealloc(NULL, header + len);
-	frame[h++] = 0x80 | opcode;
+	frame[h++] = 0x80 | (rsv1 ? WS_RSV1 : 0) | opcode;
 	if (len <= 125)
 		frame[h++] = 0x80 | (uint8_t) len;
 	else if (len <= 65535)
@@ -1284,14 +1424,250 @@ in_window(int64_t t)
 	return t >= run.window_start_us && t < run.window_end_us;
 }
 
-/* Send a text message sent at time now, counting it as traffic. */
+/* The step whose measured part contains time t, or NULL. */
+static Step *
+step_at(int64_t t)
+{
+	if (!in_window(t))
+		return NULL;
+	for (int i = 0; i < run.n_steps; i++)
+	{
+		if (t >= run.steps[i].start_us && t < run.steps[i].end_us)
+			return &run.steps[i];
+	}
+	return NULL;
+}
+
+/*
+ * Add n to one Traffic counter (given by its offset) for the whole run
+ * and, when time t falls in the measured window, for the window and the
+ * step it falls in.
+ */
+static void
+traffic_add(size_t field, uint64_t n, int64_t t)
+{
+	Step	   *step;
+
+	*(uint64_t *) ((char *) &run.total + field) += n;
+	if (!in_window(t))
+		return;
+	*(uint64_t *) ((char *) &run.window + field) += n;
+	if ((step = step_at(t)) != NULL)
+		*(uint64_t *) ((char *) &step->traffic + field) += n;
+}
+
+#define TRAFFIC_ADD(field, n, t) traffic_add(offsetof(Traffic, field), (n), (t))
+
+
+/* ---------------------------------------------------------------------
+ * permessage-deflate (RFC 7692), as Chromium does it
+ *
+ * Chromium offers "permessage-deflate; client_max_window_bits" and
+ * compresses every message: raw deflate at zlib's default level and
+ * memory, Z_SYNC_FLUSH, the trailing 00 00 ff ff stripped, RSV1 set.  It
+ * keeps its deflater's context from message to message unless the server
+ * answers client_no_context_takeover, and then resets it per message.
+ * Here a connection with context owns its deflater (256 KiB with a
+ * 15-bit window, allocated at its first message); without context one
+ * deflater per window size serves every connection, reset per message.
+ * The inflaters follow server_no_context_takeover the same way.
+ * ---------------------------------------------------------------------
+ */
+
+/* A raw-deflate compressor with Chromium's settings. */
+static z_stream *
+deflater_new(int window_bits)
+{
+	z_stream   *zs = xrealloc(NULL, sizeof(z_stream));
+
+	memset(zs, 0, sizeof(*zs));
+
+	/*
+	 * zlib cannot deflate raw with an 8-bit window; like Chromium, use 9.
+	 * zlib's back-references then reach at most 2^9 - 262 = 250 bytes,
+	 * which an inflater with a 256-byte window still resolves.
+	 */
+	if (window_bits < 9)
+		window_bits = 9;
+	if (deflateInit2(zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, -window_bits,
+					 DEFLATE_MEM_LEVEL, Z_DEFAULT_STRATEGY) != Z_OK)
+		fatal("deflateInit2 failed (window %d bits)", window_bits);
+	return zs;
+}
+
+/* A raw-deflate decompressor; zlib allocates its window at first use. */
+static z_stream *
+inflater_new(int window_bits)
+{
+	z_stream   *zs = xrealloc(NULL, sizeof(z_stream));
+
+	memset(zs, 0, sizeof(*zs));
+	if (inflateInit2(zs, -window_bits) != Z_OK)
+		fatal("inflateInit2 failed (window %d bits)", window_bits);
+	return zs;
+}
+
+/* Release a connection's own deflater and inflater, if it has them. */
+static void
+conn_free_zstreams(Conn *c)
+{
+	if (c->deflater)
+	{
+		deflateEnd(c->deflater);
+		free(c->deflater);
+		c->deflater = NULL;
+	}
+	if (c->inflater)
+	{
+		inflateEnd(c->inflater);
+		free(c->inflater);
+		c->inflater = NULL;
+	}
+}
+
+/*
+ * Compress one message for connection c (RFC 7692 section 7.2.1) into a
+ * shared buffer, valid until the next call: deflate with Z_SYNC_FLUSH,
+ * then drop the 00 00 ff ff that ends it.
+ */
+static const uint8_t *
+deflate_message(Conn *c, const void *text, size_t len, size_t *out_len)
+{
+	static ByteBuf out;
+	z_stream   *zs;
+
+	if (c->client_no_context_takeover)
+	{
+		if (run.shared_deflater[c->client_window_bits] == NULL)
+			run.shared_deflater[c->client_window_bits] = deflater_new(c->client_window_bits);
+		zs = run.shared_deflater[c->client_window_bits];
+	}
+	else
+	{
+		if (c->deflater == NULL)
+		{
+			c->deflater = deflater_new(c->client_window_bits);
+			run.deflaters_allocated++;
+		}
+		zs = c->deflater;
+	}
+	out.len = 0;
+	zs->next_in = (Bytef *) text;
+	zs->avail_in = (uInt) len;
+	do
+	{
+		int			rc;
+
+		buf_reserve(&out, len / 2 + 64);
+		zs->next_out = out.data + out.len;
+		zs->avail_out = (uInt) (out.cap - out.len);
+		rc = deflate(zs, Z_SYNC_FLUSH);
+		if (rc != Z_OK && rc != Z_BUF_ERROR)
+			fatal("deflate failed: %d", rc);
+		out.len = out.cap - zs->avail_out;
+	} while (zs->avail_out == 0);
+	if (out.len < DEFLATE_TAIL_LEN ||
+		memcmp(out.data + out.len - DEFLATE_TAIL_LEN, "\0\0\xff\xff", DEFLATE_TAIL_LEN) != 0)
+		fatal("deflate: the message does not end with a sync flush");
+	if (c->client_no_context_takeover)
+		deflateReset(zs);
+	*out_len = out.len - DEFLATE_TAIL_LEN;
+	return out.data;
+}
+
+/*
+ * Inflate one compressed server message (RFC 7692 section 7.2.2): its
+ * payload, then the 00 00 ff ff the server stripped.  The text lands in a
+ * shared buffer, valid until the next call.  Returns false with *error
+ * when the data is not valid deflate or inflates past --max-message.
+ */
+static bool
+inflate_message(Conn *c, const uint8_t *in, size_t len,
+				const char **text, size_t *text_len, const char **error)
+{
+	static const uint8_t tail[DEFLATE_TAIL_LEN] = {0x00, 0x00, 0xff, 0xff};
+	static ByteBuf out;
+	z_stream   *zs;
+	bool		ok = true;
+
+	if (c->server_no_context_takeover)
+	{
+		if (run.shared_inflater == NULL)
+			run.shared_inflater = inflater_new(15);
+		zs = run.shared_inflater;
+	}
+	else
+	{
+		if (c->inflater == NULL)
+		{
+			c->inflater = inflater_new(c->server_window_bits);
+			run.inflaters_allocated++;
+		}
+		zs = c->inflater;
+	}
+	out.len = 0;
+	for (int part = 0; part < 2 && ok; part++)
+	{
+		zs->next_in = (Bytef *) (part == 0 ? in : tail);
+		zs->avail_in = (uInt) (part == 0 ? len : DEFLATE_TAIL_LEN);
+		do
+		{
+			int			rc;
+
+			buf_reserve(&out, len * 4 + 256);
+			zs->next_out = out.data + out.len;
+			zs->avail_out = (uInt) (out.cap - out.len);
+			rc = inflate(zs, Z_SYNC_FLUSH);
+			out.len = out.cap - zs->avail_out;
+			if (out.len > run.opt.max_message)
+			{
+				*error = "protocol: message too large";
+				ok = false;
+			}
+			else if (rc == Z_STREAM_END)
+			{
+				/* a final block (BFINAL): the next message starts a new stream */
+				inflateReset(zs);
+				part = 2;
+				break;
+			}
+			else if (rc == Z_BUF_ERROR)
+				break;			/* no progress possible: all input used */
+			else if (rc != Z_OK)
+			{
+				*error = "permessage-deflate: bad compressed data";
+				ok = false;
+			}
+		} while (ok && (zs->avail_in > 0 || zs->avail_out == 0));
+	}
+	if (c->server_no_context_takeover || !ok)
+		inflateReset(zs);
+	*text = (const char *) out.data;
+	*text_len = out.len;
+	return ok;
+}
+
+/*
+ * Send a text message at time now: compressed when the connection
+ * negotiated permessage-deflate (every message, as Chromium does),
+ * counted as traffic by its send time.
+ */
 static bool
 send_message(Conn *c, const char *text, size_t len, int64_t now)
 {
-	run.total.messages_sent++;
-	if (in_window(now))
-		run.window.messages_sent++;
-	return ws_send(c, WS_OP_TEXT, text, len);
+	TRAFFIC_ADD(messages_sent, 1, now);
+	TRAFFIC_ADD(sent_bytes, len, now);
+	if (c->deflate)
+	{
+		size_t		wire_len;
+		const uint8_t *wire = deflate_message(c, text, len, &wire_len);
+
+		TRAFFIC_ADD(sent_compressed, 1, now);
+		TRAFFIC_ADD(sent_wire_bytes, wire_len, now);
+		return ws_send(c, WS_OP_TEXT, true, wire, wire_len);
+	}
+	TRAFFIC_ADD(sent_wire_bytes, len, now);
+	return ws_send(c, WS_OP_TEXT, false, text, len);
 }
 
 /*
@@ -1310,7 +1686,7 @@ conn_end(Conn *c, const char *reason)
 			run.failed++;
 			counter_addf(&run.failures, "%s: %s", conn_state_names[c->state], reason);
 		}
-		else if (c->state == CONN_JOINED)
+		else if (c->state == CONN_JOINED || c->state == CONN_REJOINING)
 		{
 			run.dropped++;
 			counter_add(&run.drops, reason, strlen(reason));
@@ -1326,6 +1702,7 @@ conn_end(Conn *c, const char *reason)
 	buf_free(&c->out);
 	buf_free(&c->fragments);
 	c->fragment_opcode = 0;
+	conn_free_zstreams(c);
 	conn_set_state(c, CONN_DONE);
 }
 
@@ -1335,7 +1712,7 @@ send_close(Conn *c, int code)
 {
 	uint8_t		payload[2] = {(uint8_t) (code >> 8), (uint8_t) code};
 
-	return ws_send(c, WS_OP_CLOSE, payload, code == WS_CLOSE_NO_STATUS ? 0 : 2);
+	return ws_send(c, WS_OP_CLOSE, false, payload, code == WS_CLOSE_NO_STATUS ? 0 : 2);
 }
 
 /*
@@ -1354,7 +1731,7 @@ conn_abandon(Conn *c, int code, const char *reason)
 static void
 conn_begin_close(Conn *c, int64_t now)
 {
-	if (c->state >= CONN_AWAIT_WELCOME && c->state <= CONN_JOINED)
+	if (c->state >= CONN_AWAIT_WELCOME && c->state <= CONN_REJOINING)
 	{
 		conn_set_state(c, CONN_CLOSING);
 		c->deadline_us = now + (int64_t) (run.opt.close_timeout * 1e6);
@@ -1388,6 +1765,26 @@ conn_open(Conn *c, int64_t now)
 	}
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	setsockopt(c->fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof(one));
+	if (run.opt.source_addresses > 0)
+	{
+		/*
+		 * Round-robin over 127.0.0.1 .. 127.0.0.N, so that the server's
+		 * per-address bounds see N hosts.  The port is left to connect()
+		 * (IP_BIND_ADDRESS_NO_PORT): a bind() that chose it would need a
+		 * port free for every destination, which runs out far sooner.
+		 */
+		struct sockaddr_in source = {
+			.sin_family = AF_INET,
+			.sin_addr.s_addr = htonl(INADDR_LOOPBACK + (uint32_t) (c->index % run.opt.source_addresses)),
+		};
+
+		setsockopt(c->fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one));
+		if (bind(c->fd, (struct sockaddr *) &source, sizeof(source)) < 0)
+		{
+			conn_end(c, strerror(errno));
+			return;
+		}
+	}
 	if (epoll_ctl(run.epfd, EPOLL_CTL_ADD, c->fd, &ev) < 0)
 		fatal("epoll_ctl: %s", strerror(errno));
 	c->want_write = true;
@@ -1404,6 +1801,8 @@ conn_send_upgrade(Conn *c)
 	char		token[1024];
 	char		protocol_header[128] = "";
 	char		request[2048];
+	const char *extensions_header = run.opt.deflate ?
+		"Sec-WebSocket-Extensions: " DEFLATE_OFFER "\r\n" : "";
 	int			len;
 
 	for (int i = 0; i < 16; i += 8)
@@ -1424,11 +1823,11 @@ conn_send_upgrade(Conn *c)
 				   "Connection: Upgrade\r\n"
 				   "Sec-WebSocket-Key: %s\r\n"
 				   "Sec-WebSocket-Version: 13\r\n"
-				   "%s"
+				   "%s%s"
 				   "Authorization: Bearer %s\r\n"
 				   "\r\n",
 				   run.opt.path, run.opt.host, run.opt.port, c->ws_key,
-				   protocol_header, token);
+				   protocol_header, extensions_header, token);
 	conn_set_state(c, CONN_UPGRADING);
 	conn_write(c, request, len);
 }
@@ -1469,9 +1868,110 @@ http_header(const char *head, size_t head_len, const char *name, char *out, size
 }
 
 /*
+ * A window-bits value of a permessage-deflate answer: 8 to 15, digits
+ * only, optionally quoted (RFC 7692 section 7.1.2); -1 if invalid.
+ */
+static int
+deflate_window_bits(const char *value)
+{
+	size_t		len;
+
+	if (value == NULL)
+		return -1;
+	len = strlen(value);
+	if (len >= 2 && value[0] == '"' && value[len - 1] == '"')
+	{
+		value++;
+		len -= 2;
+	}
+	if (len == 1 && value[0] >= '8' && value[0] <= '9')
+		return value[0] - '0';
+	if (len == 2 && value[0] == '1' && value[1] >= '0' && value[1] <= '5')
+		return 10 + value[1] - '0';
+	return -1;
+}
+
+/*
+ * Take the server's Sec-WebSocket-Extensions answer to our offer as RFC
+ * 7692 sections 5 and 7.1 ask a client to: exactly one extension,
+ * permessage-deflate, with known parameters, none twice, valid values.
+ * Sets the connection's deflate state; returns NULL, or why the
+ * connection must fail.
+ */
+static const char *
+accept_deflate_answer(Conn *c, const char *answer)
+{
+	char		text[256];
+	char	   *save = NULL;
+	char	   *param;
+	unsigned	seen = 0;
+
+	snprintf(text, sizeof(text), "%s", answer);
+	if (strchr(text, ',') != NULL)
+		return "extensions: more than one answered";
+	param = strtok_r(text, ";", &save);
+	for (int i = 0; param != NULL; i++, param = strtok_r(NULL, ";", &save))
+	{
+		char	   *end = param + strlen(param);
+		char	   *value;
+		int			bits = 0;
+		unsigned	bit;
+
+		while (*param == ' ' || *param == '\t')
+			param++;
+		while (end > param && (end[-1] == ' ' || end[-1] == '\t'))
+			*--end = '\0';
+		if ((value = strchr(param, '=')) != NULL)
+		{
+			char	   *name_end = value;
+
+			*value++ = '\0';
+			while (name_end > param && (name_end[-1] == ' ' || name_end[-1] == '\t'))
+				*--name_end = '\0';
+			while (*value == ' ' || *value == '\t')
+				value++;
+		}
+		if (i == 0)
+		{
+			if (strcmp(param, "permessage-deflate") != 0 || value != NULL)
+				return "extensions: answered one we did not offer";
+			continue;
+		}
+		if (strcmp(param, "server_no_context_takeover") == 0)
+			bit = 1;
+		else if (strcmp(param, "client_no_context_takeover") == 0)
+			bit = 2;
+		else if (strcmp(param, "server_max_window_bits") == 0)
+			bit = 4;
+		else if (strcmp(param, "client_max_window_bits") == 0)
+			bit = 8;
+		else
+			return "permessage-deflate: unknown parameter in answer";
+		if (seen & bit)
+			return "permessage-deflate: parameter answered twice";
+		seen |= bit;
+		if (bit <= 2 && value != NULL)
+			return "permessage-deflate: value for a parameter without one";
+		if (bit >= 4 && (bits = deflate_window_bits(value)) < 0)
+			return "permessage-deflate: bad window bits in answer";
+		if (bit == 1)
+			c->server_no_context_takeover = true;
+		else if (bit == 2)
+			c->client_no_context_takeover = true;
+		else if (bit == 4)
+			c->server_window_bits = (uint8_t) bits;
+		else
+			c->client_window_bits = (uint8_t) bits;
+	}
+	c->deflate = true;
+	return NULL;
+}
+
+/*
  * Check the server's answer to the upgrade request: status 101 and the
- * right Sec-WebSocket-Accept (RFC 6455 section 4.1).  Ends the connection
- * and returns false otherwise.
+ * right Sec-WebSocket-Accept (RFC 6455 section 4.1), and with --deflate
+ * the extension it agreed to.  Ends the connection and returns false
+ * otherwise.
  */
 static bool
 conn_check_upgrade(Conn *c, const char *head, size_t head_len)
@@ -1479,7 +1979,7 @@ conn_check_upgrade(Conn *c, const char *head, size_t head_len)
 	char		key_guid[64];
 	uint8_t		digest[SHA_DIGEST_LENGTH];
 	char		expected[32];
-	char		value[128];
+	char		value[256];
 	char		status_line[64];
 	int			status = 0;
 
@@ -1508,6 +2008,22 @@ conn_check_upgrade(Conn *c, const char *head, size_t head_len)
 		conn_end(c, "unexpected subprotocol");
 		return false;
 	}
+	c->client_window_bits = c->server_window_bits = 15;
+	if (http_header(head, head_len, "Sec-WebSocket-Extensions", value, sizeof(value)))
+	{
+		const char *problem = run.opt.deflate ? accept_deflate_answer(c, value) :
+			"extensions: answered, none offered";
+
+		if (problem)
+		{
+			conn_end(c, problem);
+			return false;
+		}
+		if (run.deflate_negotiated++ == 0)
+			snprintf(run.deflate_answer, sizeof(run.deflate_answer), "%s", value);
+	}
+	else if (run.opt.deflate)
+		run.deflate_declined++;
 	conn_set_state(c, CONN_AWAIT_WELCOME);
 	return true;
 }
@@ -1548,12 +2064,22 @@ record_cursor_event(Conn *c, const char *event, const char *end)
 	if (json_member_string(user, end, "userId", &user_id, &user_id_len) &&
 		str_is(user_id, user_id_len, c->user_id))
 		run.own_echoes++;
-	run.total.deliveries++;
+	TRAFFIC_ADD(deliveries, 1, position);
 	hist_add(&run.progress_latency, latency);
 	if (in_window(position))
 	{
-		run.window.deliveries++;
+		Step	   *step = step_at(position);
+
 		hist_add(&run.window_latency, latency);
+		hist_add(&run.window_latency_by_size[c->session >= run.opt.sessions], latency);
+		if (step)
+			hist_add(&step->latency, latency);
+	}
+	/* the time series goes by arrival, so a stall shows in the second it happened */
+	if (run.ts.file && run.phase == PHASE_MEASURE)
+	{
+		run.ts.deliveries++;
+		hist_add(&run.ts.latency, latency);
 	}
 }
 
@@ -1584,18 +2110,73 @@ handle_presence(Conn *c, const char *msg, const char *end)
 		counter_add(&run.event_kinds, kind, kind_len);
 		if (str_is(kind, kind_len, "cursor"))
 			record_cursor_event(c, event, end);
+		else if (str_is(kind, kind_len, "join") || str_is(kind, kind_len, "leave"))
+			TRAFFIC_ADD(membership_events, 1, run.read_us);
 	}
 	if (it.malformed)
 		counter_addf(&run.anomalies, "malformed presence frame");
+}
+
+/* Send session_join for the connection's session. */
+static void
+send_join(Conn *c)
+{
+	char		join[128];
+	int			len;
+
+	len = snprintf(join, sizeof(join),
+				   "{\"type\":\"session_join\",\"ref\":\"join\",\"sessionId\":\"%s\"}",
+				   c->session_id);
+	send_message(c, join, len, run.read_us);
+}
+
+/*
+ * session_joined: the connection is in its session.  After a rejoin,
+ * count it with the users it lists (a large session's is the big one).
+ */
+static void
+handle_session_joined(Conn *c, const char *msg, const char *end)
+{
+	if (c->state == CONN_REJOINING)
+	{
+		JsonIter	it;
+		const char *key,
+				   *user;
+		size_t		key_len;
+		uint64_t	users = 0;
+
+		if (json_iter_begin(&it, json_member(msg, end, "users"), end, 1))
+			while (json_iter_next(&it, &key, &key_len, &user))
+				users++;
+		TRAFFIC_ADD(rejoins_done, 1, run.read_us);
+		TRAFFIC_ADD(rejoin_users, users, run.read_us);
+		TRAFFIC_ADD(rejoin_bytes, end - msg, run.read_us);
+	}
+	else
+		run.joined_ever++;
+	conn_set_state(c, CONN_JOINED);
+}
+
+/* ack: of an activity (counted), or of the session_leave of a rejoin (join again). */
+static void
+handle_ack(Conn *c, const char *msg, const char *end)
+{
+	const char *ref;
+	size_t		ref_len;
+
+	if (!json_member_string(msg, end, "ref", &ref, &ref_len))
+		return;
+	if (str_is(ref, ref_len, "act"))
+		TRAFFIC_ADD(activity_acks, 1, run.read_us);
+	else if (str_is(ref, ref_len, "leave") && c->state == CONN_REJOINING)
+		send_join(c);
 }
 
 /* welcome: learn the heartbeat interval if not set, then join the session. */
 static void
 handle_welcome(Conn *c, const char *msg, const char *end)
 {
-	char		join[128];
 	int64_t		interval_ms;
-	int			len;
 
 	if (run.heartbeat_interval_us == 0)
 	{
@@ -1603,16 +2184,13 @@ handle_welcome(Conn *c, const char *msg, const char *end)
 			interval_ms = 30000;
 		run.heartbeat_interval_us = interval_ms * 1000;
 	}
-	len = snprintf(join, sizeof(join),
-				   "{\"type\":\"session_join\",\"ref\":\"join\",\"sessionId\":\"" SESSION_FORMAT "\"}",
-				   c->session);
 	conn_set_state(c, CONN_AWAIT_JOINED);
-	send_message(c, join, len, run.read_us);
+	send_join(c);
 }
 
 /*
- * error: count it by code; if it answers our session_join the connection
- * has failed and is closed.
+ * error: count it by code; if it answers our session_join (or the leave
+ * of a rejoin) the connection has failed or dropped and is closed.
  */
 static void
 handle_error(Conn *c, const char *msg, const char *end)
@@ -1624,8 +2202,9 @@ handle_error(Conn *c, const char *msg, const char *end)
 
 	json_member_string(msg, end, "code", &code, &code_len);
 	counter_add(&run.errors, code, code_len);
-	if (c->state == CONN_AWAIT_JOINED &&
-		json_member_string(msg, end, "ref", &ref, &ref_len) && str_is(ref, ref_len, "join"))
+	if ((c->state == CONN_AWAIT_JOINED || c->state == CONN_REJOINING) &&
+		json_member_string(msg, end, "ref", &ref, &ref_len) &&
+		(str_is(ref, ref_len, "join") || str_is(ref, ref_len, "leave")))
 	{
 		char		reason[COUNTER_NAME_MAX];
 
@@ -1655,11 +2234,13 @@ handle_text(Conn *c, const char *msg, size_t len)
 		handle_error(c, msg, end);
 	else if (str_is(type, type_len, "welcome") && c->state == CONN_AWAIT_WELCOME)
 		handle_welcome(c, msg, end);
-	else if (str_is(type, type_len, "session_joined") && c->state == CONN_AWAIT_JOINED)
-	{
-		conn_set_state(c, CONN_JOINED);
-		run.joined_ever++;
-	}
+	else if (str_is(type, type_len, "session_joined") &&
+			 (c->state == CONN_AWAIT_JOINED || c->state == CONN_REJOINING))
+		handle_session_joined(c, msg, end);
+	else if (str_is(type, type_len, "ack"))
+		handle_ack(c, msg, end);
+	else if (str_is(type, type_len, "activity"))
+		TRAFFIC_ADD(activity_deliveries, 1, run.read_us);
 }
 
 /*
@@ -1684,6 +2265,32 @@ handle_close_frame(Conn *c, const WsFrame *f)
 	conn_abandon(c, code, reason);
 }
 
+/*
+ * One complete data message: count its bytes by receive time, inflate it
+ * if it came compressed, then read it if it is text.
+ */
+static void
+handle_message(Conn *c, uint8_t opcode, bool compressed, const uint8_t *payload, size_t len)
+{
+	const char *text = (const char *) payload;
+	size_t		text_len = len;
+	const char *error = NULL;
+
+	if (compressed && !inflate_message(c, payload, len, &text, &text_len, &error))
+	{
+		conn_end(c, error);
+		return;
+	}
+	TRAFFIC_ADD(recv_messages, 1, run.read_us);
+	TRAFFIC_ADD(recv_compressed, compressed, run.read_us);
+	TRAFFIC_ADD(recv_wire_bytes, len, run.read_us);
+	TRAFFIC_ADD(recv_bytes, text_len, run.read_us);
+	if (opcode == WS_OP_TEXT)
+		handle_text(c, text, text_len);
+	else
+		counter_addf(&run.anomalies, "binary message");
+}
+
 /* Dispatch one frame, reassembling fragmented messages. */
 static void
 handle_frame(Conn *c, const WsFrame *f)
@@ -1700,14 +2307,14 @@ handle_frame(Conn *c, const WsFrame *f)
 			}
 			if (f->opcode != WS_OP_CONTINUATION && f->fin)
 			{
-				if (f->opcode == WS_OP_TEXT)
-					handle_text(c, (const char *) f->payload, f->len);
-				else
-					counter_addf(&run.anomalies, "binary message");
+				handle_message(c, f->opcode, f->rsv1, f->payload, f->len);
 				return;
 			}
 			if (f->opcode != WS_OP_CONTINUATION)
+			{
 				c->fragment_opcode = f->opcode;
+				c->fragment_compressed = f->rsv1;
+			}
 			if (c->fragments.len + f->len > run.opt.max_message)
 			{
 				conn_end(c, "protocol: message too large");
@@ -1716,12 +2323,13 @@ handle_frame(Conn *c, const WsFrame *f)
 			buf_append(&c->fragments, f->payload, f->len);
 			if (f->fin)
 			{
-				if (c->fragment_opcode == WS_OP_TEXT)
-					handle_text(c, (const char *) c->fragments.data, c->fragments.len);
-				else
-					counter_addf(&run.anomalies, "binary message");
-				c->fragments.len = 0;
+				uint8_t		opcode = c->fragment_opcode;
+
 				c->fragment_opcode = 0;
+				handle_message(c, opcode, c->fragment_compressed, c->fragments.data,
+							   c->fragments.len);
+				if (c->fd >= 0)
+					c->fragments.len = 0;
 			}
 			break;
 		case WS_OP_CLOSE:
@@ -1729,7 +2337,7 @@ handle_frame(Conn *c, const WsFrame *f)
 			break;
 		case WS_OP_PING:
 			run.pings++;
-			ws_send(c, WS_OP_PONG, f->payload, f->len);
+			ws_send(c, WS_OP_PONG, false, f->payload, f->len);
 			break;
 		case WS_OP_PONG:
 			break;
@@ -1742,11 +2350,12 @@ handle_frame(Conn *c, const WsFrame *f)
 /*
  * Parse one server frame from buf.  Returns its total length, 0 if more
  * bytes are needed, or -1 (with *error set) if it breaks RFC 6455: server
- * frames are never masked, use no reserved bits, and control frames are
- * short and unfragmented.
+ * frames are never masked, use no reserved bits (but RSV1 on the first
+ * frame of a data message when permessage-deflate was agreed, RFC 7692),
+ * and control frames are short and unfragmented.
  */
 static ssize_t
-ws_parse_frame(const uint8_t *buf, size_t avail, WsFrame *f, const char **error)
+ws_parse_frame(const uint8_t *buf, size_t avail, bool deflate, WsFrame *f, const char **error)
 {
 	size_t		header = 2;
 	uint64_t	len;
@@ -1754,10 +2363,21 @@ ws_parse_frame(const uint8_t *buf, size_t avail, WsFrame *f, const char **error)
 	if (avail < 2)
 		return 0;
 	f->fin = (buf[0] & 0x80) != 0;
+	f->rsv1 = (buf[0] & WS_RSV1) != 0;
 	f->opcode = buf[0] & 0x0F;
-	if (buf[0] & 0x70)
+	if (buf[0] & 0x30)
 	{
 		*error = "protocol: reserved bits set";
+		return -1;
+	}
+	if (f->rsv1 && !deflate)
+	{
+		*error = "protocol: RSV1 without permessage-deflate";
+		return -1;
+	}
+	if (f->rsv1 && (f->opcode == WS_OP_CONTINUATION || (f->opcode & 0x8)))
+	{
+		*error = "protocol: RSV1 on a continuation or control frame";
 		return -1;
 	}
 	if (buf[1] & 0x80)
@@ -1826,7 +2446,7 @@ conn_process(Conn *c, const uint8_t *data, size_t len)
 	{
 		WsFrame		f;
 		const char *error = NULL;
-		ssize_t		n = ws_parse_frame(data + used, len - used, &f, &error);
+		ssize_t		n = ws_parse_frame(data + used, len - used, c->deflate, &f, &error);
 
 		if (n == 0)
 			break;
@@ -1959,42 +2579,135 @@ open_due_connections(int64_t now)
 		conn_open(&run.conns[run.opened], now);
 }
 
+/* Run a pacer at a new rate from now on (a step change restarts its count). */
+static void
+pacer_set_rate(Pacer *p, double rate, int64_t now)
+{
+	p->rate = rate;
+	p->start_us = now;
+	p->issued = 0;
+}
+
+/*
+ * The pacer's next joined connection, round-robin; only those of large
+ * sessions if asked.  NULL when none is joined.
+ */
+static Conn *
+next_joined_conn(Pacer *p, bool large_only)
+{
+	for (int tries = 0; tries < run.opt.connections; tries++)
+	{
+		Conn	   *c = &run.conns[p->next_conn];
+
+		p->next_conn = (p->next_conn + 1) % run.opt.connections;
+		if (c->state == CONN_JOINED && (!large_only || c->session >= run.opt.sessions))
+			return c;
+	}
+	return NULL;
+}
+
 /*
  * Send the cursor updates that are due, round-robin over the joined
- * connections, so the total rate is --rate and each connection gets an
- * equal share.  The position is the send time.
+ * connections, so the total rate is the step's and each connection gets
+ * an equal share.  The position is the send time.
  */
 static void
 send_due_cursor_updates(int64_t now)
 {
 	Pacer	   *p = &run.cursor_pacer;
 
-	for (int due = pacer_due(p, now); due > 0 && run.state_count[CONN_JOINED] > 0; due--)
+	for (int due = pacer_due(p, now); due > 0; due--)
 	{
-		Conn	   *c;
+		Conn	   *c = next_joined_conn(p, false);
 		char		msg[192];
 		int			len;
 		int64_t		sent_at;
 
-		do
-		{
-			c = &run.conns[p->next_conn];
-			p->next_conn = (p->next_conn + 1) % run.opt.connections;
-		} while (c->state != CONN_JOINED);
+		if (c == NULL)
+			break;
 		p->issued++;
 		sent_at = now_us();
 		len = snprintf(msg, sizeof(msg),
-					   "{\"type\":\"cursor_update\",\"sessionId\":\"" SESSION_FORMAT "\","
+					   "{\"type\":\"cursor_update\",\"sessionId\":\"%s\","
 					   "\"cursor\":{\"eventId\":\"e\",\"position\":%lld}}",
-					   c->session, (long long) sent_at);
-		run.total.cursor_sent++;
-		run.total.expected_deliveries += run.session_joined[c->session] - 1;
-		if (in_window(sent_at))
-		{
-			run.window.cursor_sent++;
-			run.window.expected_deliveries += run.session_joined[c->session] - 1;
-		}
+					   c->session_id, (long long) sent_at);
+		TRAFFIC_ADD(cursor_sent, 1, sent_at);
+		TRAFFIC_ADD(expected_deliveries, run.session_joined[c->session] - 1, sent_at);
 		send_message(c, msg, len, sent_at);
+	}
+}
+
+/*
+ * Send the activities that are due (--activity-rate), round-robin over
+ * the joined connections: a few hundred bytes of words in details, which
+ * the server writes to the activity log and sends to the whole session.
+ */
+static void
+send_due_activities(int64_t now)
+{
+	static const char *const words[] = {
+		"review", "the", "cursor", "moved", "to", "line", "deploy", "check", "looks",
+		"good", "merge", "after", "tests", "pass", "please", "see", "comment", "above",
+		"session", "update", "status", "ticket", "draft", "final", "fixed", "typo",
+	};
+	Pacer	   *p = &run.activity_pacer;
+
+	for (int due = pacer_due(p, now); due > 0; due--)
+	{
+		Conn	   *c = next_joined_conn(p, false);
+		char		msg[1024];
+		size_t		target;
+		int			len;
+
+		if (c == NULL)
+			break;
+		p->issued++;
+		len = snprintf(msg, sizeof(msg),
+					   "{\"type\":\"activity\",\"ref\":\"act\",\"sessionId\":\"%s\","
+					   "\"activityType\":\"bench.note\",\"details\":{\"seq\":%llu,"
+					   "\"sentAt\":%lld,\"text\":\"",
+					   c->session_id, (unsigned long long) ++run.activity_seq, (long long) now);
+		target = len + ACTIVITY_TEXT_MIN + prng_next() % ACTIVITY_TEXT_SPREAD;
+		while ((size_t) len < target)
+		{
+			const char *w = words[prng_next() % (sizeof(words) / sizeof(words[0]))];
+
+			len += snprintf(msg + len, sizeof(msg) - len, "%s%s", w, (size_t) len + 8 < target ? " " : "");
+		}
+		len += snprintf(msg + len, sizeof(msg) - len, "\"}}");
+		TRAFFIC_ADD(activities_sent, 1, now);
+		TRAFFIC_ADD(expected_activity_deliveries, run.session_joined[c->session], now);
+		send_message(c, msg, len, now);
+	}
+}
+
+/*
+ * Start the rejoins that are due (--rejoin-rate): a joined connection,
+ * of a large session when there are any, leaves its session; the ack
+ * makes it join again, and the server answers with the session_joined
+ * that lists every user there.
+ */
+static void
+send_due_rejoins(int64_t now)
+{
+	Pacer	   *p = &run.rejoin_pacer;
+
+	for (int due = pacer_due(p, now); due > 0; due--)
+	{
+		Conn	   *c = next_joined_conn(p, run.opt.large_sessions > 0);
+		char		msg[128];
+		int			len;
+
+		if (c == NULL)
+			break;
+		p->issued++;
+		len = snprintf(msg, sizeof(msg),
+					   "{\"type\":\"session_leave\",\"ref\":\"leave\",\"sessionId\":\"%s\"}",
+					   c->session_id);
+		conn_set_state(c, CONN_REJOINING);
+		c->deadline_us = now + (int64_t) (run.opt.connect_timeout * 1e6);
+		TRAFFIC_ADD(rejoins_started, 1, now);
+		send_message(c, msg, len, now);
 	}
 }
 
@@ -2022,9 +2735,7 @@ send_due_heartbeats(int64_t now)
 		p->issued++;
 		if (c->state != CONN_JOINED)
 			continue;
-		run.total.heartbeats_sent++;
-		if (in_window(now))
-			run.window.heartbeats_sent++;
+		TRAFFIC_ADD(heartbeats_sent, 1, now);
 		send_message(c, heartbeat, sizeof(heartbeat) - 1, now);
 	}
 }
@@ -2067,7 +2778,8 @@ print_progress(int64_t now)
 
 	printf("[%6.1fs] %-7s conns %d joined %d failed %llu dropped %llu | "
 		   "sent %.0f/s deliv %.0f/s | lat p50 %.2f p99 %.2f max %.2f ms | cpu",
-		   now / 1e6, phase_names[run.phase], run.opened, run.state_count[CONN_JOINED],
+		   now / 1e6, phase_names[run.phase], run.opened,
+		   run.state_count[CONN_JOINED] + run.state_count[CONN_REJOINING],
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
 		   (run.total.messages_sent - last->messages_sent) / secs,
 		   (run.total.deliveries - last->deliveries) / secs,
@@ -2083,6 +2795,128 @@ print_progress(int64_t now)
 	memset(&run.progress_latency, 0, sizeof(run.progress_latency));
 	run.server_at_last_progress = server;
 	run.self_at_last_progress = self;
+}
+
+/* Start a --timeseries second at now, from samples taken now. */
+static void
+timeseries_begin_second(int64_t now, ProcUsage server, ProcUsage self)
+{
+	TimeSeries *ts = &run.ts;
+
+	ts->second++;
+	ts->next_us = now + 1000000;
+	ts->deliveries = 0;
+	ts->cursor_sent_before = run.window.cursor_sent;
+	memset(&ts->latency, 0, sizeof(ts->latency));
+	ts->server_last = server;
+	ts->self_last = self;
+}
+
+/*
+ * Write the --timeseries line of the second that ends: updates sent
+ * in it, cursor events received in it and their latency, then the server's
+ * and the generator's CPU over it.
+ */
+static void
+timeseries_end_second(ProcUsage server, ProcUsage self)
+{
+	TimeSeries *ts = &run.ts;
+	double		rate = run.cursor_pacer.rate;
+
+	/* the rate offered in the middle of the second, settle times included */
+	for (int i = 0; i < run.n_steps; i++)
+	{
+		if (ts->next_us - 500000 >= run.steps[i].settle_us && ts->next_us - 500000 < run.steps[i].end_us)
+			rate = run.steps[i].rate;
+	}
+
+	fprintf(ts->file, "%d,%llu,%llu,%.3f,%.3f,%.3f,%.3f,", ts->second,
+			(unsigned long long) (run.window.cursor_sent - ts->cursor_sent_before),
+			(unsigned long long) ts->deliveries,
+			hist_percentile_ms(&ts->latency, 50), hist_percentile_ms(&ts->latency, 99),
+			hist_percentile_ms(&ts->latency, 99.9), ts->latency.max / 1000.0);
+	if (run.n_server_pids > 0 && server.valid)
+		fprintf(ts->file, "%.1f,%lld,", cpu_percent(&ts->server_last, &server),
+				(long long) server.rss_kb);
+	else
+		fputs(",,", ts->file);
+	fprintf(ts->file, "%.1f,%.0f\n", cpu_percent(&ts->self_last, &self), rate);
+}
+
+/* Once a tick in the window: close the --timeseries second when it is over. */
+static void
+timeseries_tick(int64_t now)
+{
+	if (run.ts.file && now >= run.ts.next_us)
+	{
+		ProcUsage	server = server_usage();
+		ProcUsage	self = self_usage();
+
+		timeseries_end_second(server, self);
+		timeseries_begin_second(now, server, self);
+	}
+}
+
+/*
+ * Lay the steps out end to end from the start of the window: each later
+ * step runs --step-settle seconds unmeasured at its rate, then its
+ * seconds measured.  Sets the window's end.
+ */
+static void
+plan_steps(int64_t window_start)
+{
+	int64_t		t = window_start;
+
+	for (int i = 0; i < run.n_steps; i++)
+	{
+		Step	   *step = &run.steps[i];
+
+		step->settle_us = t;
+		step->start_us = t + (i > 0 ? (int64_t) (run.opt.step_settle * 1e6) : 0);
+		step->end_us = step->start_us + (int64_t) (step->seconds * 1e6);
+		t = step->end_us;
+	}
+	run.window_start_us = window_start;
+	run.window_end_us = t;
+}
+
+/*
+ * In the window: close the measured step whose time is over, switch the
+ * cursor rate when the next step's time comes, open its measurement after
+ * the settle time.  Prints a line at each change.
+ */
+static void
+advance_steps(int64_t now)
+{
+	int			next = run.step_running + 1;
+
+	if (run.step_measuring >= 0 && now >= run.steps[run.step_measuring].end_us)
+	{
+		Step	   *step = &run.steps[run.step_measuring];
+
+		step->server_end = server_usage();
+		step->self_end = self_usage();
+		run.step_measuring = -1;
+	}
+	if (next < run.n_steps && now >= run.steps[next].settle_us)
+	{
+		pacer_set_rate(&run.cursor_pacer, run.steps[next].rate, now);
+		run.step_running = next;
+		if (run.n_steps > 1)
+			printf("[%6.1fs] step %d/%d: %.0f cursor updates/s for %.1f s\n", now / 1e6,
+				   next + 1, run.n_steps, run.steps[next].rate, run.steps[next].seconds);
+	}
+	if (run.step_measuring < 0 && run.step_running >= 0 &&
+		now >= run.steps[run.step_running].start_us &&
+		now < run.steps[run.step_running].end_us &&
+		!run.steps[run.step_running].self_start.valid)
+	{
+		Step	   *step = &run.steps[run.step_running];
+
+		step->server_start = server_usage();
+		step->self_start = self_usage();
+		run.step_measuring = run.step_running;
+	}
 }
 
 /* Close every connection that is still open and enter the close phase. */
@@ -2103,7 +2937,14 @@ advance_phase(int64_t now)
 	{
 		run.interrupted = true;
 		if (run.phase == PHASE_MEASURE)
+		{
 			run.window_end_us = now;
+			for (int i = 0; i < run.n_steps; i++)
+			{
+				if (run.steps[i].end_us > now)
+					run.steps[i].end_us = now > run.steps[i].start_us ? now : run.steps[i].start_us;
+			}
+		}
 		else
 		{
 			run.drain_end_us = now;
@@ -2119,10 +2960,12 @@ advance_phase(int64_t now)
 				run.ramp_end_us = now;
 				run.joined_at_ramp_end = run.state_count[CONN_JOINED];
 				run.server_after_connect = server_usage();
-				run.window_start_us = now + (int64_t) (run.opt.warmup * 1e6);
-				run.window_end_us = run.window_start_us + (int64_t) (run.opt.duration * 1e6);
-				run.cursor_pacer.rate = run.opt.rate;
-				run.cursor_pacer.start_us = now;
+				plan_steps(now + (int64_t) (run.opt.warmup * 1e6));
+				/* the warm-up runs at the first step's rate */
+				pacer_set_rate(&run.cursor_pacer, run.steps[0].rate, now);
+				run.step_running = 0;
+				pacer_set_rate(&run.activity_pacer, run.opt.activity_rate, now);
+				pacer_set_rate(&run.rejoin_pacer, run.opt.rejoin_rate, now);
 				run.phase = PHASE_WARMUP;
 				printf("ramp done in %.2f s: %d joined, %llu failed\n",
 					   (now - run.ramp_start_us) / 1e6, run.state_count[CONN_JOINED],
@@ -2135,19 +2978,29 @@ advance_phase(int64_t now)
 				run.server_window_start = server_usage();
 				run.self_window_start = self_usage();
 				run.phase = PHASE_MEASURE;
+				if (run.ts.file)
+					timeseries_begin_second(now, run.server_window_start, run.self_window_start);
+				advance_steps(now);
 			}
 			break;
 		case PHASE_MEASURE:
+			advance_steps(now);
 			if (now >= run.window_end_us)
 			{
 				run.server_window_end = server_usage();
 				run.self_window_end = self_usage();
-				run.held = run.state_count[CONN_JOINED];
+				if (run.ts.file)
+					timeseries_end_second(run.server_window_end, run.self_window_end);
+				run.held = run.state_count[CONN_JOINED] + run.state_count[CONN_REJOINING];
 				run.measured_s = (run.window_end_us - run.window_start_us) / 1e6;
 				run.cursor_pacer.rate = 0;
+				run.activity_pacer.rate = 0;
+				run.rejoin_pacer.rate = 0;
 				run.drain_end_us = now + (int64_t) (run.opt.drain * 1e6);
 				run.phase = PHASE_DRAIN;
 			}
+			else
+				timeseries_tick(now);
 			break;
 		case PHASE_DRAIN:
 			if (now >= run.drain_end_us)
@@ -2233,7 +3086,11 @@ run_load(void)
 		if (run.phase == PHASE_RAMP)
 			open_due_connections(now);
 		if (run.phase == PHASE_WARMUP || run.phase == PHASE_MEASURE)
+		{
 			send_due_cursor_updates(now);
+			send_due_activities(now);
+			send_due_rejoins(now);
+		}
 		if (run.phase < PHASE_CLOSE)
 			send_due_heartbeats(now);
 		if (now >= run.next_housekeeping_us)
@@ -2272,6 +3129,145 @@ per_second(uint64_t count, double seconds)
 	return seconds > 0 ? count / seconds : NAN;
 }
 
+/* The report's line about permessage-deflate: what was agreed, and what it did to the bytes. */
+static void
+print_deflate_report(double window_s)
+{
+	const Traffic *w = &run.window;
+
+	if (!run.opt.deflate)
+		printf("mode            plain (no extension offered)\n");
+	else
+	{
+		printf("mode            deflate: offered \"%s\" on %d connections; %d agreed",
+			   DEFLATE_OFFER, run.opened, run.deflate_negotiated);
+		if (run.deflate_negotiated)
+			printf(", answer \"%s\"", run.deflate_answer);
+		printf(", %d declined\n", run.deflate_declined);
+		if (run.deflate_negotiated)
+		{
+			int			shared_deflaters = 0;
+
+			for (int i = 0; i < 16; i++)
+				shared_deflaters += run.shared_deflater[i] != NULL;
+			printf("                zlib streams: %d own deflaters (context kept), %d shared (reset per message); "
+				   "%d own inflaters, %d shared\n",
+				   run.deflaters_allocated, shared_deflaters, run.inflaters_allocated,
+				   run.shared_inflater != NULL);
+		}
+	}
+	printf("bytes           received %.1f messages/s (%.1f/s compressed): %.1f KB/s on the wire, "
+		   "%.1f KB/s inflated (wire/inflated %.3f)\n",
+		   per_second(w->recv_messages, window_s), per_second(w->recv_compressed, window_s),
+		   per_second(w->recv_wire_bytes, window_s) / 1000, per_second(w->recv_bytes, window_s) / 1000,
+		   w->recv_bytes ? (double) w->recv_wire_bytes / w->recv_bytes : NAN);
+	printf("                sent %.1f messages/s (%.1f/s compressed): %.1f KB/s of text, "
+		   "%.1f KB/s on the wire (wire/text %.3f)\n",
+		   per_second(w->messages_sent, window_s), per_second(w->sent_compressed, window_s),
+		   per_second(w->sent_bytes, window_s) / 1000, per_second(w->sent_wire_bytes, window_s) / 1000,
+		   w->sent_bytes ? (double) w->sent_wire_bytes / w->sent_bytes : NAN);
+}
+
+/* The report's line about activities and rejoins, when there were any. */
+static void
+print_mix_report(double window_s)
+{
+	const Traffic *w = &run.window;
+
+	if (run.opt.activity_rate <= 0 && run.opt.rejoin_rate <= 0 && run.opt.large_sessions <= 0)
+		return;
+	printf("mix             %d large sessions of %d users; activities sent %.2f/s, activity events "
+		   "received %.1f/s (expected %.1f/s), acks %.2f/s\n",
+		   run.opt.large_sessions, LARGE_SESSION_USERS, per_second(w->activities_sent, window_s),
+		   per_second(w->activity_deliveries, window_s),
+		   per_second(w->expected_activity_deliveries, window_s), per_second(w->activity_acks, window_s));
+	printf("                rejoins started %.2f/s, done %.2f/s (session_joined of %.1f users, "
+		   "%.0f bytes on average); join/leave events received %.1f/s\n",
+		   per_second(w->rejoins_started, window_s), per_second(w->rejoins_done, window_s),
+		   w->rejoins_done ? (double) w->rejoin_users / w->rejoins_done : NAN,
+		   w->rejoins_done ? (double) w->rejoin_bytes / w->rejoins_done : NAN,
+		   per_second(w->membership_events, window_s));
+}
+
+/* Measures of one step, for its report line and its CSV row. */
+typedef struct StepFigures
+{
+	double		seconds;
+	double		cursor_per_s;
+	double		deliveries_per_s;
+	double		ratio;
+	double		p50,
+				p99,
+				p999,
+				max;
+	double		server_cpu;
+	double		server_us_per_delivery;
+	double		gen_cpu;
+} StepFigures;
+
+/* Compute a step's figures; false if it was never measured (interrupted). */
+static bool
+step_figures(const Step *step, StepFigures *f)
+{
+	const Traffic *t = &step->traffic;
+
+	if (!step->self_start.valid || !step->self_end.valid)
+		return false;
+	f->seconds = (step->end_us - step->start_us) / 1e6;
+	f->cursor_per_s = per_second(t->cursor_sent, f->seconds);
+	f->deliveries_per_s = per_second(t->deliveries, f->seconds);
+	f->ratio = t->expected_deliveries ? (double) t->deliveries / t->expected_deliveries : NAN;
+	f->p50 = hist_percentile_ms(&step->latency, 50);
+	f->p99 = hist_percentile_ms(&step->latency, 99);
+	f->p999 = hist_percentile_ms(&step->latency, 99.9);
+	f->max = step->latency.max / 1000.0;
+	f->server_cpu = cpu_percent(&step->server_start, &step->server_end);
+	f->server_us_per_delivery = t->deliveries ?
+		cpu_ms(&step->server_start, &step->server_end) * 1000.0 / t->deliveries : NAN;
+	f->gen_cpu = cpu_percent(&step->self_start, &step->self_end);
+	return true;
+}
+
+/* The per-step table (--steps), and its CSV (--steps-csv). */
+static void
+print_steps_report(void)
+{
+	FILE	   *csv = NULL;
+
+	if (run.opt.steps_spec == NULL)
+		return;
+	if (run.opt.steps_csv_path && (csv = fopen(run.opt.steps_csv_path, "w")) == NULL)
+		fprintf(stderr, "loadgen: cannot write %s: %s\n", run.opt.steps_csv_path, strerror(errno));
+	if (csv)
+		fprintf(csv, "step,offered_rate,seconds,cursor_per_s,deliveries_per_s,delivery_ratio,"
+				"p50_ms,p99_ms,p999_ms,max_ms,server_cpu_pct,server_cpu_us_per_delivery,gen_cpu_pct\n");
+	printf("steps           (settle %.1f s before each later step; updates sent in a step's "
+		   "measured time, whenever delivered)\n", run.opt.step_settle);
+	printf("  %4s %9s %9s %11s %7s %8s %8s %8s %8s %8s %10s %7s\n", "step", "offered/s", "sent/s",
+		   "deliveries/s", "ratio", "p50_ms", "p99_ms", "p99.9_ms", "max_ms", "srv_cpu%",
+		   "srv_us/dlv", "gen_cpu%");
+	for (int i = 0; i < run.n_steps; i++)
+	{
+		const Step *step = &run.steps[i];
+		StepFigures f;
+
+		if (!step_figures(step, &f))
+		{
+			printf("  %4d %9.0f (not run)\n", i + 1, step->rate);
+			continue;
+		}
+		printf("  %4d %9.0f %9.1f %11.1f %7.4f %8.3f %8.3f %8.3f %8.3f %8.1f %10.2f %7.1f\n",
+			   i + 1, step->rate, f.cursor_per_s, f.deliveries_per_s, f.ratio, f.p50, f.p99, f.p999,
+			   f.max, f.server_cpu, f.server_us_per_delivery, f.gen_cpu);
+		if (csv)
+			fprintf(csv, "%d,%.0f,%.3f,%.1f,%.1f,%.4f,%.3f,%.3f,%.3f,%.3f,%.1f,%.3f,%.1f\n",
+					i + 1, step->rate, f.seconds, f.cursor_per_s, f.deliveries_per_s, f.ratio,
+					f.p50, f.p99, f.p999, f.max, f.server_cpu, f.server_us_per_delivery, f.gen_cpu);
+	}
+	if (csv)
+		fclose(csv);
+}
+
 /* Print the human-readable report and the RESULT line. */
 static void
 print_report(void)
@@ -2288,10 +3284,14 @@ print_report(void)
 	double		p50 = hist_percentile_ms(h, 50);
 	double		p95 = hist_percentile_ms(h, 95);
 	double		p99 = hist_percentile_ms(h, 99);
+	double		p999 = hist_percentile_ms(h, 99.9);
 	double		server_cpu = cpu_percent(&run.server_window_start, &run.server_window_end);
 	double		server_cpu_ms = cpu_ms(&run.server_window_start, &run.server_window_end);
 	double		idle_cpu = cpu_percent(&run.server_idle_start, &run.server_before_connect);
 	double		gen_cpu = cpu_percent(&run.self_window_start, &run.self_window_end);
+	uint64_t	gen_messages = w->messages_sent + w->recv_messages;
+	double		gen_us_per_msg = gen_messages ?
+		cpu_ms(&run.self_window_start, &run.self_window_end) * 1000.0 / gen_messages : NAN;
 	double		ms_per_1k_msgs = w->messages_sent ? server_cpu_ms * 1000.0 / w->messages_sent : NAN;
 	double		ms_per_1k_deliveries = w->deliveries ? server_cpu_ms * 1000.0 / w->deliveries : NAN;
 	double		rss_per_conn = NAN;
@@ -2300,9 +3300,18 @@ print_report(void)
 		rss_per_conn = (rss_kb(&run.server_after_connect) - rss_kb(&run.server_before_connect)) /
 			run.joined_at_ramp_end;
 
-	printf("\n== presence loadgen: %d connections, %d sessions (%.1f users each), "
-		   "%.0f cursor updates/s ==\n",
-		   o->connections, o->sessions, (double) o->connections / o->sessions, o->rate);
+	printf("\n== presence loadgen: %d connections, %d sessions (%.1f users each), ",
+		   o->connections, o->sessions,
+		   (double) (o->connections - o->large_sessions * LARGE_SESSION_USERS) / o->sessions);
+	if (o->large_sessions > 0)
+		printf("%d of %d, ", o->large_sessions, LARGE_SESSION_USERS);
+	if (o->steps_spec)
+		printf("cursor steps %s", o->steps_spec);
+	else
+		printf("%.0f cursor updates/s", o->rate);
+	if (o->source_addresses > 0)
+		printf(", from 127.0.0.1 .. %d addresses", o->source_addresses);
+	printf(" ==\n");
 	if (run.interrupted)
 		printf("(interrupted: the window is shorter than asked, or missing)\n");
 	printf("window          %.1f s measured after %.1f s warmup; ramp took %.2f s\n",
@@ -2319,8 +3328,26 @@ print_report(void)
 		   msgs_per_s, cursor_per_s, per_second(w->heartbeats_sent, window_s));
 	printf("deliveries out  %.1f/s cursor events received (expected %.1f/s, ratio %.4f)\n",
 		   deliveries_per_s, per_second(w->expected_deliveries, window_s), delivery_ratio);
-	printf("latency         p50 %.3f ms, p95 %.3f ms, p99 %.3f ms, max %.3f ms (%llu samples)\n",
-		   p50, p95, p99, h->max / 1000.0, (unsigned long long) h->total);
+	printf("latency         p50 %.3f ms, p95 %.3f ms, p99 %.3f ms, p99.9 %.3f ms, max %.3f ms "
+		   "(%llu samples)\n",
+		   p50, p95, p99, p999, h->max / 1000.0, (unsigned long long) h->total);
+	if (o->large_sessions > 0)
+	{
+		const Histogram *regular = &run.window_latency_by_size[0],
+				   *large = &run.window_latency_by_size[1];
+
+		printf("  by session    others: p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms (%llu); "
+			   "large: p50 %.3f, p99 %.3f, p99.9 %.3f, max %.3f ms (%llu)\n",
+			   hist_percentile_ms(regular, 50), hist_percentile_ms(regular, 99),
+			   hist_percentile_ms(regular, 99.9), regular->max / 1000.0,
+			   (unsigned long long) regular->total,
+			   hist_percentile_ms(large, 50), hist_percentile_ms(large, 99),
+			   hist_percentile_ms(large, 99.9), large->max / 1000.0,
+			   (unsigned long long) large->total);
+	}
+	print_deflate_report(window_s);
+	print_mix_report(window_s);
+	print_steps_report();
 	printf("whole run       sent %llu messages (%llu cursor, %llu heartbeat), "
 		   "received %llu cursor events of %llu expected\n",
 		   (unsigned long long) run.total.messages_sent, (unsigned long long) run.total.cursor_sent,
@@ -2358,10 +3385,10 @@ print_report(void)
 	}
 	else
 		printf("server          not sampled (give --server-pid or --pg)\n");
-	printf("generator       CPU %.1f%% of one core during the window; longest loop pass %.2f ms, "
-		   "%llu passes longer than the %d us tick\n",
-		   gen_cpu, run.longest_pass_us / 1000.0, (unsigned long long) run.overrun_passes,
-		   run.opt.tick_us);
+	printf("generator       CPU %.1f%% of one core during the window, %.2f us per message "
+		   "sent or received; longest loop pass %.2f ms, %llu passes longer than the %d us tick\n",
+		   gen_cpu, gen_us_per_msg, run.longest_pass_us / 1000.0,
+		   (unsigned long long) run.overrun_passes, run.opt.tick_us);
 
 	printf("RESULT connections=%d sessions=%d rate_target=%.0f duration_s=%.1f "
 		   "attempted=%d joined=%llu held=%d failed=%llu dropped=%llu "
@@ -2370,14 +3397,25 @@ print_report(void)
 		   "server_rss_before_kb=%.0f server_rss_after_kb=%.0f rss_per_conn_kb=%.2f "
 		   "server_cpu_pct=%.1f server_idle_cpu_pct=%.2f server_cpu_ms_per_1k_msgs=%.3f "
 		   "server_cpu_ms_per_1k_deliveries=%.3f gen_cpu_pct=%.1f gen_longest_pass_ms=%.2f "
-		   "errors=%llu",
+		   "errors=%llu mode=%s deflate_negotiated=%d lat_p999_ms=%.3f gen_us_per_msg=%.3f "
+		   "recv_msgs_per_s=%.1f recv_wire_bytes_per_s=%.0f recv_bytes_per_s=%.0f "
+		   "sent_wire_bytes_per_s=%.0f sent_bytes_per_s=%.0f activities_per_s=%.2f "
+		   "activity_deliveries_per_s=%.1f rejoins_per_s=%.2f "
+		   "lat_others_p99_ms=%.3f lat_large_p99_ms=%.3f",
 		   o->connections, o->sessions, o->rate, window_s,
 		   run.opened, (unsigned long long) run.joined_ever, run.held,
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
 		   msgs_per_s, cursor_per_s, deliveries_per_s, delivery_ratio,
 		   p50, p95, p99, h->max / 1000.0, (unsigned long long) h->total,
 		   rss_kb(&run.server_before_connect), rss_kb(&run.server_after_connect), rss_per_conn, server_cpu, idle_cpu, ms_per_1k_msgs, ms_per_1k_deliveries, gen_cpu,
-		   run.longest_pass_us / 1000.0, (unsigned long long) counter_total(&run.errors));
+		   run.longest_pass_us / 1000.0, (unsigned long long) counter_total(&run.errors),
+		   o->deflate ? "deflate" : "plain", run.deflate_negotiated, p999, gen_us_per_msg,
+		   per_second(w->recv_messages, window_s), per_second(w->recv_wire_bytes, window_s),
+		   per_second(w->recv_bytes, window_s), per_second(w->sent_wire_bytes, window_s),
+		   per_second(w->sent_bytes, window_s), per_second(w->activities_sent, window_s),
+		   per_second(w->activity_deliveries, window_s), per_second(w->rejoins_done, window_s),
+		   hist_percentile_ms(&run.window_latency_by_size[0], 99),
+		   hist_percentile_ms(&run.window_latency_by_size[1], 99));
 	printf(" errors_by_code=");
 	counter_print(stdout, &run.errors, ",", ":");
 	printf(" closes_by_server=");
@@ -2420,6 +3458,21 @@ usage(const Options *d)
 		   "  --drain SEC               receive-only time after the window (default %.0f)\n"
 		   "  --close-timeout SEC       wait for the server's close frames (default %.0f)\n"
 		   "  --max-message BYTES       largest server message accepted (default %zu)\n"
+		   "  --steps R:SEC,R:SEC,...   instead of --rate/--duration: cursor rate steps, one after\n"
+		   "                            another on the same connections, reported per step\n"
+		   "  --step-settle SEC         unmeasured time at the start of each later step (default %.0f)\n"
+		   "  --source-addresses N      bind connections round-robin to 127.0.0.1 .. 127.0.0.N, so\n"
+		   "                            the server's per-address bounds see N hosts (default: no bind)\n"
+		   "Compression and message mix:\n"
+		   "  --deflate                 offer permessage-deflate as Chromium does and compress every\n"
+		   "                            message; inflate what the server compresses\n"
+		   "  --mix                     add activities, large sessions and rejoins (defaults below)\n"
+		   "  --activity-rate R         activity messages per second in total, each a few hundred\n"
+		   "                            bytes; logged by the server (default 0, with --mix 10)\n"
+		   "  --large-sessions L        sessions of %d users besides the others: users 0 .. 50L-1\n"
+		   "                            (default 0, with --mix 2)\n"
+		   "  --rejoin-rate R           leaves and rejoins per second in total, in large sessions when\n"
+		   "                            there are any (default 0, with --mix 1)\n"
 		   "Setup and server numbers:\n"
 		   "  --pg CONNINFO             libpq conninfo of the presence database\n"
 		   "  --no-setup                do not create users, sessions, participants\n"
@@ -2429,6 +3482,9 @@ usage(const Options *d)
 		   "Output:\n"
 		   "  --progress SEC            seconds between progress lines (default %.0f)\n"
 		   "  --tick-us N               event-loop period in microseconds (default %d)\n"
+		   "  --timeseries FILE         CSV, one line per second of the window: updates sent,\n"
+		   "                            deliveries, latency, server CPU and RSS, generator CPU\n"
+		   "  --steps-csv FILE          CSV of the per-step figures (with --steps)\n"
 		   "  --help                    this text\n\n"
 		   "Exit status: 0 if every connection joined and was held through the window,\n"
 		   "2 if the run completed with failed or dropped connections, 1 on fatal errors\n"
@@ -2436,8 +3492,8 @@ usage(const Options *d)
 		   d->host, d->port, d->path, d->subprotocol, d->jwt_secret, d->token_ttl,
 		   d->connections, d->sessions, d->rate, d->duration, d->warmup,
 		   d->heartbeat_interval, d->ramp_rate, d->connect_timeout, d->drain,
-		   d->close_timeout, d->max_message, d->idle_seconds, d->wait_ready, d->progress,
-		   d->tick_us);
+		   d->close_timeout, d->max_message, d->step_settle, LARGE_SESSION_USERS,
+		   d->idle_seconds, d->wait_ready, d->progress, d->tick_us);
 }
 
 /* Parse a number option, exiting on nonsense or values below min. */
@@ -2450,6 +3506,48 @@ parse_number(const char *name, const char *text, double min)
 	if (end == text || *end != '\0' || !(v >= min))
 		fatal("--%s must be a number >= %g, not '%s'", name, min, text);
 	return v;
+}
+
+/*
+ * Parse --steps RATE:SECONDS,... into run.steps; without it, one step of
+ * --rate for --duration.
+ */
+static void
+parse_steps(const char *spec)
+{
+	const char *p = spec;
+
+	run.steps = xrealloc(NULL, sizeof(Step) * MAX_STEPS);
+	memset(run.steps, 0, sizeof(Step) * MAX_STEPS);
+	run.step_running = run.step_measuring = -1;
+	if (spec == NULL)
+	{
+		run.steps[0].rate = run.opt.rate;
+		run.steps[0].seconds = run.opt.duration;
+		run.n_steps = 1;
+		return;
+	}
+	while (*p)
+	{
+		char	   *end;
+		double		rate = strtod(p, &end),
+					seconds;
+
+		if (end == p || *end != ':' || !(rate >= 0))
+			fatal("bad --steps '%s': want RATE:SECONDS,RATE:SECONDS,...", spec);
+		p = end + 1;
+		seconds = strtod(p, &end);
+		if (end == p || (*end != ',' && *end != '\0') || !(seconds >= 0.1))
+			fatal("bad --steps '%s': want RATE:SECONDS,... with SECONDS >= 0.1", spec);
+		if (run.n_steps == MAX_STEPS)
+			fatal("--steps: at most %d steps", MAX_STEPS);
+		run.steps[run.n_steps].rate = rate;
+		run.steps[run.n_steps++].seconds = seconds;
+		p = *end == ',' ? end + 1 : end;
+	}
+	if (run.n_steps == 0)
+		fatal("--steps: no steps");
+	run.opt.rate = run.steps[0].rate;	/* for the report's RESULT rate_target */
 }
 
 /* Fill run.opt from the command line. */
@@ -2483,6 +3581,16 @@ parse_options(int argc, char **argv)
 		{"wait-ready", required_argument, NULL, 'W'},
 		{"progress", required_argument, NULL, 'o'},
 		{"tick-us", required_argument, NULL, 'k'},
+		{"deflate", no_argument, NULL, 'z'},
+		{"mix", no_argument, NULL, 'x'},
+		{"activity-rate", required_argument, NULL, 'a'},
+		{"large-sessions", required_argument, NULL, 'L'},
+		{"rejoin-rate", required_argument, NULL, 'J'},
+		{"timeseries", required_argument, NULL, 'Y'},
+		{"steps", required_argument, NULL, 'E'},
+		{"steps-csv", required_argument, NULL, 'Q'},
+		{"step-settle", required_argument, NULL, 'q'},
+		{"source-addresses", required_argument, NULL, 'A'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -2493,6 +3601,7 @@ parse_options(int argc, char **argv)
 		.idle_seconds = 3, .drain = 2, .close_timeout = 5, .progress = 5, .tick_us = 1000, .wait_ready = 20,
 		.jwt_secret = "test-secret-0123456789abcdef0123456789", .token_ttl = 3600,
 		.setup = true, .max_message = 16 * 1024 * 1024,
+		.activity_rate = -1, .large_sessions = -1, .rejoin_rate = -1, .step_settle = 1,
 	};
 	Options    *o = &run.opt;
 	int			opt;
@@ -2585,6 +3694,38 @@ parse_options(int argc, char **argv)
 			case 'k':
 				o->tick_us = (int) parse_number(name, optarg, 1);
 				break;
+			case 'z':
+				o->deflate = true;
+				break;
+			case 'x':
+				o->mix = true;
+				break;
+			case 'a':
+				o->activity_rate = parse_number(name, optarg, 0);
+				break;
+			case 'L':
+				o->large_sessions = (int) parse_number(name, optarg, 0);
+				break;
+			case 'J':
+				o->rejoin_rate = parse_number(name, optarg, 0);
+				break;
+			case 'Y':
+				o->timeseries_path = optarg;
+				break;
+			case 'E':
+				o->steps_spec = optarg;
+				break;
+			case 'Q':
+				o->steps_csv_path = optarg;
+				break;
+			case 'q':
+				o->step_settle = parse_number(name, optarg, 0);
+				break;
+			case 'A':
+				o->source_addresses = (int) parse_number(name, optarg, 1);
+				if (o->source_addresses > 16777214)
+					fatal("--source-addresses: 127.0.0.0/8 holds at most 16777214");
+				break;
 			case 'h':
 				usage(&defaults);
 				exit(0);
@@ -2595,9 +3736,24 @@ parse_options(int argc, char **argv)
 	}
 	if (optind < argc)
 		fatal("unexpected argument '%s'", argv[optind]);
+	/* --mix gives the parts of the mix that were not given their own values */
+	if (o->activity_rate < 0)
+		o->activity_rate = o->mix ? 10 : 0;
+	if (o->large_sessions < 0)
+		o->large_sessions = o->mix ? 2 : 0;
+	if (o->rejoin_rate < 0)
+		o->rejoin_rate = o->mix ? 1 : 0;
+	if (o->first_user == 0 &&
+		o->connections - o->large_sessions * LARGE_SESSION_USERS < o->sessions)
+		fatal("%d connections cannot fill %d large sessions of %d users and still give one "
+			  "user to each of %d sessions", o->connections, o->large_sessions,
+			  LARGE_SESSION_USERS, o->sessions);
+	parse_steps(o->steps_spec);
+	if (o->steps_csv_path && o->steps_spec == NULL)
+		fatal("--steps-csv needs --steps");
 	if (o->sessions > o->connections)
 		fatal("--sessions (%d) cannot exceed --connections (%d)", o->sessions, o->connections);
-	if (o->rate > 0 && o->connections == o->sessions)
+	if (o->rate > 0 && o->connections == o->sessions + o->large_sessions * LARGE_SESSION_USERS)
 		fprintf(stderr, "loadgen: warning: one user per session: nobody receives cursor updates\n");
 }
 
@@ -2616,6 +3772,10 @@ resolve_server(void)
 	memcpy(&run.server_addr, res->ai_addr, res->ai_addrlen);
 	run.server_addr_len = res->ai_addrlen;
 	freeaddrinfo(res);
+	if (run.opt.source_addresses > 0 &&
+		(run.server_addr.ss_family != AF_INET ||
+		 (ntohl(((struct sockaddr_in *) &run.server_addr)->sin_addr.s_addr) >> 24) != 127))
+		fatal("--source-addresses binds to 127.0.0.x: --host must be an IPv4 loopback address");
 }
 
 /* Wait until the WebSocket port accepts TCP connections. */
@@ -2679,16 +3839,29 @@ init_connections(void)
 
 	run.conns = xrealloc(NULL, sizeof(Conn) * run.opt.connections);
 	memset(run.conns, 0, sizeof(Conn) * run.opt.connections);
-	run.session_joined = xrealloc(NULL, sizeof(int) * run.opt.sessions);
-	memset(run.session_joined, 0, sizeof(int) * run.opt.sessions);
+	run.n_sessions = run.opt.sessions + run.opt.large_sessions;
+	run.session_joined = xrealloc(NULL, sizeof(int) * run.n_sessions);
+	memset(run.session_joined, 0, sizeof(int) * run.n_sessions);
 	for (int i = 0; i < run.opt.connections; i++)
 	{
 		Conn	   *c = &run.conns[i];
+		int			user = i + run.opt.first_user;
 
 		c->index = i;
 		c->fd = -1;
-		c->session = (i + run.opt.first_user) % run.opt.sessions;
-		snprintf(c->user_id, sizeof(c->user_id), USER_ID_FORMAT, (unsigned) (i + run.opt.first_user));
+		/* the first 50 L users fill the large sessions, the rest go round the others */
+		if (user < run.opt.large_sessions * LARGE_SESSION_USERS)
+		{
+			c->session = run.opt.sessions + user / LARGE_SESSION_USERS;
+			snprintf(c->session_id, sizeof(c->session_id), LARGE_SESSION_FORMAT,
+					 user / LARGE_SESSION_USERS);
+		}
+		else
+		{
+			c->session = user % run.opt.sessions;
+			snprintf(c->session_id, sizeof(c->session_id), SESSION_FORMAT, c->session);
+		}
+		snprintf(c->user_id, sizeof(c->user_id), USER_ID_FORMAT, (unsigned) user);
 	}
 	run.state_count[CONN_IDLE] = run.opt.connections;
 	if (run.opt.heartbeat_interval > 0)
@@ -2748,6 +3921,13 @@ main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
 	run.self_pid = getpid();
+	if (run.opt.timeseries_path)
+	{
+		if ((run.ts.file = fopen(run.opt.timeseries_path, "w")) == NULL)
+			fatal("cannot write %s: %s", run.opt.timeseries_path, strerror(errno));
+		fputs("second,cursor_sent,deliveries,p50_ms,p99_ms,p999_ms,max_ms,"
+			  "server_cpu_pct,server_rss_kb,gen_cpu_pct,offered_rate\n", run.ts.file);
+	}
 
 	resolve_server();
 	prepare_database();
@@ -2756,6 +3936,8 @@ main(int argc, char **argv)
 	sample_idle_server();
 	run_load();
 	print_report();
+	if (run.ts.file)
+		fclose(run.ts.file);
 
 	if (run.held == 0)
 		return 1;

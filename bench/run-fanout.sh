@@ -11,12 +11,22 @@
 # Environment (all optional):
 #   CONNECTIONS SESSIONS RATE DURATION WARMUP   the load (defaults above, warmup 5 s)
 #   PGPORT WSPORT                               ports of the cluster (55460, 18760)
+#   PGBIN                                       PostgreSQL's bin directory (as test/cluster.sh;
+#                                               default: pg_config --bindir)
 #   PRESENCE_GUCS                               extra GUC=VALUE settings, space-separated
 #   KEEP_CLUSTER=1                              leave the cluster running (prints its directory)
+#   DEFLATE=1                                   loadgen --deflate: permessage-deflate as Chromium
+#   MIX=1                                       loadgen --mix: activities, 50-user sessions, rejoins
+#   ACTIVITY_RATE LARGE_SESSIONS REJOIN_RATE    the parts of the mix (loadgen's defaults)
+#   TIMESERIES=FILE                             loadgen --timeseries FILE: one CSV line a second
+#   STEPS=RATE:SEC,...  STEPS_CSV=FILE          loadgen --steps (replaces RATE and DURATION)
+#   SOURCE_ADDRESSES=N                          loadgen --source-addresses N (default 64; 0 = all
+#                                               from 127.0.0.1)
 #
 # Extra arguments go to loadgen and override the defaults, e.g.
 # "bench/run-fanout.sh --ramp-rate 1000".  The presence extension must be
-# built and installed first (make && make install at the top).
+# built and installed first (make && make install at the top, or
+# make install DESTDIR=... with PGBIN pointing into it).
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,12 +41,39 @@ WARMUP=${WARMUP:-5}
 PGPORT=${PGPORT:-55460}
 WSPORT=${WSPORT:-18760}
 PRESENCE_GUCS=${PRESENCE_GUCS:-}
+SOURCE_ADDRESSES=${SOURCE_ADDRESSES:-64}
 
 make -s -C "$bench_dir" loadgen
 
-if [ ! -f "$(pg_config --pkglibdir)/presence.so" ]; then
-	echo "run-fanout: presence is not installed; run 'make && make install' in $root_dir" >&2
+# the library the cluster will load: cluster.sh runs $PGBIN's postgres
+# (pg_config --bindir's by default), which loads from its own pkglibdir
+pgbin=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+[ -x "$pgbin/initdb" ] || pgbin=/usr/lib/postgresql/15/bin
+pg_config_bin=$pgbin/pg_config
+[ -x "$pg_config_bin" ] || pg_config_bin=pg_config
+if [ ! -f "$("$pg_config_bin" --pkglibdir)/presence.so" ]; then
+	echo "run-fanout: presence is not installed in $("$pg_config_bin" --pkglibdir);" \
+		"run 'make && make install' in $root_dir" >&2
 	exit 1
+fi
+
+# loadgen options from the environment
+loadgen_env=()
+[ "${DEFLATE:-0}" = 1 ] && loadgen_env+=(--deflate)
+[ "${MIX:-0}" = 1 ] && loadgen_env+=(--mix)
+[ -n "${ACTIVITY_RATE:-}" ] && loadgen_env+=(--activity-rate "$ACTIVITY_RATE")
+[ -n "${LARGE_SESSIONS:-}" ] && loadgen_env+=(--large-sessions "$LARGE_SESSIONS")
+[ -n "${REJOIN_RATE:-}" ] && loadgen_env+=(--rejoin-rate "$REJOIN_RATE")
+[ -n "${TIMESERIES:-}" ] && loadgen_env+=(--timeseries "$TIMESERIES")
+[ -n "${STEPS:-}" ] && loadgen_env+=(--steps "$STEPS")
+[ -n "${STEPS_CSV:-}" ] && loadgen_env+=(--steps-csv "$STEPS_CSV")
+[ "$SOURCE_ADDRESSES" -gt 0 ] && loadgen_env+=(--source-addresses "$SOURCE_ADDRESSES")
+
+# sessions hold CONNECTIONS/SESSIONS users, the large ones of the mix 50
+large_sessions=${LARGE_SESSIONS:-$([ "${MIX:-0}" = 1 ] && echo 2 || echo 0)}
+max_participants=$(( (CONNECTIONS + SESSIONS - 1) / SESSIONS + 10 ))
+if [ "$large_sessions" -gt 0 ] && [ "$max_participants" -lt 60 ]; then
+	max_participants=60
 fi
 
 # Every client connection is one descriptor in the ws worker, and the
@@ -69,15 +106,19 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Every generated client comes from 127.0.0.1: the per-address bound on
-# sockets that have not authenticated yet (64, against one host flooding
-# the handshake) would close most of the ramp, so it gets the worker's
-# whole pool.
+# The per-address bound on sockets that have not authenticated yet (64,
+# against one host flooding the handshake) stays at its default: loadgen
+# spreads its connections over SOURCE_ADDRESSES loopback addresses, so
+# each address holds a few handshakes at a time.  Only with
+# SOURCE_ADDRESSES=0, every client from 127.0.0.1, does one address get
+# the worker's whole pool, or the bound would close most of the ramp.
+address_gucs=()
+[ "$SOURCE_ADDRESSES" -gt 0 ] || address_gucs+=(presence.max_unauthenticated_per_address=1024)
 # shellcheck disable=SC2086  # PRESENCE_GUCS is a list of words
 cluster_sh start "$cluster_dir" "$PGPORT" "$WSPORT" \
 	presence.max_connections=$((CONNECTIONS + 1000)) \
-	presence.max_participants=$(( (CONNECTIONS + SESSIONS - 1) / SESSIONS + 10 )) \
-	presence.max_unauthenticated_per_address=1024 \
+	presence.max_participants=$max_participants \
+	"${address_gucs[@]}" \
 	$PRESENCE_GUCS
 
 echo "run-fanout: cluster in $cluster_dir, SQL port $PGPORT, WebSocket port $WSPORT"
@@ -86,4 +127,4 @@ echo "run-fanout: cluster in $cluster_dir, SQL port $PGPORT, WebSocket port $WSP
 	--pg "host=127.0.0.1 port=$PGPORT dbname=presence user=postgres" \
 	--connections "$CONNECTIONS" --sessions "$SESSIONS" --rate "$RATE" \
 	--duration "$DURATION" --warmup "$WARMUP" \
-	"$@"
+	"${loadgen_env[@]}" "$@"

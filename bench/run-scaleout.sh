@@ -15,6 +15,16 @@
 # workers show up as CPU per message, not as speed.
 #
 #   CONNECTIONS SESSIONS RATE DURATION WARMUP   the load (10000, 1000, 5000, 20, 5)
+#   PGBIN                                       PostgreSQL's bin directory (as test/cluster.sh)
+#   PGPORT_BASE WSPORT_BASE REDIS_PORT          ports: set-up k uses PGPORT_BASE+k and
+#                                               WSPORT_BASE+k (23500, 23510, 26390)
+#   DEFLATE=1 MIX=1 ACTIVITY_RATE LARGE_SESSIONS REJOIN_RATE STEPS SOURCE_ADDRESSES
+#                                               as for run-fanout.sh (SOURCE_ADDRESSES default 64;
+#                                               0 = all from 127.0.0.1, per-address bound raised)
+#   TIMESERIES=PREFIX  STEPS_CSV=PREFIX         per set-up files PREFIX-SETUP.csv
+#                                               (two-nodes writes PREFIX-two-nodes-p/-s.csv)
+#
+# Extra arguments go to every loadgen.
 set -euo pipefail
 
 bench_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -25,12 +35,32 @@ SESSIONS=${SESSIONS:-1000}
 RATE=${RATE:-5000}
 DURATION=${DURATION:-20}
 WARMUP=${WARMUP:-5}
+PGPORT_BASE=${PGPORT_BASE:-23500}
+WSPORT_BASE=${WSPORT_BASE:-23510}
+SOURCE_ADDRESSES=${SOURCE_ADDRESSES:-64}
+pgbin=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
+[ -x "$pgbin/initdb" ] || pgbin=/usr/lib/postgresql/15/bin
+
+# loadgen options from the environment, for every generator
+loadgen_env=()
+[ "${DEFLATE:-0}" = 1 ] && loadgen_env+=(--deflate)
+[ "${MIX:-0}" = 1 ] && loadgen_env+=(--mix)
+[ -n "${ACTIVITY_RATE:-}" ] && loadgen_env+=(--activity-rate "$ACTIVITY_RATE")
+[ -n "${LARGE_SESSIONS:-}" ] && loadgen_env+=(--large-sessions "$LARGE_SESSIONS")
+[ -n "${REJOIN_RATE:-}" ] && loadgen_env+=(--rejoin-rate "$REJOIN_RATE")
+[ -n "${STEPS:-}" ] && loadgen_env+=(--steps "$STEPS")
+[ "$SOURCE_ADDRESSES" -gt 0 ] && loadgen_env+=(--source-addresses "$SOURCE_ADDRESSES")
+# the per-address handshake bound stays at its default unless all clients share 127.0.0.1
+address_gucs=()
+[ "$SOURCE_ADDRESSES" -gt 0 ] || address_gucs+=(presence.max_unauthenticated_per_address=1024)
+large_sessions=${LARGE_SESSIONS:-$([ "${MIX:-0}" = 1 ] && echo 2 || echo 0)}
+extra_args=("$@")
 
 make -s -C "$bench_dir" loadgen
 ulimit -n "$(ulimit -Hn)"
 work=$(mktemp -d /tmp/presence-scaleout.XXXXXX)
 chmod 755 "$work"
-redis_port=26390
+redis_port=${REDIS_PORT:-26390}
 redis_pid=
 cleanup() {
 	for d in "$work"/*/; do [ -d "$d/data" ] && "$cluster" destroy "$d" >/dev/null 2>&1; done
@@ -52,44 +82,49 @@ evalsha_calls() {
 node() {
 	local dir=$1 pgport=$2 wsport=$3
 	shift 3
-	# the generators' clients all come from 127.0.0.1 (see run-fanout.sh)
+	# the generators' clients come from SOURCE_ADDRESSES addresses (see run-fanout.sh)
 	"$cluster" start "$dir" "$pgport" "$wsport" presence.max_connections=20000 \
-		presence.max_unauthenticated_per_address=1024 "$@" >/dev/null
+		"${address_gucs[@]}" "$@" >/dev/null
 }
 
-# load PGPORT WSPORT CONNECTIONS FIRST RATE [extra]: one generator, prints its RESULT line
+# load DIR WSPORT CONNECTIONS FIRST RATE NAME [extra]: one generator, prints its RESULT line
 load() {
-	local dir=$1 wsport=$2 conns=$3 first=$4 rate=$5
-	shift 5
+	local dir=$1 wsport=$2 conns=$3 first=$4 rate=$5 name=$6
+	local files=()
+	shift 6
+	[ -n "${TIMESERIES:-}" ] && files+=(--timeseries "$TIMESERIES-$name.csv")
+	[ -n "${STEPS_CSV:-}" ] && [ -n "${STEPS:-}" ] && files+=(--steps-csv "$STEPS_CSV-$name.csv")
 	"$bench_dir/loadgen" --port "$wsport" --connections "$conns" --first-user "$first" \
 		--sessions "$SESSIONS" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" \
 		--pg "host=$dir port=$(sed -n 's/^port = //p' "$dir/data/postgresql.auto.conf.presence") dbname=presence user=postgres" \
-		--progress 1000 "$@" | grep '^RESULT'
+		--progress 1000 "${loadgen_env[@]}" "${files[@]}" "$@" "${extra_args[@]}" | grep '^RESULT'
 }
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-printf '%-11s %8s %8s %8s %8s %12s %14s %16s\n' setup p50_ms p95_ms p99_ms max_ms deliveries/s redis_rt/update cpu_ms/1k_msgs
+printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s\n' setup mode p50_ms p95_ms p99_ms p999_ms max_ms \
+	deliveries/s redis_rt/update cpu_ms/1k_msgs
 report() {
 	local name=$1 result=$2 round_trips=$3
-	printf '%-11s %8s %8s %8s %8s %12s %14s %16s\n' "$name" \
+	printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s\n' "$name" "$(field mode "$result")" \
 		"$(field lat_p50_ms "$result")" "$(field lat_p95_ms "$result")" "$(field lat_p99_ms "$result")" \
-		"$(field lat_max_ms "$result")" "$(field deliveries_per_s "$result")" "$round_trips" \
+		"$(field lat_p999_ms "$result")" "$(field lat_max_ms "$result")" \
+		"$(field deliveries_per_s "$result")" "$round_trips" \
 		"$(field server_cpu_ms_per_1k_msgs "$result")"
 }
 
 # 1. embedded
-node "$work/embedded" 23501 23511
-report embedded "$(load "$work/embedded" 23511 "$CONNECTIONS" 0 "$RATE")" "-"
+node "$work/embedded" $((PGPORT_BASE + 1)) $((WSPORT_BASE + 1))
+report embedded "$(load "$work/embedded" $((WSPORT_BASE + 1)) "$CONNECTIONS" 0 "$RATE" embedded)" "-"
 "$cluster" destroy "$work/embedded"
 
 start_redis
 redis_url="presence.redis_url=redis://127.0.0.1:$redis_port"
 for workers in 1 2; do
 	dir="$work/redis-${workers}w"
-	node "$dir" 23502 23512 "$redis_url" "presence.workers=$workers"
+	node "$dir" $((PGPORT_BASE + 2)) $((WSPORT_BASE + 2)) "$redis_url" "presence.workers=$workers"
 	before=$(evalsha_calls)
-	result=$(load "$dir" 23512 "$CONNECTIONS" 0 "$RATE")
+	result=$(load "$dir" $((WSPORT_BASE + 2)) "$CONNECTIONS" 0 "$RATE" "redis-${workers}w")
 	after=$(evalsha_calls)
 	sent=$(awk -v r="$(field cursor_per_s "$result")" -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", r * (d + w) }')
 	report "redis-${workers}w" "$result" "$(awk -v c=$((after - before)) -v s="$sent" 'BEGIN { printf "%.2f", c / s }')"
@@ -99,17 +134,20 @@ done
 
 # 4. a primary and its standby, clients split
 primary="$work/primary" standby="$work/standby"
-node "$primary" 23503 23513 "$redis_url"
+primary_pgport=$((PGPORT_BASE + 3)) standby_pgport=$((PGPORT_BASE + 4))
+primary_wsport=$((WSPORT_BASE + 3)) standby_wsport=$((WSPORT_BASE + 4))
+node "$primary" $primary_pgport $primary_wsport "$redis_url"
 mkdir -p "$standby"
 chown postgres: "$standby"
-setpriv --reuid=postgres --regid=postgres --init-groups -- /usr/lib/postgresql/15/bin/pg_basebackup \
-	-h 127.0.0.1 -p 23503 -U postgres -D "$standby/data" -R -c fast -X stream
-printf "port = 23504\nunix_socket_directories = '%s'\n" "$standby" >> "$standby/data/postgresql.conf"
-echo "port = 23504" > "$standby/data/postgresql.auto.conf.presence"
+setpriv --reuid=postgres --regid=postgres --init-groups -- "$pgbin/pg_basebackup" \
+	-h 127.0.0.1 -p $primary_pgport -U postgres -D "$standby/data" -R -c fast -X stream
+printf "port = %d\nunix_socket_directories = '%s'\n" $standby_pgport "$standby" >> "$standby/data/postgresql.conf"
+echo "port = $standby_pgport" > "$standby/data/postgresql.auto.conf.presence"
 chown postgres: "$standby/data/postgresql.conf" "$standby/data/postgresql.auto.conf.presence"
-node "$standby" 23504 23514 presence.port=23514
+node "$standby" $standby_pgport $standby_wsport presence.port=$standby_wsport
 half=$((CONNECTIONS / 2))
 # users and sessions exist on the primary before either generator starts
+# (the same users, sessions and participants as loadgen's own setup)
 "$cluster" psql "$primary" -XqAt -v ON_ERROR_STOP=1 >/dev/null <<SQL
 INSERT INTO presence.users (id, username)
 SELECT format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(i), 12, '0'))::uuid, 'bench-user-' || i
@@ -117,17 +155,31 @@ SELECT format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(i), 12, '0'))::uuid, 'be
 SELECT count(presence.create_session(format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(s), 12, '0'))::uuid,
                                      NULL, '{}', NULL, NULL, 'bench-' || s))
   FROM generate_series(0, $SESSIONS - 1) AS s;
-SELECT count(presence.add_participant('bench-' || (i % $SESSIONS),
-                                      format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(i), 12, '0'))::uuid, 'operator'))
+SELECT count(presence.create_session(format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(k * 50), 12, '0'))::uuid,
+                                     NULL, '{}', NULL, NULL, 'bench-large-' || k))
+  FROM generate_series(0, $large_sessions - 1) AS k;
+SELECT count(presence.add_participant(
+         CASE WHEN i < $large_sessions * 50 THEN 'bench-large-' || (i / 50) ELSE 'bench-' || (i % $SESSIONS) END,
+         format('6c6f6164-0000-4000-8000-%s', lpad(to_hex(i), 12, '0'))::uuid, 'operator'))
   FROM generate_series(0, $CONNECTIONS - 1) AS i;
 SQL
 sleep 2
 before=$(evalsha_calls)
 # one time base for both generators: each times the other's updates too
 origin=$(date +%s)
-load "$primary" 23513 "$half" 0 $((RATE / 2)) --no-setup --clock-origin "$origin" > "$work/primary.result" &
+# each generator offers half of every rate (cursor steps, activities, rejoins)
+half_rates=()
+if [ -n "${STEPS:-}" ]; then
+	half_rates+=(--steps "$(tr ',' '\n' <<<"$STEPS" | awk -F: '{ printf "%s%g:%s", (NR > 1 ? "," : ""), $1 / 2, $2 }')")
+fi
+mix_default() { [ "${MIX:-0}" = 1 ] && echo "$1" || echo 0; }
+half_rates+=(--activity-rate "$(awk -v r="${ACTIVITY_RATE:-$(mix_default 10)}" 'BEGIN { print r / 2 }')")
+half_rates+=(--rejoin-rate "$(awk -v r="${REJOIN_RATE:-$(mix_default 1)}" 'BEGIN { print r / 2 }')")
+load "$primary" $primary_wsport "$half" 0 $((RATE / 2)) two-nodes-p --no-setup --clock-origin "$origin" \
+	"${half_rates[@]}" > "$work/primary.result" &
 primary_load=$!
-load "$standby" 23514 "$half" "$half" $((RATE / 2)) --no-setup --clock-origin "$origin" > "$work/standby.result"
+load "$standby" $standby_wsport "$half" "$half" $((RATE / 2)) two-nodes-s --no-setup --clock-origin "$origin" \
+	"${half_rates[@]}" > "$work/standby.result"
 wait $primary_load
 after=$(evalsha_calls)
 sent=$(awk -v r="$RATE" -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", r * (d + w) }')
