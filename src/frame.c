@@ -58,6 +58,33 @@ frame_header(unsigned char *payload, size_t len, bool compressed)
 	return header_len;
 }
 
+/* A frame with room for a payload of len bytes, for the caller to fill and frame_seal. */
+static OutFrame *
+frame_alloc(size_t len, int64_t created_us, int type_index)
+{
+	OutFrame   *frame = malloc(offsetof(OutFrame, buffer) + FRAME_HEADROOM + len);
+
+	if (frame == NULL)
+		return NULL;
+	frame->refs = 1;
+	frame->created_us = created_us;
+	frame->len = len;
+	frame->payload = frame->buffer + FRAME_HEADROOM;
+	frame->type_index = type_index;
+	frame->deflate_tried = false;
+	frame->deflated = NULL;
+	return frame;
+}
+
+/* Writes the header in front of the filled payload. */
+static OutFrame *
+frame_seal(OutFrame *frame)
+{
+	frame->wire_len = frame_header(frame->payload, frame->len, false) + frame->len;
+	frame->wire = frame->payload + frame->len - frame->wire_len;
+	return frame;
+}
+
 /*
  * Serialises a server message once, with FRAME_HEADROOM bytes in front
  * for the header, so every connection it goes to shares the same bytes.
@@ -66,25 +93,27 @@ OutFrame *
 frame_from_json(json_t *message, int64_t created_us)
 {
 	size_t		len = json_dumpb(message, NULL, 0, JSON_COMPACT);
-	OutFrame   *frame;
 	json_t	   *type = json_object_get(message, "type");
+	OutFrame   *frame;
 
-	if (len == 0)
+	if (len == 0 ||
+		(frame = frame_alloc(len, created_us,
+							 json_is_string(type) ? server_message_type_index(json_string_value(type)) : -1)) == NULL)
 		return NULL;
-	frame = malloc(offsetof(OutFrame, buffer) + FRAME_HEADROOM + len);
+	json_dumpb(message, (char *) frame->payload, len, JSON_COMPACT);
+	return frame_seal(frame);
+}
+
+/* The same for a message already written as JSON text of type_index's type. */
+OutFrame *
+frame_from_text(const char *text, size_t len, int64_t created_us, int type_index)
+{
+	OutFrame   *frame = len > 0 ? frame_alloc(len, created_us, type_index) : NULL;
+
 	if (frame == NULL)
 		return NULL;
-	frame->refs = 1;
-	frame->created_us = created_us;
-	frame->len = len;
-	frame->payload = frame->buffer + FRAME_HEADROOM;
-	frame->type_index = json_is_string(type) ? server_message_type_index(json_string_value(type)) : -1;
-	json_dumpb(message, (char *) frame->payload, len, JSON_COMPACT);
-	frame->wire_len = frame_header(frame->payload, len, false) + len;
-	frame->wire = frame->payload + len - frame->wire_len;
-	frame->deflate_tried = false;
-	frame->deflated = NULL;
-	return frame;
+	memcpy(frame->payload, text, len);
+	return frame_seal(frame);
 }
 
 /*

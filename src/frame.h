@@ -42,6 +42,7 @@ typedef struct OutFrame
 } OutFrame;
 
 extern OutFrame *frame_from_json(json_t *message, int64_t created_us);
+extern OutFrame *frame_from_text(const char *text, size_t len, int64_t created_us, int type_index);
 extern OutFrame *frame_ping(void);
 extern void frame_hold(OutFrame *frame);
 extern void frame_release(OutFrame *frame);

@@ -50,7 +50,8 @@ typedef struct Membership
 
 typedef struct PendingEvent
 {
-	json_t	   *event;			/* {"kind": ..., "user": PresenceData} */
+	char	   *event;			/* JSON text: {"kind": ..., "user": PresenceData} */
+	size_t		event_len;
 	uint64		origin;			/* connection serial; 0 for server events */
 	bool		is_cursor;
 	int64		created_us;
@@ -107,6 +108,7 @@ extern SessionUser *live_user_add(LiveSession *session, const char *user_id);
 extern bool live_user_visible(SessionUser *user);
 extern void live_user_free_if_gone(SessionUser *user);
 extern json_t *live_presence_data(SessionUser *user);
+extern char *live_presence_json(SessionUser *user);
 extern void live_user_event(SessionUser *user, const char *kind, Connection *origin);
 extern void live_mark_dirty(SessionUser *user);
 extern void live_visibility_changed(SessionUser *user, bool was_visible, const char *gone_kind,

@@ -135,14 +135,12 @@ static void
 remote_announce(Membership *membership, const char *kind, bool always)
 {
 	SessionUser *user = membership->user;
-	json_t	   *data;
 	char	   *presence_json;
 	char	   *message = NULL;
 
 	if (!redis_link_ready())
 		return;
-	data = live_presence_data(user);
-	presence_json = data ? json_dumps(data, JSON_COMPACT) : NULL;
+	presence_json = live_presence_json(user);
 	if (presence_json && kind)
 		message = change_message(kind, membership, presence_json);
 	if (presence_json && message && strcmp(kind, "cursor") == 0 &&
@@ -156,8 +154,6 @@ remote_announce(Membership *membership, const char *kind, bool always)
 	}
 	free(message);
 	free(presence_json);
-	if (data)
-		json_decref(data);
 }
 
 /* Tells Redis this connection is gone from the session (kind: leave / timeout). */

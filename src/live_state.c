@@ -51,6 +51,7 @@ static int	live_removed_capacity;
 static const LiveMirror *live_mirror;
 
 static void user_free(SessionUser *user);
+static void drop_pending_events(LiveSession *session);
 static void automatic_status(Membership *membership, PresenceStatus status, Connection *origin);
 
 /* False when out of memory. */
@@ -181,8 +182,7 @@ live_session_release_if_empty(LiveSession *session)
 		link = &(*link)->hash_next;
 	*link = session->hash_next;
 	live_session_count--;
-	for (int i = 0; i < session->nevents; i++)
-		json_decref(session->events[i].event);
+	drop_pending_events(session);
 	free(session->events);
 	free(session);
 }
@@ -224,26 +224,84 @@ live_user_visible(SessionUser *user)
 	return user->live_connections > 0 || user->remote_count > 0;
 }
 
-/* The user's PresenceData (docs/protocol.md); offline while no connection is live. */
+/*
+ * The user's PresenceData (docs/protocol.md) as JSON text appended to
+ * text; offline while no connection is live.  Written directly, not
+ * through jansson: it is built for every cursor move.
+ */
+static void
+presence_data_text(JsonText *text, SessionUser *user)
+{
+	PresenceStatus status = live_user_visible(user) ? user->status : STATUS_OFFLINE;
+
+	json_text_literal(text, "{\"userId\":");
+	json_text_string(text, user->user_id);
+	json_text_literal(text, ",\"username\":");
+	json_text_string(text, user->username);
+	json_text_literal(text, ",\"role\":");
+	json_text_string(text, user->role);
+	json_text_literal(text, ",\"status\":");
+	json_text_string(text, presence_status_names[status]);
+	json_text_literal(text, ",\"lastSeen\":");
+	json_text_int(text, user->last_seen_ms);
+	if (user->cursor.present)
+	{
+		json_text_literal(text, ",\"cursor\":{\"eventId\":");
+		json_text_string(text, user->cursor.event_id);
+		json_text_literal(text, ",\"position\":");
+		json_text_int(text, user->cursor.position);
+		json_text_literal(text, "}");
+	}
+	if (user->activity[0])
+	{
+		json_text_literal(text, ",\"activity\":");
+		json_text_string(text, user->activity);
+	}
+	json_text_literal(text, "}");
+}
+
+/* Text built for one message at a time, its memory kept between them. */
+static JsonText scratch;
+
+/* A malloc'd copy of the scratch text, terminated; NULL when it failed. */
+static char *
+scratch_copy(void)
+{
+	char	   *copy;
+
+	json_text_raw(&scratch, "", 1);
+	if (scratch.failed || (copy = malloc(scratch.len)) == NULL)
+		return NULL;
+	memcpy(copy, scratch.data, scratch.len);
+	return copy;
+}
+
+/* The user's PresenceData as malloc'd JSON text, NULL when out of memory. */
+char *
+live_presence_json(SessionUser *user)
+{
+	json_text_reset(&scratch);
+	presence_data_text(&scratch, user);
+	return scratch_copy();
+}
+
+/* The same as a jansson object, for messages built as trees (session_joined). */
 json_t *
 live_presence_data(SessionUser *user)
 {
-	PresenceStatus status = live_user_visible(user) ? user->status : STATUS_OFFLINE;
-	json_t	   *data = json_pack("{s:s, s:s, s:s, s:s, s:I}",
-								 "userId", user->user_id,
-								 "username", user->username,
-								 "role", user->role,
-								 "status", presence_status_names[status],
-								 "lastSeen", (json_int_t) user->last_seen_ms);
+	char	   *text = live_presence_json(user);
+	json_t	   *data = text ? json_loads(text, 0, NULL) : NULL;
 
-	if (data == NULL)
-		return NULL;
-	if (user->cursor.present)
-		json_object_set_new(data, "cursor", json_pack("{s:s, s:I}", "eventId", user->cursor.event_id,
-													  "position", (json_int_t) user->cursor.position));
-	if (user->activity[0])
-		json_object_set_new(data, "activity", json_string(user->activity));
+	free(text);
 	return data;
+}
+
+static void
+drop_pending_events(LiveSession *session)
+{
+	for (int i = 0; i < session->nevents; i++)
+		free(session->events[i].event);
+	session->nevents = 0;
 }
 
 /*
@@ -275,11 +333,19 @@ live_user_event(SessionUser *user, const char *kind, Connection *origin)
 {
 	LiveSession *session = user->session;
 	bool		is_cursor = strcmp(kind, "cursor") == 0;
-	json_t	   *event = json_pack("{s:s, s:o*}", "kind", kind, "user", live_presence_data(user));
 	PendingEvent *slot;
+	char	   *event;
+	size_t		event_len;
 
 	live_mark_dirty(user);
-	if (event == NULL)
+	json_text_reset(&scratch);
+	json_text_literal(&scratch, "{\"kind\":");
+	json_text_string(&scratch, kind);
+	json_text_literal(&scratch, ",\"user\":");
+	presence_data_text(&scratch, user);
+	json_text_literal(&scratch, "}");
+	event_len = scratch.len;
+	if ((event = scratch_copy()) == NULL)
 		return;
 	session_roll_window(session, presence_now_ms());
 	/*
@@ -291,7 +357,7 @@ live_user_event(SessionUser *user, const char *kind, Connection *origin)
 		for (int i = 0; i < session->nevents; i++)
 			if (session->events[i].is_cursor && strcmp(session->events[i].user_id, user->user_id) == 0)
 			{
-				json_decref(session->events[i].event);
+				free(session->events[i].event);
 				memmove(&session->events[i], &session->events[i + 1],
 						(session->nevents - i - 1) * sizeof(PendingEvent));
 				session->nevents--;
@@ -301,12 +367,13 @@ live_user_event(SessionUser *user, const char *kind, Connection *origin)
 							sizeof(PendingEvent), 8);
 	if (slot == NULL)
 	{
-		json_decref(event);
+		free(event);
 		return;
 	}
 	session->events = slot;
 	slot = &session->events[session->nevents++];
 	slot->event = event;
+	slot->event_len = event_len;
 	slot->origin = origin ? origin->serial : 0;
 	slot->is_cursor = is_cursor;
 	slot->created_us = presence_now_us();
@@ -842,32 +909,28 @@ live_sweep(int64 now_ms)
 static OutFrame *
 session_frame(LiveSession *session, uint64 excluded_origin)
 {
-	json_t	   *events = json_array();
-	json_t	   *message;
+	static int	presence_type = -2;
 	int64		oldest_us = INT64_MAX;
-	OutFrame   *frame = NULL;
+	int			included = 0;
 
-	if (events == NULL)
-		return NULL;
+	if (presence_type == -2)
+		presence_type = server_message_type_index("presence");
+	json_text_reset(&scratch);
+	json_text_literal(&scratch, "{\"type\":\"presence\",\"sessionId\":");
+	json_text_string(&scratch, session->session_id);
+	json_text_literal(&scratch, ",\"events\":[");
 	for (int i = 0; i < session->nevents; i++)
 		if (excluded_origin == 0 || session->events[i].origin != excluded_origin)
 		{
-			json_array_append(events, session->events[i].event);
+			if (included++ > 0)
+				json_text_literal(&scratch, ",");
+			json_text_raw(&scratch, session->events[i].event, session->events[i].event_len);
 			oldest_us = Min(oldest_us, session->events[i].created_us);
 		}
-	if (json_array_size(events) == 0)
-	{
-		json_decref(events);
+	json_text_literal(&scratch, "]}");
+	if (included == 0 || scratch.failed)
 		return NULL;
-	}
-	message = json_pack("{s:s, s:s, s:o}", "type", "presence", "sessionId", session->session_id,
-						"events", events);
-	if (message)
-	{
-		frame = frame_from_json(message, oldest_us);
-		json_decref(message);
-	}
-	return frame;
+	return frame_from_text(scratch.data, scratch.len, oldest_us, presence_type);
 }
 
 static bool
@@ -909,9 +972,7 @@ live_session_deliver(LiveSession *session)
 	}
 	if (everything)
 		frame_release(everything);
-	for (int i = 0; i < session->nevents; i++)
-		json_decref(session->events[i].event);
-	session->nevents = 0;
+	drop_pending_events(session);
 }
 
 /*
@@ -1009,9 +1070,7 @@ live_end_session(const char *session_id, const char *status)
 	while (!dlist_is_empty(&session->members))
 		membership_remove(dlist_container(Membership, session_node,
 										  dlist_head_node(&session->members)), false);
-	for (int i = 0; i < session->nevents; i++)
-		json_decref(session->events[i].event);
-	session->nevents = 0;
+	drop_pending_events(session);
 	session->pinned--;
 	live_session_release_if_empty(session);
 }

@@ -12,6 +12,8 @@
  *-------------------------------------------------------------------------
  */
 #include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "protocol.h"
@@ -475,4 +477,111 @@ protocol_clean_text(const char *in, size_t len, char *out, size_t out_size)
 		i += sequence == 0 ? 1 : sequence;
 	}
 	out[written] = '\0';
+}
+
+/* Makes room for len more bytes; false (and failed) when there is none. */
+static bool
+json_text_reserve(JsonText *text, size_t len)
+{
+	size_t		capacity = text->capacity ? text->capacity : 256;
+	char	   *grown;
+
+	if (text->failed)
+		return false;
+	if (text->len + len <= text->capacity)
+		return true;
+	while (capacity < text->len + len)
+		capacity *= 2;
+	if ((grown = realloc(text->data, capacity)) == NULL)
+	{
+		text->failed = true;
+		return false;
+	}
+	text->data = grown;
+	text->capacity = capacity;
+	return true;
+}
+
+void
+json_text_raw(JsonText *text, const char *raw, size_t len)
+{
+	if (json_text_reserve(text, len))
+	{
+		memcpy(text->data + text->len, raw, len);
+		text->len += len;
+	}
+}
+
+void
+json_text_literal(JsonText *text, const char *raw)
+{
+	json_text_raw(text, raw, strlen(raw));
+}
+
+/*
+ * A JSON string of value: quote, backslash and control characters
+ * escaped, and, as in protocol_clean_text, each byte that is not valid
+ * UTF-8 replaced by U+FFFD, so whatever a database or Redis held, the
+ * frame is text a browser accepts.
+ */
+void
+json_text_string(JsonText *text, const char *value)
+{
+	static const char hex[] = "0123456789abcdef";
+	const unsigned char *bytes = (const unsigned char *) value;
+	size_t		len = strlen(value);
+
+	/* at most six bytes out for each one in, and the quotes */
+	if (!json_text_reserve(text, 6 * len + 2))
+		return;
+	text->data[text->len++] = '"';
+	for (size_t i = 0; i < len;)
+	{
+		size_t		sequence = utf8_sequence_length(bytes + i, len - i);
+		char	   *out = text->data + text->len;
+
+		if (sequence == 0)
+		{
+			memcpy(out, "\\ufffd", 6);
+			text->len += 6;
+			i++;
+			continue;
+		}
+		if (sequence == 1 && (bytes[i] == '"' || bytes[i] == '\\'))
+		{
+			out[0] = '\\';
+			out[1] = (char) bytes[i];
+			text->len += 2;
+		}
+		else if (sequence == 1 && bytes[i] < 0x20)
+		{
+			memcpy(out, "\\u00", 4);
+			out[4] = hex[bytes[i] >> 4];
+			out[5] = hex[bytes[i] & 0xF];
+			text->len += 6;
+		}
+		else
+		{
+			memcpy(out, bytes + i, sequence);
+			text->len += sequence;
+		}
+		i += sequence;
+	}
+	text->data[text->len++] = '"';
+}
+
+void
+json_text_int(JsonText *text, int64_t value)
+{
+	char		digits[24];
+
+	json_text_raw(text, digits, snprintf(digits, sizeof(digits), "%lld", (long long) value));
+}
+
+/* Empties the text for reuse, keeping its memory. */
+void
+json_text_reset(JsonText *text)
+{
+	text->len = 0;
+	text->failed = false;
 }

@@ -91,4 +91,23 @@ extern json_t *protocol_object(void);
 extern json_t *protocol_error(json_t *ref, const char *code, const char *message);
 extern json_t *protocol_reply(const char *type, json_t *ref);
 
+/*
+ * JSON text written directly, without a jansson tree: for the messages
+ * built for every cursor move.  A failed allocation sets failed and
+ * stops the writing; the caller checks it once at the end.
+ */
+typedef struct JsonText
+{
+	char	   *data;
+	size_t		len;
+	size_t		capacity;
+	bool		failed;
+} JsonText;
+
+extern void json_text_raw(JsonText *text, const char *raw, size_t len);
+extern void json_text_literal(JsonText *text, const char *raw);
+extern void json_text_string(JsonText *text, const char *value);
+extern void json_text_int(JsonText *text, int64_t value);
+extern void json_text_reset(JsonText *text);
+
 #endif							/* PRESENCE_PROTOCOL_H */

@@ -561,6 +561,62 @@ clean_text_repairs_utf8(void)
 	CLEAN("", 64, "");
 }
 
+/* json_text_string's output for value, and that jansson reads it back as expected. */
+static void
+check_json_string(const char *value, const char *text, const char *decoded)
+{
+	JsonText	out = {0};
+	json_t	   *parsed;
+
+	json_text_string(&out, value);
+	json_text_raw(&out, "", 1);
+	CHECK(!out.failed);
+	if (out.failed)
+		return;
+	CHECK_STR(out.data, text);
+	parsed = json_loads(out.data, JSON_DECODE_ANY, NULL);
+	CHECK(parsed != NULL && json_is_string(parsed));
+	if (parsed && json_is_string(parsed))
+		CHECK_STR(json_string_value(parsed), decoded);
+	json_decref(parsed);
+	free(out.data);
+}
+
+static void
+json_text_escapes_and_repairs(void)
+{
+	JsonText	out = {0};
+
+	check_json_string("plain", "\"plain\"", "plain");
+	check_json_string("q\"b\\s/", "\"q\\\"b\\\\s/\"", "q\"b\\s/");
+	check_json_string("a\tb\nc\x01\x1f\x7f", "\"a\\u0009b\\u000ac\\u0001\\u001f\x7f\"",
+					  "a\tb\nc\x01\x1f\x7f");
+	check_json_string("caf\xC3\xA9 \xF0\x9F\x98\x80", "\"caf\xC3\xA9 \xF0\x9F\x98\x80\"",
+					  "caf\xC3\xA9 \xF0\x9F\x98\x80");
+	/* what is not UTF-8 becomes U+FFFD, byte by byte, so the frame stays text */
+	check_json_string("a\xFF" "b\xED\xA0\x80", "\"a\\ufffdb\\ufffd\\ufffd\\ufffd\"",
+					  "a" FFFD "b" FFFD FFFD FFFD);
+	check_json_string("", "\"\"", "");
+	/* numbers and raw text around them, grown past the first allocation */
+	for (int i = 0; i < 100; i++)
+	{
+		json_text_literal(&out, i ? "," : "[");
+		json_text_int(&out, (int64_t) i * -92233720368547758LL);
+	}
+	json_text_literal(&out, "]");
+	CHECK(!out.failed && out.len > 256);
+	{
+		json_t	   *parsed = json_loadb(out.data, out.len, 0, NULL);
+
+		CHECK(parsed != NULL && json_array_size(parsed) == 100);
+		CHECK(json_integer_value(json_array_get(parsed, 99)) == 99 * -92233720368547758LL);
+		json_decref(parsed);
+	}
+	json_text_reset(&out);
+	CHECK(out.len == 0 && !out.failed);
+	free(out.data);
+}
+
 static void
 clean_text_truncates_at_character_boundary(void)
 {
@@ -698,6 +754,7 @@ main(int argc, char **argv)
 	UNIT_RUN(ref_rules);
 	UNIT_RUN(clean_text_repairs_utf8);
 	UNIT_RUN(clean_text_truncates_at_character_boundary);
+	UNIT_RUN(json_text_escapes_and_repairs);
 	UNIT_RUN(name_tables_round_trip);
 	UNIT_RUN(replies_and_errors);
 	UNIT_RUN(ref_limit_counts_characters);
