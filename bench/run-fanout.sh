@@ -10,7 +10,7 @@
 #
 # Environment (all optional):
 #   CONNECTIONS SESSIONS RATE DURATION WARMUP   the load (defaults above, warmup 5 s)
-#   PGPORT WSPORT                               ports of the cluster (55460, 18760)
+#   PGPORT WSPORT                               ports of the cluster (25460, 18760)
 #   PGBIN                                       PostgreSQL's bin directory (as test/cluster.sh;
 #                                               default: pg_config --bindir)
 #   PRESENCE_GUCS                               extra GUC=VALUE settings, space-separated
@@ -38,7 +38,8 @@ SESSIONS=${SESSIONS:-1000}
 RATE=${RATE:-5000}
 DURATION=${DURATION:-30}
 WARMUP=${WARMUP:-5}
-PGPORT=${PGPORT:-55460}
+# below the ephemeral range (32768-60999): 10,000 client sockets would take the port
+PGPORT=${PGPORT:-25460}
 WSPORT=${WSPORT:-18760}
 PRESENCE_GUCS=${PRESENCE_GUCS:-}
 SOURCE_ADDRESSES=${SOURCE_ADDRESSES:-64}

@@ -170,10 +170,8 @@ frame_write(Connection *connection, OutFrame *frame)
 	wire_len = compress && frame->deflated ? frame->deflated_len : frame->wire_len;
 	if (lws_write(connection->wsi, wire, wire_len, LWS_WRITE_HTTP) < (int) wire_len)
 		return false;
-	presence_count_message_out(frame->type_index);
-	presence_count(CTR_BYTES_OUT, frame->len);
-	if (frame->created_us != 0)
-		presence_record_latency(presence_now_us() - frame->created_us);
+	presence_count_delivery(frame->type_index, frame->len,
+							frame->created_us != 0 ? Max(presence_now_us() - frame->created_us, 0) : -1);
 	return true;
 }
 

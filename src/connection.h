@@ -32,34 +32,13 @@ struct lws;
 
 typedef struct Connection
 {
+	/* what every delivery reads (connection_send_frame), together in front */
 	struct lws *wsi;			/* NULL once closed */
-	int			refs;
 	uint64		serial;
-	char		id[CONNECTION_ID_MAX + 1];	/* node:worker.start:serial */
-	bool		authenticated;
-	char		user_id[PRESENCE_UUID_LEN + 1];
-	char		username[PRESENCE_USERNAME_MAX + 1];
-	int64		token_expires_at;	/* Unix seconds */
-	char		ip[CONNECTION_IP_MAX + 1];
-	char	   *user_agent;		/* at most CONNECTION_USER_AGENT_MAX bytes */
-	bool		compressed;		/* permessage-deflate was negotiated */
-	int64		opened_ms;
-	int64		last_message_ms;
-	int64		last_heard_ms;	/* any frame, pongs included (keepalive.c) */
-	int64		ping_sent_ms;	/* the last keepalive ping; outstanding while after last_heard_ms */
-	bool		silent;			/* heartbeat timeout fired */
 	int			close_code;		/* non-zero: close on the next WRITEABLE */
+	bool		compressed;		/* permessage-deflate was negotiated */
 	bool		closing;		/* the closing handshake has started */
-	char		close_reason[CONNECTION_CLOSE_REASON_MAX + 1];
-
-	/* token bucket (presence.rate_limit, burst 2x) and abuse window */
-	double		tokens;
-	int64		tokens_at_ms;
-	int64		abuse_window_start_ms;
-	int			abuse_window_messages;
-
-	dlist_head	memberships;	/* live_state.c's Membership.connection_node */
-	dlist_node	all_node;		/* connections_all() */
+	int			refs;
 
 	/* outbound frames waiting for WRITEABLE, oldest first */
 	OutFrame  **out;
@@ -67,6 +46,30 @@ typedef struct Connection
 	int			out_count;
 	int			out_capacity;
 	size_t		out_bytes;
+
+	/* then what the sweeps read of every connection */
+	dlist_node	all_node;		/* connections_all() */
+	dlist_head	memberships;	/* live_state.c's Membership.connection_node */
+	bool		authenticated;
+	bool		silent;			/* heartbeat timeout fired */
+	int64		opened_ms;
+	int64		last_message_ms;
+	int64		token_expires_at;	/* Unix seconds */
+	int64		last_heard_ms;	/* any frame, pongs included (keepalive.c) */
+	int64		ping_sent_ms;	/* the last keepalive ping; outstanding while after last_heard_ms */
+
+	char		id[CONNECTION_ID_MAX + 1];	/* node:worker.start:serial */
+	char		user_id[PRESENCE_UUID_LEN + 1];
+	char		username[PRESENCE_USERNAME_MAX + 1];
+	char		ip[CONNECTION_IP_MAX + 1];
+	char	   *user_agent;		/* at most CONNECTION_USER_AGENT_MAX bytes */
+	char		close_reason[CONNECTION_CLOSE_REASON_MAX + 1];
+
+	/* token bucket (presence.rate_limit, burst 2x) and abuse window */
+	double		tokens;
+	int64		tokens_at_ms;
+	int64		abuse_window_start_ms;
+	int			abuse_window_messages;
 
 	/* a message being reassembled from fragments (ws_server.c) */
 	char	   *rx;

@@ -203,13 +203,6 @@ presence_count_message_in(int request_type)
 }
 
 void
-presence_count_message_out(int server_type)
-{
-	presence_count(CTR_MESSAGES_OUT, 1);
-	count_typed(COUNTED_SERVER_MESSAGES, server_type);
-}
-
-void
 presence_count_error(int error_code)
 {
 	presence_count(CTR_ERRORS_SENT, 1);
@@ -222,17 +215,63 @@ presence_typed_count(CountedTable table, int index)
 	return shared ? pg_atomic_read_u64(&shared->typed[table][index]) : 0;
 }
 
-void
-presence_record_latency(int64 latency_us)
+/*
+ * Deliveries are counted here first and added to shared memory once per
+ * pass (presence_counts_flush): five atomic adds per delivery, on cache
+ * lines every worker writes, cost as much as a tenth of the send itself.
+ */
+static struct
 {
-	int			bucket = 0;
+	uint64		messages;
+	uint64		bytes;
+	uint64		by_type[COUNTED_TYPES];
+	uint64		latency_buckets[LATENCY_BUCKETS];
+	uint64		latency_sum_us;
+}			pending_deliveries;
 
-	if (!shared)
+/*
+ * One frame written to a client: its server_messages index (-1: none),
+ * payload bytes, and the latency from its oldest event (-1: not an event).
+ */
+void
+presence_count_delivery(int server_type, uint64 bytes, int64 latency_us)
+{
+	pending_deliveries.messages++;
+	pending_deliveries.bytes += bytes;
+	if (server_type >= 0 && server_type < COUNTED_TYPES)
+		pending_deliveries.by_type[server_type]++;
+	if (latency_us >= 0)
+	{
+		int			bucket = 0;
+
+		while (latency_us > presence_latency_bounds_us[bucket])
+			bucket++;
+		pending_deliveries.latency_buckets[bucket]++;
+		pending_deliveries.latency_sum_us += (uint64) latency_us;
+	}
+}
+
+static void
+flush_count(pg_atomic_uint64 *shared_count, uint64 *pending)
+{
+	if (*pending)
+		pg_atomic_fetch_add_u64(shared_count, *pending);
+	*pending = 0;
+}
+
+/* Adds the deliveries counted since the last flush to shared memory. */
+void
+presence_counts_flush(void)
+{
+	if (!shared || pending_deliveries.messages == 0)
 		return;
-	while (latency_us > presence_latency_bounds_us[bucket])
-		bucket++;
-	pg_atomic_fetch_add_u64(&shared->latency_buckets[bucket], 1);
-	pg_atomic_fetch_add_u64(&shared->latency_sum_us, (uint64) Max(latency_us, 0));
+	flush_count(&shared->counters[CTR_MESSAGES_OUT], &pending_deliveries.messages);
+	flush_count(&shared->counters[CTR_BYTES_OUT], &pending_deliveries.bytes);
+	for (int i = 0; i < COUNTED_TYPES; i++)
+		flush_count(&shared->typed[COUNTED_SERVER_MESSAGES][i], &pending_deliveries.by_type[i]);
+	for (int i = 0; i < LATENCY_BUCKETS; i++)
+		flush_count(&shared->latency_buckets[i], &pending_deliveries.latency_buckets[i]);
+	flush_count(&shared->latency_sum_us, &pending_deliveries.latency_sum_us);
 }
 
 void

@@ -103,10 +103,10 @@ extern void presence_shmem_startup(void);
 extern void presence_count(PresenceCounter counter, uint64 n);
 extern uint64 presence_counter_value(PresenceCounter counter);
 extern void presence_count_message_in(int request_type);
-extern void presence_count_message_out(int server_type);
 extern void presence_count_error(int error_code);
 extern uint64 presence_typed_count(CountedTable table, int index);
-extern void presence_record_latency(int64 latency_us);
+extern void presence_count_delivery(int server_type, uint64 bytes, int64 latency_us);
+extern void presence_counts_flush(void);
 extern void presence_latency_snapshot(uint64 *buckets, uint64 *count, int64 *sum_us);
 extern double presence_latency_quantile_ms(double quantile);
 

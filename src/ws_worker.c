@@ -221,6 +221,7 @@ shut_down(uv_loop_t *loop, WaitEventSet *set)
 	for (int i = 0; i < 100 && uv_run(loop, UV_RUN_NOWAIT) != 0; i++)
 		pg_usleep(1000L);
 	(void) uv_loop_close(loop);
+	presence_counts_flush();
 }
 
 /*
@@ -332,6 +333,7 @@ presence_ws_worker_main(Datum main_arg)
 		if (activity_flush_due(now_ms, false))
 			database_ready = activity_flush();
 		live_publish();
+		presence_counts_flush();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_context);
 	}
