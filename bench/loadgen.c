@@ -155,6 +155,7 @@ typedef struct Options
 	const char *timeseries_path;
 	const char *steps_spec;		/* RATE:SECONDS,... */
 	const char *steps_csv_path;
+	const char *histogram_path;
 	double		step_settle;	/* unmeasured seconds at the start of each later step */
 	int			source_addresses;	/* bind to 127.0.0.1 .. 127.0.0.N; 0 = do not bind */
 } Options;
@@ -686,6 +687,24 @@ hist_bucket_top(int bucket)
 	shift = (bucket - HIST_EXACT) / HIST_STEPS + 1;
 	top = (bucket - HIST_EXACT) % HIST_STEPS + HIST_STEPS;
 	return (((int64_t) top + 1) << shift) - 1;
+}
+
+/* The --histogram file: every non-empty bucket, upper bound (us) and count. */
+static void
+hist_write_csv(const Histogram *h, const char *path)
+{
+	FILE	   *f = fopen(path, "w");
+
+	if (f == NULL)
+	{
+		fprintf(stderr, "loadgen: cannot write %s: %s\n", path, strerror(errno));
+		return;
+	}
+	fputs("upper_us,count\n", f);
+	for (int b = 0; b < HIST_BUCKETS; b++)
+		if (h->counts[b])
+			fprintf(f, "%lld,%llu\n", (long long) hist_bucket_top(b), (unsigned long long) h->counts[b]);
+	fclose(f);
 }
 
 /* Record one latency in microseconds. */
@@ -3482,6 +3501,8 @@ usage(const Options *d)
 		   "Output:\n"
 		   "  --progress SEC            seconds between progress lines (default %.0f)\n"
 		   "  --tick-us N               event-loop period in microseconds (default %d)\n"
+		   "  --histogram FILE          CSV of the window's cursor latency histogram: bucket's\n"
+		   "                            upper bound in us, deliveries in it\n"
 		   "  --timeseries FILE         CSV, one line per second of the window: updates sent,\n"
 		   "                            deliveries, latency, server CPU and RSS, generator CPU\n"
 		   "  --steps-csv FILE          CSV of the per-step figures (with --steps)\n"
@@ -3587,6 +3608,7 @@ parse_options(int argc, char **argv)
 		{"large-sessions", required_argument, NULL, 'L'},
 		{"rejoin-rate", required_argument, NULL, 'J'},
 		{"timeseries", required_argument, NULL, 'Y'},
+		{"histogram", required_argument, NULL, 'G'},
 		{"steps", required_argument, NULL, 'E'},
 		{"steps-csv", required_argument, NULL, 'Q'},
 		{"step-settle", required_argument, NULL, 'q'},
@@ -3711,6 +3733,9 @@ parse_options(int argc, char **argv)
 				break;
 			case 'Y':
 				o->timeseries_path = optarg;
+				break;
+			case 'G':
+				o->histogram_path = optarg;
 				break;
 			case 'E':
 				o->steps_spec = optarg;
@@ -3936,6 +3961,8 @@ main(int argc, char **argv)
 	sample_idle_server();
 	run_load();
 	print_report();
+	if (run.opt.histogram_path)
+		hist_write_csv(&run.window_latency, run.opt.histogram_path);
 	if (run.ts.file)
 		fclose(run.ts.file);
 

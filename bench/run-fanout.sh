@@ -19,6 +19,7 @@
 #   MIX=1                                       loadgen --mix: activities, 50-user sessions, rejoins
 #   ACTIVITY_RATE LARGE_SESSIONS REJOIN_RATE    the parts of the mix (loadgen's defaults)
 #   TIMESERIES=FILE                             loadgen --timeseries FILE: one CSV line a second
+#   HISTOGRAM=FILE                              loadgen --histogram FILE: the window's latency histogram
 #   STEPS=RATE:SEC,...  STEPS_CSV=FILE          loadgen --steps (replaces RATE and DURATION)
 #   SOURCE_ADDRESSES=N                          loadgen --source-addresses N (default 64; 0 = all
 #                                               from 127.0.0.1)
@@ -66,6 +67,7 @@ loadgen_env=()
 [ -n "${LARGE_SESSIONS:-}" ] && loadgen_env+=(--large-sessions "$LARGE_SESSIONS")
 [ -n "${REJOIN_RATE:-}" ] && loadgen_env+=(--rejoin-rate "$REJOIN_RATE")
 [ -n "${TIMESERIES:-}" ] && loadgen_env+=(--timeseries "$TIMESERIES")
+[ -n "${HISTOGRAM:-}" ] && loadgen_env+=(--histogram "$HISTOGRAM")
 [ -n "${STEPS:-}" ] && loadgen_env+=(--steps "$STEPS")
 [ -n "${STEPS_CSV:-}" ] && loadgen_env+=(--steps-csv "$STEPS_CSV")
 [ "$SOURCE_ADDRESSES" -gt 0 ] && loadgen_env+=(--source-addresses "$SOURCE_ADDRESSES")

@@ -21,7 +21,10 @@
 #   DEFLATE=1 MIX=1 ACTIVITY_RATE LARGE_SESSIONS REJOIN_RATE STEPS SOURCE_ADDRESSES
 #                                               as for run-fanout.sh (SOURCE_ADDRESSES default 64;
 #                                               0 = all from 127.0.0.1, per-address bound raised)
+#   SETUPS                                      which set-ups, in order (default: all four,
+#                                               "embedded redis-1w redis-2w two-nodes")
 #   TIMESERIES=PREFIX  STEPS_CSV=PREFIX         per set-up files PREFIX-SETUP.csv
+#   HISTOGRAM=PREFIX                            (loadgen --timeseries, --steps-csv, --histogram)
 #                                               (two-nodes writes PREFIX-two-nodes-p/-s.csv)
 #
 # Extra arguments go to every loadgen.
@@ -38,6 +41,8 @@ WARMUP=${WARMUP:-5}
 PGPORT_BASE=${PGPORT_BASE:-23500}
 WSPORT_BASE=${WSPORT_BASE:-23510}
 SOURCE_ADDRESSES=${SOURCE_ADDRESSES:-64}
+SETUPS=${SETUPS:-embedded redis-1w redis-2w two-nodes}
+wanted() { [[ " $SETUPS " == *" $1 "* ]]; }
 pgbin=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/bin)}
 [ -x "$pgbin/initdb" ] || pgbin=/usr/lib/postgresql/15/bin
 
@@ -93,6 +98,7 @@ load() {
 	local files=()
 	shift 6
 	[ -n "${TIMESERIES:-}" ] && files+=(--timeseries "$TIMESERIES-$name.csv")
+	[ -n "${HISTOGRAM:-}" ] && files+=(--histogram "$HISTOGRAM-$name.csv")
 	[ -n "${STEPS_CSV:-}" ] && [ -n "${STEPS:-}" ] && files+=(--steps-csv "$STEPS_CSV-$name.csv")
 	"$bench_dir/loadgen" --port "$wsport" --connections "$conns" --first-user "$first" \
 		--sessions "$SESSIONS" --rate "$rate" --duration "$DURATION" --warmup "$WARMUP" \
@@ -114,13 +120,17 @@ report() {
 }
 
 # 1. embedded
-node "$work/embedded" $((PGPORT_BASE + 1)) $((WSPORT_BASE + 1))
-report embedded "$(load "$work/embedded" $((WSPORT_BASE + 1)) "$CONNECTIONS" 0 "$RATE" embedded)" "-"
-"$cluster" destroy "$work/embedded"
+if wanted embedded; then
+	node "$work/embedded" $((PGPORT_BASE + 1)) $((WSPORT_BASE + 1))
+	report embedded "$(load "$work/embedded" $((WSPORT_BASE + 1)) "$CONNECTIONS" 0 "$RATE" embedded)" "-"
+	"$cluster" destroy "$work/embedded"
+fi
+wanted redis-1w || wanted redis-2w || wanted two-nodes || exit 0
 
 start_redis
 redis_url="presence.redis_url=redis://127.0.0.1:$redis_port"
 for workers in 1 2; do
+	wanted "redis-${workers}w" || continue
 	dir="$work/redis-${workers}w"
 	node "$dir" $((PGPORT_BASE + 2)) $((WSPORT_BASE + 2)) "$redis_url" "presence.workers=$workers"
 	before=$(evalsha_calls)
@@ -133,6 +143,7 @@ for workers in 1 2; do
 done
 
 # 4. a primary and its standby, clients split
+wanted two-nodes || exit 0
 primary="$work/primary" standby="$work/standby"
 primary_pgport=$((PGPORT_BASE + 3)) standby_pgport=$((PGPORT_BASE + 4))
 primary_wsport=$((WSPORT_BASE + 3)) standby_wsport=$((WSPORT_BASE + 4))
