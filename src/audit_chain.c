@@ -387,6 +387,19 @@ chain_lock_session(const pg_uuid_t *session)
 }
 
 /*
+ * Takes a session's chain lock for this transaction, waiting for it: what
+ * the insert trigger does before it reads the chain's head.
+ * log_activity_batch takes the locks of all its sessions this way before
+ * it locks their rows, in the order a trigger-driven INSERT takes them
+ * (chain lock, then the foreign-key check's row lock).
+ */
+void
+audit_chain_lock_session(const pg_uuid_t *session)
+{
+	chain_lock_session(session);
+}
+
+/*
  * Takes a session's chain lock for this transaction if it is free now.
  * The ws workers lock every session of a batch this way before writing
  * it, so a session another transaction holds is put off instead of
