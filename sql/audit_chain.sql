@@ -248,6 +248,22 @@ SELECT b AS id FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL
 ROLLBACK;
 SELECT * FROM presence.verify_audit_chain('chain-batch');
 
+-- The chain trigger runs under the inserting role's search_path: an
+-- operator in a schema put ahead of pg_catalog is not what it calls.
+CREATE SCHEMA regress_evil;
+CREATE FUNCTION regress_evil.eq(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'regress_evil.= called by %', current_user;
+	RETURN $1::text = $2::text;
+END $$;
+CREATE OPERATOR regress_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = regress_evil.eq);
+SET search_path = regress_evil, pg_catalog;
+INSERT INTO presence.activity_log (session_id, activity_type)
+SELECT id, 'direct.search_path' FROM presence.collaboration_sessions WHERE session_id OPERATOR(pg_catalog.=) 'chain-batch';
+RESET search_path;
+DROP SCHEMA regress_evil CASCADE;
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+
 --
 -- The log is append-only, for the superuser too (the anchors: below).
 --

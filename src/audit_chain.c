@@ -428,16 +428,21 @@ chain_last_link(const pg_uuid_t *session, int64 *seq, uint8 *hash)
 	Datum		args[1] = {UUIDPGetDatum((pg_uuid_t *) session)};
 	int			ret;
 
+	/*
+	 * The trigger runs under the inserting role's search_path: the
+	 * operator is named, so one in a schema ahead of pg_catalog is not
+	 * called (as that role).
+	 */
 	SPI_connect();
 	if (last_link_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(
 									   "SELECT chain_seq, row_hash FROM ("
 									   " (SELECT chain_seq, row_hash FROM presence.activity_log"
-									   "   WHERE session_id = $1 ORDER BY chain_seq DESC LIMIT 1)"
+									   "   WHERE session_id OPERATOR(pg_catalog.=) $1 ORDER BY chain_seq DESC LIMIT 1)"
 									   " UNION ALL"
 									   " (SELECT chain_seq, row_hash FROM presence.audit_chain_anchors"
-									   "   WHERE session_id = $1)) last_link"
+									   "   WHERE session_id OPERATOR(pg_catalog.=) $1)) last_link"
 									   " ORDER BY chain_seq DESC LIMIT 1",
 									   1, argtypes);
 
