@@ -193,6 +193,77 @@ DROP FUNCTION regress.count_rows();
 SELECT chain_seq, activity_type FROM presence.session_activity('chain-batch', 2);
 SELECT * FROM presence.verify_audit_chain('chain-batch');
 
+-- A subtransaction that aborts while the batch checks a row (here a
+-- CHECK constraint calling a function with an EXCEPTION block) forgets
+-- only the links it set: the links of the rows the batch holds but has
+-- not written yet stay, and the chain does not fork.
+CREATE FUNCTION regress.check_with_subxact(t text) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	BEGIN
+		PERFORM 1 / 0;
+	EXCEPTION WHEN division_by_zero THEN NULL;
+	END;
+	RETURN true;
+END $$;
+ALTER TABLE presence.activity_log ADD CONSTRAINT regress_subxact CHECK (regress.check_with_subxact(activity_type));
+SELECT count(*) FROM presence.log_activity_batch(array_fill('chain-batch'::text, ARRAY[3]), array_fill(NULL::uuid, ARRAY[3]),
+												 array_fill('b.subxact'::text, ARRAY[3]));
+-- a savepoint rolled back after a batch: the links of the batch before it stay
+BEGIN;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.kept']);
+SAVEPOINT s;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.undone']);
+ROLLBACK TO s;
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch', 'chain-batch'], ARRAY[NULL, NULL]::uuid[],
+												 ARRAY['b.kept', 'b.kept']);
+COMMIT;
+ALTER TABLE presence.activity_log DROP CONSTRAINT regress_subxact;
+DROP FUNCTION regress.check_with_subxact(text);
+SELECT chain_seq, activity_type FROM presence.session_activity('chain-batch', 6);
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+-- The batch stores its values without an INSERT's coercions and checks,
+-- so a table that needs them gets a plain INSERT: a column narrowed
+-- (varchar(63), timestamptz(0)), a partition (its partition constraint),
+-- an id default of someone else's.
+BEGIN;
+ALTER TABLE presence.activity_log ALTER COLUMN activity_type TYPE varchar(63) USING left(activity_type, 63);
+SELECT regress.try(format($$SELECT presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY[%L])$$,
+						  'b.' || repeat('x', 62)));
+ROLLBACK;
+BEGIN;
+ALTER TABLE presence.activity_log ALTER COLUMN created_at TYPE timestamptz(0);
+SELECT count(*) FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.seconds'],
+												 created_ats => ARRAY['2024-01-02 03:04:05.6+00']::timestamptz[]);
+SELECT created_at = '2024-01-02 03:04:06+00' AS rounded FROM presence.activity_log WHERE activity_type = 'b.seconds';
+ROLLBACK;
+BEGIN;
+CREATE TABLE regress.activity_parent (LIKE presence.activity_log) PARTITION BY RANGE (created_at);
+ALTER TABLE regress.activity_parent ATTACH PARTITION presence.activity_log FOR VALUES FROM ('2000-01-01') TO ('2100-01-01');
+SELECT regress.try($$SELECT presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.outside'],
+														created_ats => ARRAY['2200-01-01']::timestamptz[])$$);
+ROLLBACK;
+BEGIN;
+ALTER TABLE presence.activity_log ALTER COLUMN id SET DEFAULT '00000000-0000-4000-8000-0000000004ff';
+SELECT b AS id FROM presence.log_activity_batch(ARRAY['chain-batch'], ARRAY[NULL]::uuid[], ARRAY['b.default']) b;
+ROLLBACK;
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+
+-- The chain trigger runs under the inserting role's search_path: an
+-- operator in a schema put ahead of pg_catalog is not what it calls.
+CREATE SCHEMA regress_evil;
+CREATE FUNCTION regress_evil.eq(uuid, uuid) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'regress_evil.= called by %', current_user;
+	RETURN $1::text = $2::text;
+END $$;
+CREATE OPERATOR regress_evil.= (LEFTARG = uuid, RIGHTARG = uuid, FUNCTION = regress_evil.eq);
+SET search_path = regress_evil, pg_catalog;
+INSERT INTO presence.activity_log (session_id, activity_type)
+SELECT id, 'direct.search_path' FROM presence.collaboration_sessions WHERE session_id OPERATOR(pg_catalog.=) 'chain-batch';
+RESET search_path;
+DROP SCHEMA regress_evil CASCADE;
+SELECT * FROM presence.verify_audit_chain('chain-batch');
+
 --
 -- The log is append-only, for the superuser too (the anchors: below).
 --

@@ -39,6 +39,7 @@
 #include "funcapi.h"
 #include "nodes/makefuncs.h"
 #include "parser/parse_func.h"
+#include "rewrite/rewriteHandler.h"
 #include "utils/acl.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
@@ -70,22 +71,29 @@ typedef enum BatchColumn
 	BATCH_COLUMNS
 } BatchColumn;
 
+/*
+ * Their types and type modifiers as the extension made them: the writer
+ * stores its values without the coercion an INSERT applies, so a column
+ * narrowed to varchar(20) or timestamptz(0) must send the rows through
+ * a plain INSERT, which enforces it.
+ */
 static const struct
 {
 	const char *name;
 	Oid			type;
+	int32		typmod;
 }			batch_columns[BATCH_COLUMNS] = {
-	[COL_ID] = {"id", UUIDOID},
-	[COL_SESSION_ID] = {"session_id", UUIDOID},
-	[COL_USER_ID] = {"user_id", UUIDOID},
-	[COL_ACTIVITY_TYPE] = {"activity_type", VARCHAROID},
-	[COL_DETAILS] = {"details", JSONBOID},
-	[COL_IP_ADDRESS] = {"ip_address", INETOID},
-	[COL_USER_AGENT] = {"user_agent", TEXTOID},
-	[COL_CREATED_AT] = {"created_at", TIMESTAMPTZOID},
-	[COL_CHAIN_SEQ] = {"chain_seq", INT8OID},
-	[COL_PREV_HASH] = {"prev_hash", BYTEAOID},
-	[COL_ROW_HASH] = {"row_hash", BYTEAOID},
+	[COL_ID] = {"id", UUIDOID, -1},
+	[COL_SESSION_ID] = {"session_id", UUIDOID, -1},
+	[COL_USER_ID] = {"user_id", UUIDOID, -1},
+	[COL_ACTIVITY_TYPE] = {"activity_type", VARCHAROID, 100 + VARHDRSZ},
+	[COL_DETAILS] = {"details", JSONBOID, -1},
+	[COL_IP_ADDRESS] = {"ip_address", INETOID, -1},
+	[COL_USER_AGENT] = {"user_agent", TEXTOID, -1},
+	[COL_CREATED_AT] = {"created_at", TIMESTAMPTZOID, -1},
+	[COL_CHAIN_SEQ] = {"chain_seq", INT8OID, -1},
+	[COL_PREV_HASH] = {"prev_hash", BYTEAOID, -1},
+	[COL_ROW_HASH] = {"row_hash", BYTEAOID, -1},
 };
 
 /* What the writer needs to know of the table, from batch_table_known(). */
@@ -192,8 +200,9 @@ batch_table_known(Relation rel, BatchTable *table)
 	int			kept = 0;
 	int			columns = 0;
 
-	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relrowsecurity ||
-		rel->rd_rules != NULL)
+	/* a partition: only an INSERT checks its partition constraint */
+	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relispartition ||
+		rel->rd_rel->relrowsecurity || rel->rd_rules != NULL)
 		return false;
 	for (int i = 0; i < desc->natts; i++)
 		if (!TupleDescAttr(desc, i)->attisdropped)
@@ -212,9 +221,20 @@ batch_table_known(Relation rel, BatchTable *table)
 				attnum = att->attnum;
 		}
 		if (attnum == InvalidAttrNumber ||
-			TupleDescAttr(desc, attnum - 1)->atttypid != batch_columns[c].type)
+			TupleDescAttr(desc, attnum - 1)->atttypid != batch_columns[c].type ||
+			TupleDescAttr(desc, attnum - 1)->atttypmod != batch_columns[c].typmod)
 			return false;
 		table->attnums[c] = attnum;
+	}
+	/* ids are drawn here as presence._activity_id() draws them: only for that default */
+	{
+		Node	   *id_default = build_column_default(rel, table->attnums[COL_ID]);
+		Oid			id_function = LookupFuncName(list_make2(makeString("presence"), makeString("_activity_id")),
+												 0, NULL, true);
+
+		if (id_default == NULL || !IsA(id_default, FuncExpr) ||
+			((FuncExpr *) id_default)->funcid != id_function || !OidIsValid(id_function))
+			return false;
 	}
 
 	if (!batch_foreign_keys_checked(rel, namespace, &checked))

@@ -20,8 +20,9 @@
  * the session, so concurrent writers cannot fork the chain.  Within a
  * transaction the last link of each session is cached: a bulk insert of
  * many rows then costs one index probe per session, not per row.  The
- * cache is dropped at every transaction end and subtransaction abort,
- * exactly when the lock or the rows it describes may be gone.
+ * cache is dropped at every transaction end, and a subtransaction's abort
+ * drops the links that subtransaction set: exactly when the lock or the
+ * rows they describe may be gone.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -63,6 +64,7 @@ typedef struct ChainLink
 	pg_uuid_t	session;		/* hash key */
 	int64		seq;
 	uint8		hash[PG_SHA256_DIGEST_LENGTH];
+	SubTransactionId subid;		/* the subtransaction that last set seq and hash */
 } ChainLink;
 
 static HTAB *chain_link_cache = NULL;
@@ -353,6 +355,7 @@ audit_chain_append(const pg_uuid_t *session, const char *const *fields,
 	chain_hash(prev_hash, link->seq + 1, fields, created_at, row_hash);
 	*seq = ++link->seq;
 	memcpy(link->hash, row_hash, PG_SHA256_DIGEST_LENGTH);
+	link->subid = GetCurrentSubTransactionId();
 }
 
 /* Whether a new row carries chain_seq, prev_hash and row_hash. */
@@ -387,6 +390,19 @@ chain_lock_session(const pg_uuid_t *session)
 }
 
 /*
+ * Takes a session's chain lock for this transaction, waiting for it: what
+ * the insert trigger does before it reads the chain's head.
+ * log_activity_batch takes the locks of all its sessions this way before
+ * it locks their rows, in the order a trigger-driven INSERT takes them
+ * (chain lock, then the foreign-key check's row lock).
+ */
+void
+audit_chain_lock_session(const pg_uuid_t *session)
+{
+	chain_lock_session(session);
+}
+
+/*
  * Takes a session's chain lock for this transaction if it is free now.
  * The ws workers lock every session of a batch this way before writing
  * it, so a session another transaction holds is put off instead of
@@ -412,16 +428,21 @@ chain_last_link(const pg_uuid_t *session, int64 *seq, uint8 *hash)
 	Datum		args[1] = {UUIDPGetDatum((pg_uuid_t *) session)};
 	int			ret;
 
+	/*
+	 * The trigger runs under the inserting role's search_path: the
+	 * operator is named, so one in a schema ahead of pg_catalog is not
+	 * called (as that role).
+	 */
 	SPI_connect();
 	if (last_link_plan == NULL)
 	{
 		SPIPlanPtr	plan = SPI_prepare(
 									   "SELECT chain_seq, row_hash FROM ("
 									   " (SELECT chain_seq, row_hash FROM presence.activity_log"
-									   "   WHERE session_id = $1 ORDER BY chain_seq DESC LIMIT 1)"
+									   "   WHERE session_id OPERATOR(pg_catalog.=) $1 ORDER BY chain_seq DESC LIMIT 1)"
 									   " UNION ALL"
 									   " (SELECT chain_seq, row_hash FROM presence.audit_chain_anchors"
-									   "   WHERE session_id = $1)) last_link"
+									   "   WHERE session_id OPERATOR(pg_catalog.=) $1)) last_link"
 									   " ORDER BY chain_seq DESC LIMIT 1",
 									   1, argtypes);
 
@@ -481,12 +502,31 @@ chain_xact_callback(XactEvent event, void *arg)
 	}
 }
 
+/*
+ * A subtransaction's abort forgets the links it (or a subtransaction of
+ * it: those have greater ids) set, and only those: their rows, and the
+ * chain lock if it was taken there, are gone.  A link set before it
+ * began still describes rows that stay, under a lock an enclosing
+ * transaction holds.  Forgetting every link would be wrong as well as
+ * slow: log_activity_batch holds links for up to BATCH_FLUSH_ROWS rows
+ * it has not written yet, and a subtransaction that aborts while it
+ * checks a row (a CHECK constraint calling a function with an EXCEPTION
+ * block) would make the next row read the head from the table without
+ * them, and fork the chain.
+ */
 static void
 chain_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 					   SubTransactionId parentSubid, void *arg)
 {
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		chain_forget_links();
+	HASH_SEQ_STATUS scan;
+	ChainLink  *link;
+
+	if (event != SUBXACT_EVENT_ABORT_SUB || chain_link_cache == NULL)
+		return;
+	hash_seq_init(&scan, chain_link_cache);
+	while ((link = hash_seq_search(&scan)) != NULL)
+		if (link->subid >= mySubid)
+			hash_search(chain_link_cache, &link->session, HASH_REMOVE, NULL);
 }
 
 /*

@@ -14,6 +14,7 @@
 /* Columns hashed as text, in order: id, session_id, user_id, activity_type, details, ip_address, user_agent. */
 #define AUDIT_CHAIN_FIELDS 7
 
+extern void audit_chain_lock_session(const pg_uuid_t *session);
 extern bool audit_chain_try_lock_session(const pg_uuid_t *session);
 extern void audit_chain_new_id(pg_uuid_t *id);
 extern void audit_chain_append(const pg_uuid_t *session, const char *const *fields,

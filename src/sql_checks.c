@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/uuid.h"
 
+#include "audit_chain.h"
 #include "sql_checks.h"
 
 /* Limits of an activity row (the activity_log constraints repeat them). */
@@ -220,6 +221,13 @@ batch_array(FunctionCallInfo fcinfo, int argno, const char *name, bool required,
 					  &array->values, &array->nulls, &array->count);
 }
 
+/* qsort order of uuids: their bytes, as the uuid type compares them. */
+static int
+uuid_order(const void *a, const void *b)
+{
+	return memcmp(a, b, UUID_LEN);
+}
+
 /*
  * Marks which of the batch's sessions and users exist, with one query
  * each over the distinct keys.  The plans are generic: a custom plan
@@ -247,26 +255,28 @@ batch_lookup(HTAB *sessions, HTAB *users, bool lock)
 	UserEntry  *user;
 
 	SPI_connect();
-	if (plans[lock][0] == NULL)
+	for (int locking = 0; locking < 2; locking++)
 	{
-		session_plan = SPI_prepare_cursor(lock ?
+		if (plans[locking][0] != NULL)
+			continue;
+		session_plan = SPI_prepare_cursor(locking ?
 										  "SELECT s.session_id, s.id FROM ONLY presence.collaboration_sessions s"
-										  " WHERE s.session_id = ANY ($1) FOR KEY SHARE OF s" :
+										  " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1) FOR KEY SHARE OF s" :
 										  "SELECT s.session_id, s.id FROM presence.collaboration_sessions s"
-										  " WHERE s.session_id = ANY ($1)",
+										  " WHERE s.session_id OPERATOR(pg_catalog.=) ANY ($1)",
 										  1, text_array, CURSOR_OPT_GENERIC_PLAN);
-		user_plan = SPI_prepare_cursor(lock ?
-									   "SELECT u.id FROM ONLY presence.users u WHERE u.id = ANY ($1)"
+		user_plan = SPI_prepare_cursor(locking ?
+									   "SELECT u.id FROM ONLY presence.users u WHERE u.id OPERATOR(pg_catalog.=) ANY ($1)"
 									   " FOR KEY SHARE OF u" :
-									   "SELECT u.id FROM presence.users u WHERE u.id = ANY ($1)",
+									   "SELECT u.id FROM presence.users u WHERE u.id OPERATOR(pg_catalog.=) ANY ($1)",
 									   1, uuid_array, CURSOR_OPT_GENERIC_PLAN);
 		if (session_plan == NULL || user_plan == NULL)
 			elog(ERROR, "presence: could not prepare the batch lookups: %s",
 				 SPI_result_code_string(SPI_result));
 		SPI_keepplan(session_plan);
 		SPI_keepplan(user_plan);
-		plans[lock][0] = session_plan;
-		plans[lock][1] = user_plan;
+		plans[locking][0] = session_plan;
+		plans[locking][1] = user_plan;
 	}
 	session_plan = plans[lock][0];
 	user_plan = plans[lock][1];
@@ -276,6 +286,32 @@ batch_lookup(HTAB *sessions, HTAB *users, bool lock)
 	while ((session = hash_seq_search(&scan)) != NULL)
 		keys[nkeys++] = CStringGetTextDatum(session->session_id);
 	param = PointerGetDatum(construct_array(keys, nkeys, TEXTOID, -1, false, TYPALIGN_INT));
+
+	/*
+	 * With lock, the sessions' chain locks first, in uuid order, and their
+	 * rows after: the order an INSERT through the chain trigger takes them
+	 * (the trigger's chain lock, then the foreign-key check's row lock at
+	 * the end of the statement).  The other order deadlocks with a
+	 * transaction that logged activity in a session and then locks its
+	 * row FOR UPDATE (end_session, add_participant): it holds the chain
+	 * lock and waits for our row lock, we would wait for its chain lock.
+	 */
+	if (lock)
+	{
+		pg_uuid_t  *ids;
+
+		if (SPI_execute_plan(plans[false][0], &param, NULL, false, 0) != SPI_OK_SELECT)
+			elog(ERROR, "presence: session lookup failed");
+		ids = palloc(sizeof(pg_uuid_t) * Max(SPI_processed, 1));
+		for (uint64 i = 0; i < SPI_processed; i++)
+			memcpy(&ids[i], DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)),
+				   sizeof(pg_uuid_t));
+		qsort(ids, SPI_processed, sizeof(pg_uuid_t), uuid_order);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			audit_chain_lock_session(&ids[i]);
+		pfree(ids);
+	}
+
 	if (SPI_execute_plan(session_plan, &param, NULL, !lock, 0) != SPI_OK_SELECT)
 		elog(ERROR, "presence: session lookup failed");
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -289,6 +325,9 @@ batch_lookup(HTAB *sessions, HTAB *users, bool lock)
 			session->exists = true;
 			memcpy(&session->id, DatumGetUUIDP(SPI_getbinval(row, SPI_tuptable->tupdesc, 2, &isnull)),
 				   sizeof(pg_uuid_t));
+			/* a session made since the first lookup: its chain lock now (held ones cost nothing) */
+			if (lock)
+				audit_chain_lock_session(&session->id);
 		}
 	}
 
