@@ -3420,7 +3420,7 @@ print_report(void)
 		   "recv_msgs_per_s=%.1f recv_wire_bytes_per_s=%.0f recv_bytes_per_s=%.0f "
 		   "sent_wire_bytes_per_s=%.0f sent_bytes_per_s=%.0f activities_per_s=%.2f "
 		   "activity_deliveries_per_s=%.1f rejoins_per_s=%.2f "
-		   "lat_others_p99_ms=%.3f lat_large_p99_ms=%.3f",
+		   "lat_others_p99_ms=%.3f lat_large_p99_ms=%.3f messages_sent_total=%llu",
 		   o->connections, o->sessions, o->rate, window_s,
 		   run.opened, (unsigned long long) run.joined_ever, run.held,
 		   (unsigned long long) run.failed, (unsigned long long) run.dropped,
@@ -3434,7 +3434,8 @@ print_report(void)
 		   per_second(w->sent_bytes, window_s), per_second(w->activities_sent, window_s),
 		   per_second(w->activity_deliveries, window_s), per_second(w->rejoins_done, window_s),
 		   hist_percentile_ms(&run.window_latency_by_size[0], 99),
-		   hist_percentile_ms(&run.window_latency_by_size[1], 99));
+		   hist_percentile_ms(&run.window_latency_by_size[1], 99),
+		   (unsigned long long) run.total.messages_sent);
 	printf(" errors_by_code=");
 	counter_print(stdout, &run.errors, ",", ":");
 	printf(" closes_by_server=");

@@ -9,9 +9,10 @@
 #                    session spans both nodes)
 #
 # Each runs the fan-out load (bench/loadgen) and prints fan-out p50/p95/
-# p99, deliveries/s, Redis round trips per presence update (EVALSHA calls
-# counted by Redis over cursor updates sent) and server CPU per 1,000
-# messages.  The two cores are shared with the load generator, so more
+# p99, deliveries/s, Redis round trips per client message (EVALSHA calls
+# counted by Redis over the messages the generator sent, heartbeats
+# included), server CPU per 1,000 messages, and redis-server's CPU per
+# client message (its used_cpu_user + used_cpu_sys).  The two cores are shared with the load generator, so more
 # workers show up as CPU per message, not as speed.
 #
 #   CONNECTIONS SESSIONS RATE DURATION WARMUP   the load (10000, 1000, 5000, 20, 5)
@@ -82,6 +83,10 @@ start_redis() {
 evalsha_calls() {
 	redis-cli -p $redis_port info commandstats | sed -n 's/^cmdstat_evalsha:calls=\([0-9]*\).*/\1/p' | grep . || echo 0
 }
+# seconds of CPU redis-server has used, user plus system
+redis_cpu_s() {
+	redis-cli -p $redis_port info cpu | tr -d '\r' | awk -F: '$1 == "used_cpu_sys" || $1 == "used_cpu_user" { s += $2 } END { print s + 0 }'
+}
 
 # node DIR PGPORT WSPORT GUC...: a fresh node, workers ready
 node() {
@@ -108,15 +113,15 @@ load() {
 
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s\n' setup mode p50_ms p95_ms p99_ms p999_ms max_ms \
-	deliveries/s redis_rt/update cpu_ms/1k_msgs
+printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s %15s\n' setup mode p50_ms p95_ms p99_ms p999_ms max_ms \
+	deliveries/s redis_rt/msg cpu_ms/1k_msgs redis_us/msg
 report() {
-	local name=$1 result=$2 round_trips=$3
-	printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s\n' "$name" "$(field mode "$result")" \
+	local name=$1 result=$2 round_trips=$3 redis_us=${4:--}
+	printf '%-11s %-7s %8s %8s %8s %8s %8s %12s %14s %16s %15s\n' "$name" "$(field mode "$result")" \
 		"$(field lat_p50_ms "$result")" "$(field lat_p95_ms "$result")" "$(field lat_p99_ms "$result")" \
 		"$(field lat_p999_ms "$result")" "$(field lat_max_ms "$result")" \
 		"$(field deliveries_per_s "$result")" "$round_trips" \
-		"$(field server_cpu_ms_per_1k_msgs "$result")"
+		"$(field server_cpu_ms_per_1k_msgs "$result")" "$redis_us"
 }
 
 # 1. embedded
@@ -134,10 +139,14 @@ for workers in 1 2; do
 	dir="$work/redis-${workers}w"
 	node "$dir" $((PGPORT_BASE + 2)) $((WSPORT_BASE + 2)) "$redis_url" "presence.workers=$workers"
 	before=$(evalsha_calls)
+	cpu_before=$(redis_cpu_s)
 	result=$(load "$dir" $((WSPORT_BASE + 2)) "$CONNECTIONS" 0 "$RATE" "redis-${workers}w")
 	after=$(evalsha_calls)
-	sent=$(awk -v r="$(field cursor_per_s "$result")" -v d="$DURATION" -v w="$WARMUP" 'BEGIN { printf "%d", r * (d + w) }')
-	report "redis-${workers}w" "$result" "$(awk -v c=$((after - before)) -v s="$sent" 'BEGIN { printf "%.2f", c / s }')"
+	cpu_after=$(redis_cpu_s)
+	# every message the generator sent (cursor updates and heartbeats), ramp included
+	sent=$(field messages_sent_total "$result")
+	report "redis-${workers}w" "$result" "$(awk -v c=$((after - before)) -v s="$sent" 'BEGIN { printf "%.2f", c / s }')" \
+		"$(awk -v a="$cpu_after" -v b="$cpu_before" -v s="$sent" 'BEGIN { printf "%.2f", 1e6 * (a - b) / s }')"
 	"$cluster" destroy "$dir"
 	redis-cli -p $redis_port flushall >/dev/null
 done
