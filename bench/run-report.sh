@@ -11,6 +11,7 @@
 #   OTHER_SECONDS      the compressed headline runs (300)
 #   STEP_SECONDS       each saturation step (30; 11 steps make a run of 5.5 minutes)
 #   ONLY               a space-separated subset of: floor headline saturation plots
+#   DEFLATE_SETUPS     the set-ups of the compressed saturation curve (all three)
 #
 # Writes, per run, the generator's report (*.log), its per-second CSV
 # (headline-*.csv), latency histogram (headline-*-hist.csv) and per-step
@@ -47,6 +48,9 @@ if wanted headline; then
 	headline plain "$HEADLINE_SECONDS"
 	headline deflate "$OTHER_SECONDS" DEFLATE=1
 	headline deflate-mix "$OTHER_SECONDS" DEFLATE=1 MIX=1
+	# keepalive at work: with a 1 s interval about half the connections are
+	# silent for a second at each visit, so thousands of pings and pongs a second
+	headline keepalive-1s "$OTHER_SECONDS" PRESENCE_GUCS="presence.ping_interval=1s"
 fi
 
 # cursor rates of 556 .. 12,000 updates/s: 5,000 .. 108,000 deliveries/s at 10 users a session
@@ -54,13 +58,16 @@ steps=""
 for rate in 556 1111 2222 3333 4444 5556 6667 7778 8889 10000 12000; do
 	steps="$steps${steps:+,}$rate:$STEP_SECONDS"
 done
+saturation() {
+	local mode=$1 setups=$2
+	echo "== saturation, $mode: $setups"
+	env STEPS="$steps" STEPS_CSV="$results/sat-$mode" SETUPS="$setups" \
+		DEFLATE=$([ "$mode" = deflate ] && echo 1 || echo 0) \
+		bash "$bench_dir/run-scaleout.sh" | tee "$results/sat-$mode.log"
+}
 if wanted saturation; then
-	for mode in plain deflate; do
-		echo "== saturation, $mode"
-		env STEPS="$steps" STEPS_CSV="$results/sat-$mode" SETUPS="embedded redis-1w redis-2w" \
-			DEFLATE=$([ $mode = deflate ] && echo 1 || echo 0) \
-			bash "$bench_dir/run-scaleout.sh" | tee "$results/sat-$mode.log"
-	done
+	saturation plain "embedded redis-1w redis-2w"
+	saturation deflate "${DEFLATE_SETUPS:-embedded redis-1w redis-2w}"
 fi
 
 if wanted plots; then
