@@ -170,8 +170,10 @@ frame_write(Connection *connection, OutFrame *frame)
 	wire_len = compress && frame->deflated ? frame->deflated_len : frame->wire_len;
 	if (lws_write(connection->wsi, wire, wire_len, LWS_WRITE_HTTP) < (int) wire_len)
 		return false;
-	presence_count_delivery(frame->type_index, frame->len,
-							frame->created_us != 0 ? Max(presence_now_us() - frame->created_us, 0) : -1);
+	/* a keepalive ping is not a message: messages_out counts what clients are sent to read */
+	if (frame != frame_ping())
+		presence_count_delivery(frame->type_index, frame->len,
+								frame->created_us != 0 ? Max(presence_now_us() - frame->created_us, 0) : -1);
 	return true;
 }
 
