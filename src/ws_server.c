@@ -31,7 +31,6 @@
 #include "clock.h"
 #include "connection.h"
 #include "http_endpoints.h"
-#include "keepalive.h"
 #include "listen_socket.h"
 #include "protocol.h"
 #include "proxies.h"
@@ -735,8 +734,8 @@ ws_server_destroy(void)
 
 /*
  * Connection timers: the handshake deadline (admission.c), authentication
- * deadline (4008), token expiry (4001, so a client reconnects with a
- * fresh token) and the keepalive.
+ * deadline (4008) and token expiry (4001, so a client reconnects with a
+ * fresh token).
  */
 void
 ws_server_sweep(int64 now_ms)
@@ -744,7 +743,6 @@ ws_server_sweep(int64 now_ms)
 	dlist_iter	iter;
 
 	admission_sweep(now_ms);
-	keepalive_tick(now_ms);
 
 	dlist_foreach(iter, connections_all())
 	{

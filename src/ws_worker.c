@@ -37,6 +37,7 @@
 #include "auth.h"
 #include "clock.h"
 #include "connection.h"
+#include "keepalive.h"
 #include "live_remote.h"
 #include "live_state.h"
 #include "node.h"
@@ -321,6 +322,7 @@ presence_ws_worker_main(Datum main_arg)
 		ws_server_service_pending();
 		apply_commands(worker_index);
 		now_ms = presence_now_ms();
+		keepalive_tick(now_ms);
 		if (now_ms >= next_sweep_ms)
 		{
 			ws_server_sweep(now_ms);
