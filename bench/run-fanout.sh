@@ -60,15 +60,10 @@ if [ ! -f "$("$pg_config_bin" --pkglibdir)/presence.so" ]; then
 fi
 
 # loadgen options from the environment
-loadgen_env=()
-[ "${DEFLATE:-0}" = 1 ] && loadgen_env+=(--deflate)
-[ "${MIX:-0}" = 1 ] && loadgen_env+=(--mix)
-[ -n "${ACTIVITY_RATE:-}" ] && loadgen_env+=(--activity-rate "$ACTIVITY_RATE")
-[ -n "${LARGE_SESSIONS:-}" ] && loadgen_env+=(--large-sessions "$LARGE_SESSIONS")
-[ -n "${REJOIN_RATE:-}" ] && loadgen_env+=(--rejoin-rate "$REJOIN_RATE")
+# shellcheck source=bench/loadgen-options.sh
+. "$bench_dir/loadgen-options.sh"
 [ -n "${TIMESERIES:-}" ] && loadgen_env+=(--timeseries "$TIMESERIES")
 [ -n "${HISTOGRAM:-}" ] && loadgen_env+=(--histogram "$HISTOGRAM")
-[ -n "${STEPS:-}" ] && loadgen_env+=(--steps "$STEPS")
 [ -n "${STEPS_CSV:-}" ] && loadgen_env+=(--steps-csv "$STEPS_CSV")
 [ "$SOURCE_ADDRESSES" -gt 0 ] && loadgen_env+=(--source-addresses "$SOURCE_ADDRESSES")
 

@@ -48,13 +48,8 @@ pgbin=${PGBIN:-$(pg_config --bindir 2>/dev/null || echo /usr/lib/postgresql/15/b
 [ -x "$pgbin/initdb" ] || pgbin=/usr/lib/postgresql/15/bin
 
 # loadgen options from the environment, for every generator
-loadgen_env=()
-[ "${DEFLATE:-0}" = 1 ] && loadgen_env+=(--deflate)
-[ "${MIX:-0}" = 1 ] && loadgen_env+=(--mix)
-[ -n "${ACTIVITY_RATE:-}" ] && loadgen_env+=(--activity-rate "$ACTIVITY_RATE")
-[ -n "${LARGE_SESSIONS:-}" ] && loadgen_env+=(--large-sessions "$LARGE_SESSIONS")
-[ -n "${REJOIN_RATE:-}" ] && loadgen_env+=(--rejoin-rate "$REJOIN_RATE")
-[ -n "${STEPS:-}" ] && loadgen_env+=(--steps "$STEPS")
+# shellcheck source=bench/loadgen-options.sh
+. "$bench_dir/loadgen-options.sh"
 [ "$SOURCE_ADDRESSES" -gt 0 ] && loadgen_env+=(--source-addresses "$SOURCE_ADDRESSES")
 # the per-address handshake bound stays at its default unless all clients share 127.0.0.1
 address_gucs=()
