@@ -283,7 +283,7 @@ write_checkpoints(void)
  * and, when due, checkpoints.
  */
 static void
-maintenance_pass(bool *extension_reported, int64 *next_checkpoints_ms)
+maintenance_pass(bool *extension_reported, int64 *last_checkpoints_ms)
 {
 	if (redis_configured())
 		sweep_redis();
@@ -305,10 +305,10 @@ maintenance_pass(bool *extension_reported, int64 *next_checkpoints_ms)
 			ereport(LOG, (errmsg("presence: purged %lld activity rows past retention",
 								 (long long) purged)));
 		if (presence_audit_checkpoint_interval_s > 0 && presence_audit_signing_key_file[0] != '\0' &&
-			presence_now_ms() >= *next_checkpoints_ms)
+			presence_now_ms() - *last_checkpoints_ms >= (int64) presence_audit_checkpoint_interval_s * 1000)
 		{
+			*last_checkpoints_ms = presence_now_ms();
 			write_checkpoints();
-			*next_checkpoints_ms = presence_now_ms() + (int64) presence_audit_checkpoint_interval_s * 1000;
 		}
 	}
 	else if (!*extension_reported)
@@ -324,27 +324,28 @@ void
 presence_maintenance_main(Datum main_arg)
 {
 	bool		extension_reported = false;
-	int64		next_checkpoints_ms = 0;
+	int64		last_checkpoints_ms = 0;
 
 	worker_process_start();
 	db_set_waits(DB_WAITS_BACKGROUND);
 	for (;;)
 	{
-		int64		next_pass_ms;
+		int64		pass_ended_ms;
 
-		maintenance_pass(&extension_reported, &next_checkpoints_ms);
+		maintenance_pass(&extension_reported, &last_checkpoints_ms);
 
 		/*
 		 * Sleep until the next pass is due even when woken early: a lock
 		 * timeout sets the latch too (its SIGINT), and a pass that failed
-		 * must not be retried back to back.
+		 * must not be retried back to back.  The period is read again at
+		 * every wake, so a reload that shortens it applies to this sleep.
 		 */
 		worker_process_report_stats();
-		next_pass_ms = presence_now_ms() + maintenance_period_ms();
-		do
+		pass_ended_ms = presence_now_ms();
+		while (presence_now_ms() < pass_ended_ms + maintenance_period_ms())
 		{
-			if (!worker_process_sleep((long) Max(next_pass_ms - presence_now_ms(), 0)))
+			if (!worker_process_sleep((long) Max(pass_ended_ms + maintenance_period_ms() - presence_now_ms(), 0)))
 				proc_exit(0);
-		} while (presence_now_ms() < next_pass_ms);
+		}
 	}
 }
