@@ -53,12 +53,22 @@
 
 #define CHECKPOINT_DOMAIN "presence-audit-checkpoint-v1"
 #define ED25519_PUBLIC_KEY_BYTES 32
+#define ED25519_SIGNATURE_BYTES 64
 /* A PEM Ed25519 key is about 120 bytes; anything far larger is no key. */
 #define KEY_FILE_MAX_BYTES 16384
+
+typedef struct AuditCheckpoint
+{
+	int64		chain_seq;
+	uint8		row_hash[PG_SHA256_DIGEST_LENGTH];
+	TimestampTz signed_at;
+	uint8		signature[ED25519_SIGNATURE_BYTES];
+} AuditCheckpoint;
 
 static void append_be(StringInfo buf, uint64 value, int bytes);
 static void checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session_id,
 							   int64 seq, const uint8 *hash, TimestampTz signed_at);
+static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint);
 static const char *openssl_problem(void);
 static bytea *bytea_of(const uint8 *bytes, size_t len);
 
@@ -209,8 +219,8 @@ bytea_of(const uint8 *bytes, size_t len)
  * the caller is connected to SPI.  The chain lock is held from reading
  * the head to the end of the transaction, so the stored head is the head.
  */
-void
-audit_checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint)
+static void
+checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint)
 {
 	Oid			argtypes[6] = {TEXTOID, INT8OID, BYTEAOID, TIMESTAMPTZOID, BYTEAOID, BYTEAOID};
 	Datum		args[6];
@@ -219,13 +229,9 @@ audit_checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *ch
 	StringInfoData message;
 	uint8		public_key[ED25519_PUBLIC_KEY_BYTES];
 	size_t		public_len = sizeof(public_key);
-	size_t		signature_len = AUDIT_SIGNATURE_BYTES;
+	size_t		signature_len = ED25519_SIGNATURE_BYTES;
 	EVP_MD_CTX *md;
 	bool		signed_ok;
-
-	if (RecoveryInProgress())
-		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
-						errmsg("presence: audit checkpoints are signed on the primary, not on a standby")));
 
 	args[0] = CStringGetTextDatum(session_id);
 	if (SPI_execute_with_args("SELECT id FROM presence.collaboration_sessions"
@@ -252,7 +258,7 @@ audit_checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *ch
 		EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1 &&
 		EVP_DigestSign(md, checkpoint->signature, &signature_len,
 					   (const unsigned char *) message.data, message.len) == 1 &&
-		signature_len == AUDIT_SIGNATURE_BYTES &&
+		signature_len == ED25519_SIGNATURE_BYTES &&
 		EVP_PKEY_get_raw_public_key(key, public_key, &public_len) == 1 &&
 		public_len == ED25519_PUBLIC_KEY_BYTES;
 	EVP_MD_CTX_free(md);
@@ -265,7 +271,7 @@ audit_checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *ch
 	args[1] = Int64GetDatum(checkpoint->chain_seq);
 	args[2] = PointerGetDatum(bytea_of(checkpoint->row_hash, PG_SHA256_DIGEST_LENGTH));
 	args[3] = TimestampTzGetDatum(checkpoint->signed_at);
-	args[4] = PointerGetDatum(bytea_of(checkpoint->signature, AUDIT_SIGNATURE_BYTES));
+	args[4] = PointerGetDatum(bytea_of(checkpoint->signature, ED25519_SIGNATURE_BYTES));
 	args[5] = PointerGetDatum(bytea_of(public_key, ED25519_PUBLIC_KEY_BYTES));
 	if (SPI_execute_with_args("INSERT INTO presence.audit_checkpoints"
 							  " (session_id, chain_seq, row_hash, signed_at, signature, public_key)"
@@ -293,12 +299,15 @@ presence_audit_checkpoint(PG_FUNCTION_ARGS)
 	if (get_call_result_type(fcinfo, NULL, &result_desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "presence: audit_checkpoint must return a record");
 	result_desc = BlessTupleDesc(result_desc);
+	if (RecoveryInProgress())
+		ereport(ERROR, (errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+						errmsg("presence: audit checkpoints are signed on the primary, not on a standby")));
 
 	key = audit_signing_key_load();
 	SPI_connect();
 	PG_TRY();
 	{
-		audit_checkpoint_sign(key, text_to_cstring(PG_GETARG_TEXT_PP(0)), &checkpoint);
+		checkpoint_sign(key, text_to_cstring(PG_GETARG_TEXT_PP(0)), &checkpoint);
 	}
 	PG_FINALLY();
 	{
@@ -310,7 +319,7 @@ presence_audit_checkpoint(PG_FUNCTION_ARGS)
 	result[0] = Int64GetDatum(checkpoint.chain_seq);
 	result[1] = PointerGetDatum(bytea_of(checkpoint.row_hash, PG_SHA256_DIGEST_LENGTH));
 	result[2] = TimestampTzGetDatum(checkpoint.signed_at);
-	result[3] = PointerGetDatum(bytea_of(checkpoint.signature, AUDIT_SIGNATURE_BYTES));
+	result[3] = PointerGetDatum(bytea_of(checkpoint.signature, ED25519_SIGNATURE_BYTES));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, result, nulls)));
 }
 
@@ -330,7 +339,7 @@ signature_valid(bytea *public_key, bytea *signature, StringInfo message)
 	bool		valid;
 
 	if (VARSIZE_ANY_EXHDR(public_key) != ED25519_PUBLIC_KEY_BYTES ||
-		VARSIZE_ANY_EXHDR(signature) != AUDIT_SIGNATURE_BYTES)
+		VARSIZE_ANY_EXHDR(signature) != ED25519_SIGNATURE_BYTES)
 		return false;
 	key = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL,
 									  (const unsigned char *) VARDATA_ANY(public_key),
@@ -338,7 +347,7 @@ signature_valid(bytea *public_key, bytea *signature, StringInfo message)
 	md = EVP_MD_CTX_new();
 	valid = key != NULL && md != NULL &&
 		EVP_DigestVerifyInit(md, NULL, NULL, NULL, key) == 1 &&
-		EVP_DigestVerify(md, (const unsigned char *) VARDATA_ANY(signature), AUDIT_SIGNATURE_BYTES,
+		EVP_DigestVerify(md, (const unsigned char *) VARDATA_ANY(signature), ED25519_SIGNATURE_BYTES,
 						 (const unsigned char *) message->data, message->len) == 1;
 	EVP_MD_CTX_free(md);
 	EVP_PKEY_free(key);

@@ -15,19 +15,23 @@ import json
 import os
 import pwd
 import re
+import shutil
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 
+import psycopg
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from conftest import BASE_GUCS, SCALE, Cluster, wait_until
+from conftest import BASE_GUCS, SCALE, Cluster, free_ports, wait_until
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
 VERIFY = os.path.join(os.path.dirname(HERE), "scripts", "verify-activity-export.py")
 
 # The chain recipe of docs/sql-reference.md in SQL, for a superuser who
@@ -377,3 +381,38 @@ def test_purged_rows_keep_their_checkpoints(cluster, public_key_file, tmp_path):
                     "--session-id", session_id)
     assert result.returncode == 0, result.stderr
     assert "about rows purged" in result.stdout and result.stdout.count("matches the export") == 2
+
+
+def test_standby_refuses_to_sign(cluster, tmp_path):
+    """A hot standby has the key setting (copied with the data directory) but signs nothing."""
+    session_id, _ = chain_session(cluster, rows=2)
+    base = tempfile.mkdtemp(prefix="presence-ckpt-standby-")
+    pgport, wsport = free_ports(2)
+    try:
+        shutil.chown(base, "postgres", "postgres")
+        subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
+                        os.path.join(PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(cluster.pgport),
+                        "-U", "postgres", "-D", os.path.join(base, "data"), "-R", "-c", "fast", "-X", "stream"],
+                       check=True, capture_output=True, cwd="/")
+        with open(os.path.join(base, "data", "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\n" % (pgport, base))
+        with open(os.path.join(base, "data", "postgresql.auto.conf.presence"), "w") as f:
+            f.write("port = %d\n" % pgport)
+        subprocess.run([os.path.join(HERE, "cluster.sh"), "start", base, str(pgport), str(wsport),
+                        "presence.port=%d" % wsport, "presence.audit_checkpoint_interval=1s"],
+                       check=True, capture_output=True)
+        with psycopg.connect(host=base, port=pgport, user="postgres", dbname="presence", autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            wait_until(lambda: conn.execute("SELECT count(*) FROM presence.collaboration_sessions"
+                                            " WHERE session_id = %s", (session_id,)).fetchone() == (1,),
+                       what="the session on the standby")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="signed on the primary"):
+                conn.execute("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+            time.sleep(2 * SCALE)
+        with open(os.path.join(base, "server.log")) as f:
+            log = f.read()
+        # the standby's maintenance worker does not try
+        assert "sessions to checkpoint" not in log and "signing an audit checkpoint" not in log, log
+    finally:
+        subprocess.run([os.path.join(HERE, "cluster.sh"), "destroy", base], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
