@@ -233,9 +233,15 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	EVP_MD_CTX *md;
 	bool		signed_ok;
 
+	/*
+	 * The session row is locked first, as the foreign key of the stored
+	 * checkpoint will lock it: end_session locks it FOR UPDATE before it
+	 * appends (takes the chain lock), and taking the two the other way
+	 * round could deadlock with it.
+	 */
 	args[0] = CStringGetTextDatum(session_id);
 	if (SPI_execute_with_args("SELECT id FROM presence.collaboration_sessions"
-							  " WHERE session_id OPERATOR(pg_catalog.=) $1",
+							  " WHERE session_id OPERATOR(pg_catalog.=) $1 FOR KEY SHARE",
 							  1, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "presence: session lookup failed");
 	if (SPI_processed == 0)

@@ -20,6 +20,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 
@@ -416,3 +417,29 @@ def test_standby_refuses_to_sign(cluster, tmp_path):
     finally:
         subprocess.run([os.path.join(HERE, "cluster.sh"), "destroy", base], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_no_deadlock_with_a_session_locked_for_update(cluster):
+    """end_session locks the session row, then appends: a checkpoint signed
+    meanwhile waits for the row before it takes the chain lock, so neither
+    deadlocks (a deadlock would fail one of them after deadlock_timeout)."""
+    session_id, _ = chain_session(cluster, rows=2)
+    results = {}
+    with cluster.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM presence.collaboration_sessions WHERE session_id = %s FOR UPDATE", (session_id,))
+
+        def sign():
+            try:
+                results["seq"] = cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,))
+            except Exception as error:  # reported below
+                results["error"] = error
+        signer = threading.Thread(target=sign)
+        signer.start()
+        wait_until(lambda: cluster.sql1("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                        " AND query LIKE '%%audit_checkpoint%%'") == 1, what="the signer waiting")
+        holder.execute("SELECT presence.log_activity(%s, NULL, 'while.locked')", (session_id,))
+        holder.execute("COMMIT")
+        signer.join(30 * SCALE)
+    assert "error" not in results, results
+    assert results["seq"] == 3
