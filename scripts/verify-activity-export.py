@@ -20,7 +20,9 @@ row there must hash to the signed row_hash (else the chain was recomputed).
 A checkpoint file holds one JSON object a line (row_to_json's output), a
 JSON array of them, or CSV with a header (psql --csv); its fields are
 chain_seq, row_hash, signed_at and signature, and optionally session_id
-(the session's text id; else --session-id gives it) and session_uuid.
+(the session's text id; else --session-id gives it) and session_uuid.  A
+row of the table presence.audit_checkpoints (it has public_key) works as
+well: its session_id is the session's uuid.
 The signature check needs python3-cryptography; the rest needs only the
 Python standard library.
 
@@ -150,6 +152,9 @@ def read_checkpoints(path):
             items = list(csv.DictReader(io.StringIO(text)))
         checkpoints = []
         for item in items:
+            if "public_key" in item:
+                # a row of presence.audit_checkpoints, whose session_id is the session's uuid
+                item = dict(item, session_uuid=item.get("session_id"), session_id=None)
             checkpoints.append({
                 "file": path,
                 "chain_seq": int(item["chain_seq"]),

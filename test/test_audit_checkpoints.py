@@ -443,3 +443,34 @@ def test_no_deadlock_with_a_session_locked_for_update(cluster):
         signer.join(30 * SCALE)
     assert "error" not in results, results
     assert results["seq"] == 3
+
+
+def test_verifier_inputs(cluster, public_key_file, tmp_path):
+    """A JSON array of checkpoints verifies; what cannot be used exits 2, not 1."""
+    session_id, _ = chain_session(cluster, rows=3)
+    csv_path = export(cluster, session_id, tmp_path)
+    array = tmp_path / "array.json"
+    save_checkpoint(cluster, session_id, tmp_path)
+    save_checkpoint(cluster, session_id, tmp_path)
+    array.write_text(cluster.sql1("SELECT json_agg(json_build_object('chain_seq', c.chain_seq, 'row_hash', c.row_hash,"
+                                  " 'signed_at', c.signed_at, 'signature', c.signature))::text"
+                                  " FROM presence.audit_checkpoints c JOIN presence.collaboration_sessions s"
+                                  " ON s.id = c.session_id WHERE s.session_id = %s", (session_id,)))
+    result = verify_with(csv_path, str(array), public_key_file, session_id)
+    assert result.returncode == 0, result.stderr
+    # rows of the table, as an auditor may save them now and then
+    rows = tmp_path / "rows.json"
+    rows.write_text("\n".join(r[0] for r in cluster.sql(
+        "SELECT row_to_json(c)::text FROM presence.audit_checkpoints c JOIN presence.collaboration_sessions s"
+        " ON s.id = c.session_id WHERE s.session_id = %s", (session_id,))) + "\n")
+    result = verify_with(csv_path, str(rows), public_key_file, session_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("signed and matches the export") == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"chain_seq": 3}\n')
+    for args in (["--checkpoint", str(array)],  # no public key
+                 ["--checkpoint", str(broken), "--public-key", public_key_file, "--session-id", session_id],
+                 ["--checkpoint", str(array), "--public-key", csv_path, "--session-id", session_id],
+                 ["--checkpoint", str(array), "--public-key", public_key_file]):  # no session id
+        result = verify(csv_path, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
