@@ -89,7 +89,6 @@ static void chain_lock_session(const pg_uuid_t *session);
 static void chain_last_link(const pg_uuid_t *session, int64 *seq, uint8 *hash);
 static void hash_text_field(pg_cryptohash_ctx *ctx, const char *value);
 static int	column_number(TupleDesc tupdesc, const char *name);
-static bytea *bytea_from_bytes(const uint8 *bytes, size_t len);
 
 /*
  * Computes a row hash from the row's text: fields are the text of the
@@ -161,7 +160,8 @@ hash_text_field(pg_cryptohash_ctx *ctx, const char *value)
 		elog(ERROR, "presence: could not compute SHA-256: %s", pg_cryptohash_error(ctx));
 }
 
-static bytea *
+/* A bytea of len bytes; the checkpoints store hashes and keys with it too. */
+bytea *
 bytea_from_bytes(const uint8 *bytes, size_t len)
 {
 	bytea	   *result = palloc(VARHDRSZ + len);

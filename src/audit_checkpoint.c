@@ -37,7 +37,6 @@
 
 #include <openssl/err.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 
 #include "access/xlog.h"
 #include "catalog/pg_type.h"
@@ -50,6 +49,7 @@
 
 #include "audit_chain.h"
 #include "audit_checkpoint.h"
+#include "tls.h"
 
 #define CHECKPOINT_DOMAIN "presence-audit-checkpoint-v1"
 #define ED25519_PUBLIC_KEY_BYTES 32
@@ -69,29 +69,6 @@ static void append_be(StringInfo buf, uint64 value, int bytes);
 static void checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session_id,
 							   int64 seq, const uint8 *hash, TimestampTz signed_at);
 static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint);
-static const char *openssl_problem(void);
-static bytea *bytea_of(const uint8 *bytes, size_t len);
-
-/* The oldest OpenSSL error, for a message ("unknown error" when none). */
-static const char *
-openssl_problem(void)
-{
-	static char text[256];
-	unsigned long error = ERR_get_error();
-
-	ERR_clear_error();
-	if (error == 0)
-		return "unknown error";
-	ERR_error_string_n(error, text, sizeof(text));
-	return text;
-}
-
-/* An encrypted key is refused, never asked for on a terminal. */
-static int
-no_passphrase(char *buffer, int size, int rwflag, void *arg)
-{
-	return 0;
-}
 
 /*
  * Reads the file into buffer, refusing what PostgreSQL refuses for
@@ -164,13 +141,13 @@ audit_signing_key_load(void)
 								"(openssl genpkey -algorithm ed25519).")));
 	len = read_key_file(path, text, sizeof(text));
 	bio = BIO_new_mem_buf(text, len);
-	key = bio ? PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL) : NULL;
+	key = bio ? tls_read_private_key(bio) : NULL;
 	BIO_free(bio);
 	explicit_bzero(text, sizeof(text));
 	if (key == NULL)
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
 						errmsg("presence: presence.audit_signing_key_file \"%s\" holds no usable private key: %s",
-							   path, openssl_problem())));
+							   path, tls_openssl_problem())));
 	if (EVP_PKEY_id(key) != EVP_PKEY_ED25519)
 	{
 		EVP_PKEY_free(key);
@@ -202,16 +179,6 @@ checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session
 	append_be(buf, (uint64) seq, 8);
 	appendBinaryStringInfo(buf, (const char *) hash, PG_SHA256_DIGEST_LENGTH);
 	append_be(buf, (uint64) unix_us, 8);
-}
-
-static bytea *
-bytea_of(const uint8 *bytes, size_t len)
-{
-	bytea	   *result = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(result, VARHDRSZ + len);
-	memcpy(VARDATA(result), bytes, len);
-	return result;
 }
 
 /*
@@ -270,15 +237,15 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	EVP_MD_CTX_free(md);
 	if (!signed_ok)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
-						errmsg("presence: could not sign an audit checkpoint: %s", openssl_problem())));
+						errmsg("presence: could not sign an audit checkpoint: %s", tls_openssl_problem())));
 
 	args[0] = UUIDPGetDatum(&session);
 	argtypes[0] = UUIDOID;
 	args[1] = Int64GetDatum(checkpoint->chain_seq);
-	args[2] = PointerGetDatum(bytea_of(checkpoint->row_hash, PG_SHA256_DIGEST_LENGTH));
+	args[2] = PointerGetDatum(bytea_from_bytes(checkpoint->row_hash, PG_SHA256_DIGEST_LENGTH));
 	args[3] = TimestampTzGetDatum(checkpoint->signed_at);
-	args[4] = PointerGetDatum(bytea_of(checkpoint->signature, ED25519_SIGNATURE_BYTES));
-	args[5] = PointerGetDatum(bytea_of(public_key, ED25519_PUBLIC_KEY_BYTES));
+	args[4] = PointerGetDatum(bytea_from_bytes(checkpoint->signature, ED25519_SIGNATURE_BYTES));
+	args[5] = PointerGetDatum(bytea_from_bytes(public_key, ED25519_PUBLIC_KEY_BYTES));
 	if (SPI_execute_with_args("INSERT INTO presence.audit_checkpoints"
 							  " (session_id, chain_seq, row_hash, signed_at, signature, public_key)"
 							  " VALUES ($1, $2, $3, $4, $5, $6)",
@@ -323,9 +290,9 @@ presence_audit_checkpoint(PG_FUNCTION_ARGS)
 	SPI_finish();
 
 	result[0] = Int64GetDatum(checkpoint.chain_seq);
-	result[1] = PointerGetDatum(bytea_of(checkpoint.row_hash, PG_SHA256_DIGEST_LENGTH));
+	result[1] = PointerGetDatum(bytea_from_bytes(checkpoint.row_hash, PG_SHA256_DIGEST_LENGTH));
 	result[2] = TimestampTzGetDatum(checkpoint.signed_at);
-	result[3] = PointerGetDatum(bytea_of(checkpoint.signature, ED25519_SIGNATURE_BYTES));
+	result[3] = PointerGetDatum(bytea_from_bytes(checkpoint.signature, ED25519_SIGNATURE_BYTES));
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, result, nulls)));
 }
 
