@@ -438,5 +438,27 @@ SELECT * FROM presence.verify_audit_chain('restored');
 SELECT presence.log_activity('restored', NULL, 'after.restore') IS NOT NULL AS logged;
 SELECT * FROM presence.verify_audit_chain('restored');
 
+--
+-- Signed checkpoints.  Signing needs a key file, so it is tested in
+-- test/test_audit_checkpoints.py; here, what needs none.
+--
+SELECT regress.try($$SELECT * FROM presence.audit_checkpoint('chain-vector')$$);
+SELECT regress.try($$SELECT * FROM presence.audit_checkpoint(NULL)$$);
+-- verify_audit_chain checks every stored checkpoint: one whose signature
+-- is not its key's is caught, though every row verifies;
+SELECT regress.chain_session('checkpoint-forged', 3);
+INSERT INTO presence.audit_checkpoints (session_id, chain_seq, row_hash, signed_at, signature, public_key)
+SELECT a.session_id, a.chain_seq, a.row_hash, '2024-01-02 03:05:00+00', decode(repeat('00', 64), 'hex'),
+	   decode(repeat('ab', 32), 'hex')
+  FROM presence.activity_log a JOIN presence.collaboration_sessions s ON s.id = a.session_id
+ WHERE s.session_id = 'checkpoint-forged' AND a.chain_seq = 2;
+SELECT * FROM presence.verify_audit_chain('checkpoint-forged');
+-- the checkpoints are append-only, like the log.
+SELECT regress.try($$UPDATE presence.audit_checkpoints SET chain_seq = 1$$);
+SELECT regress.try($$DELETE FROM presence.audit_checkpoints$$);
+SELECT regress.try($$TRUNCATE presence.audit_checkpoints$$);
+SELECT regress.try($$INSERT INTO presence.audit_checkpoints SELECT session_id, 0, row_hash, signed_at, signature, public_key
+						FROM presence.audit_checkpoints$$);
+
 -- (Its row type argument would hold up DROP EXTENSION in drop.sql.)
 DROP FUNCTION regress.chain_hash(presence.activity_log, bytea);

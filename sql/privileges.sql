@@ -74,7 +74,12 @@ SELECT n, what,
 								   SELECT id, 'forged' FROM presence.collaboration_sessions LIMIT 1$$),
 	(31, 'UPDATE sessions', $$UPDATE presence.collaboration_sessions SET status = 'failed'$$),
 	(32, 'DELETE activity_log', $$DELETE FROM presence.activity_log$$),
-	(33, 'DELETE users', $$DELETE FROM presence.users WHERE username = 'priv-ann'$$)
+	(33, 'DELETE users', $$DELETE FROM presence.users WHERE username = 'priv-ann'$$),
+	-- (55000 for the auditor: no signing key is configured here)
+	(34, 'audit_checkpoint', $$SELECT presence.audit_checkpoint('priv-s')$$),
+	(35, 'SELECT checkpoints', $$SELECT * FROM presence.audit_checkpoints$$),
+	(36, 'INSERT checkpoints', $$INSERT INTO presence.audit_checkpoints
+								  SELECT id, 1, sha256(''), now(), '', '' FROM presence.collaboration_sessions LIMIT 1$$)
 	) AS t(n, what, statement)
  ORDER BY n;
 

@@ -45,6 +45,7 @@
 #include "utils/uuid.h"
 
 #include "audit_chain.h"
+#include "audit_checkpoint.h"
 
 /* Random bytes drawn at a time for activity ids (512 ids of 8 bytes). */
 #define ID_POOL_BYTES 4096
@@ -88,7 +89,6 @@ static void chain_lock_session(const pg_uuid_t *session);
 static void chain_last_link(const pg_uuid_t *session, int64 *seq, uint8 *hash);
 static void hash_text_field(pg_cryptohash_ctx *ctx, const char *value);
 static int	column_number(TupleDesc tupdesc, const char *name);
-static bytea *bytea_from_bytes(const uint8 *bytes, size_t len);
 
 /*
  * Computes a row hash from the row's text: fields are the text of the
@@ -160,7 +160,8 @@ hash_text_field(pg_cryptohash_ctx *ctx, const char *value)
 		elog(ERROR, "presence: could not compute SHA-256: %s", pg_cryptohash_error(ctx));
 }
 
-static bytea *
+/* A bytea of len bytes; the checkpoints store hashes and keys with it too. */
+bytea *
 bytea_from_bytes(const uint8 *bytes, size_t len)
 {
 	bytea	   *result = palloc(VARHDRSZ + len);
@@ -418,6 +419,18 @@ audit_chain_try_lock_session(const pg_uuid_t *session)
 }
 
 /*
+ * The head of a session's chain, read under its chain lock (taken here
+ * and held until the transaction ends), so no append moves it while a
+ * checkpoint of it is signed and stored.
+ */
+void
+audit_chain_locked_head(const pg_uuid_t *session, int64 *seq, uint8 *hash)
+{
+	chain_lock_session(session);
+	chain_last_link(session, seq, hash);
+}
+
+/*
  * The newest link of a session: its last row, else the anchor a purge
  * left, else the genesis link (seq 0, zero hash).
  */
@@ -559,13 +572,17 @@ presence_activity_guard(PG_FUNCTION_ARGS)
 }
 
 /*
- * verify_audit_chain(session_id text) -> (ok, rows_checked, first_bad_id)
+ * verify_audit_chain(session_id text) -> (ok, rows_checked, first_bad_id,
+ *										   checkpoints_checked, first_bad_checkpoint)
  *
  * Walks the session's rows in chain order and checks that each has the
  * next sequence number, links to the previous row's hash and hashes to
  * its stored value.  The first row that fails is reported: an edited row
  * itself, the row after a deleted one, an inserted row.  Rows are read
  * through a cursor, so a long chain needs no more memory than a short one.
+ * Then the session's signed checkpoints are checked against the chain
+ * (audit_checkpoints_verify), which catches what the walk cannot: the
+ * newest rows cut off, or the chain recomputed from some row on.
  */
 PG_FUNCTION_INFO_V1(presence_verify_audit_chain);
 Datum
@@ -573,8 +590,11 @@ presence_verify_audit_chain(PG_FUNCTION_ARGS)
 {
 	text	   *session_text;
 	TupleDesc	result_desc;
-	Datum		result[3];
-	bool		result_nulls[3] = {false, false, true};
+	Datum		result[5];
+	bool		result_nulls[5] = {false, false, true, false, true};
+	int64		checkpoints_checked;
+	int64		first_bad_checkpoint = 0;
+	bool		checkpoints_ok;
 	Oid			argtypes[1] = {TEXTOID};
 	Datum		args[1];
 	Datum		session_uuid;
@@ -662,10 +682,19 @@ presence_verify_audit_chain(PG_FUNCTION_ARGS)
 		SPI_freetuptable(SPI_tuptable);
 	}
 	SPI_cursor_close(portal);
+	/* before 1.4 there are no checkpoints to check, nor columns to say so */
+	checkpoints_checked = 0;
+	checkpoints_ok = true;
+	if (result_desc->natts >= 5)
+		audit_checkpoints_verify(session_uuid, text_to_cstring(session_text),
+								 &checkpoints_checked, &checkpoints_ok, &first_bad_checkpoint);
 	SPI_finish();
 
-	result[0] = BoolGetDatum(ok);
+	result[0] = BoolGetDatum(ok && checkpoints_ok);
 	result[1] = Int64GetDatum(rows_checked);
+	result[3] = Int64GetDatum(checkpoints_checked);
+	result[4] = Int64GetDatum(first_bad_checkpoint);
+	result_nulls[4] = checkpoints_ok;
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(result_desc, result, result_nulls)));
 }
 

@@ -61,6 +61,8 @@ int			presence_batch_max = 10;
 int			presence_log_flush_interval_ms = 1000;
 int			presence_log_flush_max = 100;
 int			presence_activity_retention_s = 0;
+char	   *presence_audit_signing_key_file = NULL;
+int			presence_audit_checkpoint_interval_s = 300;
 int			presence_ping_interval_s = 60;
 int			presence_max_pending_activity = 100000;
 int			presence_max_pending_activity_kb = 65536;
@@ -306,6 +308,17 @@ presence_define_gucs(void)
 	DefineCustomIntVariable("presence.activity_retention",
 							"Activity older than this is purged by the maintenance worker; 0 keeps everything.",
 							NULL, &presence_activity_retention_s, 0, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomStringVariable("presence.audit_signing_key_file",
+							   "Ed25519 private key (PEM, PKCS#8) that signs audit checkpoints; empty signs none.",
+							   "Read at every signature, so a reload or a replaced file takes effect at once; "
+							   "refused when group or others can read it, as ssl_key_file is.",
+							   &presence_audit_signing_key_file, "",
+							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+	DefineCustomIntVariable("presence.audit_checkpoint_interval",
+							"How often the maintenance worker signs a checkpoint of every session whose audit chain "
+							"grew since its last one; 0 signs none (audit_checkpoint() still does).",
+							NULL, &presence_audit_checkpoint_interval_s, 300, 0, 7 * 86400,
 							PGC_SIGHUP, GUC_UNIT_S, NULL, NULL, NULL);
 	DefineCustomIntVariable("presence.ping_interval",
 							"A connection silent this long is pinged, and dropped when silent another interval; 0 disables pings.",

@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  * maintenance.c
  *	  The maintenance worker: marks idle sessions inactive (logging
- *	  session_timeout), applies presence.activity_retention, and with Redis
+ *	  session_timeout), applies presence.activity_retention, signs audit
+ *	  checkpoints every presence.audit_checkpoint_interval, and with Redis
  *	  sweeps out the users whose node stopped refreshing them.
  *
  * One worker per node.  The SQL work happens on the primary only; the
@@ -25,8 +26,10 @@
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 #include "utils/wait_event.h"
 
+#include "audit_checkpoint.h"
 #include "clock.h"
 #include "node.h"
 #include "primary_link.h"
@@ -45,6 +48,8 @@ maintenance_period_ms(void)
 
 	if (redis_configured())
 		period = Min(period, Max(presence_presence_ttl_ms / 4, 250));
+	if (presence_audit_checkpoint_interval_s > 0)
+		period = Min(period, (int64) presence_audit_checkpoint_interval_s * 1000);
 	return (long) period;
 }
 
@@ -192,9 +197,93 @@ apply_retention_work(void *arg)
 	return DB_OK;
 }
 
-/* One pass: the Redis sweep, then on a primary session expiry and retention. */
+typedef struct CheckpointDue
+{
+	MemoryContext context;		/* outlives the transaction that lists them */
+	List	   *session_ids;
+} CheckpointDue;
+
+/*
+ * The sessions whose chain grew since their newest checkpoint: the active
+ * ones, and those with rows written in the last two intervals (a session
+ * that ended or timed out since the last pass still gets its final rows
+ * signed).  The key is loaded first, so a missing or bad key is one
+ * warning per pass, not one per session.
+ */
+static DbResult
+list_checkpoints_due_work(void *arg)
+{
+	CheckpointDue *due = arg;
+	Oid			types[1] = {INT4OID};
+	Datum		args[1] = {Int32GetDatum(presence_audit_checkpoint_interval_s * 2)};
+	int			ret;
+
+	EVP_PKEY_free(audit_signing_key_load());
+	ret = SPI_execute_with_args("SELECT s.session_id FROM presence.collaboration_sessions s"
+								" WHERE (s.status = 'active'"
+								"        OR s.id IN (SELECT a.session_id FROM presence.activity_log a"
+								"                     WHERE a.created_at >= now() - make_interval(secs => $1)))"
+								"   AND (SELECT max(a.chain_seq) FROM presence.activity_log a WHERE a.session_id = s.id)"
+								"       > coalesce((SELECT max(c.chain_seq) FROM presence.audit_checkpoints c"
+								"                    WHERE c.session_id = s.id), 0)",
+								1, types, args, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "presence: listing sessions to checkpoint failed: %s", SPI_result_code_string(ret));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(due->context);
+
+		due->session_ids = lappend(due->session_ids,
+								   SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		MemoryContextSwitchTo(old);
+	}
+	return DB_OK;
+}
+
+/* One session's checkpoint, in a transaction of its own. */
+static DbResult
+sign_checkpoint_work(void *arg)
+{
+	Datum		args[1] = {CStringGetTextDatum((const char *) arg)};
+	Oid			types[1] = {TEXTOID};
+
+	if (SPI_execute_with_args("SELECT presence.audit_checkpoint($1)", 1, types, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "presence: could not sign an audit checkpoint");
+	return DB_OK;
+}
+
+/*
+ * Signs a checkpoint of every session whose chain grew, one bounded
+ * transaction each: a session whose chain lock is held past the lock
+ * timeout is signed on a later pass, and the others are not held up.
+ */
 static void
-maintenance_pass(bool *extension_reported)
+write_checkpoints(void)
+{
+	CheckpointDue due = {AllocSetContextCreate(CurrentMemoryContext, "presence checkpoints",
+											   ALLOCSET_DEFAULT_SIZES), NIL};
+	ListCell   *cell;
+	int			signed_count = 0;
+
+	if (db_run("presence: listing sessions to checkpoint", list_checkpoints_due_work, &due) == DB_OK)
+		foreach(cell, due.session_ids)
+		{
+			if (ShutdownRequestPending)
+				break;
+			if (db_run("presence: signing an audit checkpoint", sign_checkpoint_work, lfirst(cell)) == DB_OK)
+				signed_count++;
+		}
+	if (signed_count > 0)
+		ereport(DEBUG1, (errmsg("presence: signed %d audit checkpoints", signed_count)));
+	MemoryContextDelete(due.context);
+}
+
+/*
+ * One pass: the Redis sweep, then on a primary session expiry, retention
+ * and, when due, checkpoints.
+ */
+static void
+maintenance_pass(bool *extension_reported, int64 *last_checkpoints_ms)
 {
 	if (redis_configured())
 		sweep_redis();
@@ -215,6 +304,12 @@ maintenance_pass(bool *extension_reported)
 			purged > 0)
 			ereport(LOG, (errmsg("presence: purged %lld activity rows past retention",
 								 (long long) purged)));
+		if (presence_audit_checkpoint_interval_s > 0 && presence_audit_signing_key_file[0] != '\0' &&
+			presence_now_ms() - *last_checkpoints_ms >= (int64) presence_audit_checkpoint_interval_s * 1000)
+		{
+			*last_checkpoints_ms = presence_now_ms();
+			write_checkpoints();
+		}
 	}
 	else if (!*extension_reported)
 	{
@@ -229,26 +324,28 @@ void
 presence_maintenance_main(Datum main_arg)
 {
 	bool		extension_reported = false;
+	int64		last_checkpoints_ms = 0;
 
 	worker_process_start();
 	db_set_waits(DB_WAITS_BACKGROUND);
 	for (;;)
 	{
-		int64		next_pass_ms;
+		int64		pass_ended_ms;
 
-		maintenance_pass(&extension_reported);
+		maintenance_pass(&extension_reported, &last_checkpoints_ms);
 
 		/*
 		 * Sleep until the next pass is due even when woken early: a lock
 		 * timeout sets the latch too (its SIGINT), and a pass that failed
-		 * must not be retried back to back.
+		 * must not be retried back to back.  The period is read again at
+		 * every wake, so a reload that shortens it applies to this sleep.
 		 */
 		worker_process_report_stats();
-		next_pass_ms = presence_now_ms() + maintenance_period_ms();
-		do
+		pass_ended_ms = presence_now_ms();
+		while (presence_now_ms() < pass_ended_ms + maintenance_period_ms())
 		{
-			if (!worker_process_sleep((long) Max(next_pass_ms - presence_now_ms(), 0)))
+			if (!worker_process_sleep((long) Max(pass_ended_ms + maintenance_period_ms() - presence_now_ms(), 0)))
 				proc_exit(0);
-		} while (presence_now_ms() < next_pass_ms);
+		}
 	}
 }

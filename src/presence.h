@@ -69,6 +69,8 @@ extern int	presence_batch_max;
 extern int	presence_log_flush_interval_ms;
 extern int	presence_log_flush_max;
 extern int	presence_activity_retention_s;
+extern char *presence_audit_signing_key_file;
+extern int	presence_audit_checkpoint_interval_s;
 extern int	presence_ping_interval_s;
 extern int	presence_max_pending_activity;
 extern int	presence_max_pending_activity_kb;

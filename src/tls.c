@@ -49,9 +49,12 @@ tls_context_created(void *ssl_ctx)
 	verifying_clients = presence_ssl_ca_file && presence_ssl_ca_file[0];
 }
 
-/* The oldest OpenSSL error, for the log ("unknown" when there is none). */
-static const char *
-openssl_problem(void)
+/*
+ * The oldest OpenSSL error, for the log ("unknown" when there is none);
+ * the audit signing key's errors are worded with it too.
+ */
+const char *
+tls_openssl_problem(void)
 {
 	static char text[256];
 	unsigned long error = ERR_get_error();
@@ -97,6 +100,13 @@ no_passphrase(char *buffer, int size, int rwflag, void *arg)
 	return 0;
 }
 
+/* A PEM private key from bio, or NULL; the audit signing key is read so too. */
+EVP_PKEY *
+tls_read_private_key(BIO *bio)
+{
+	return PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
+}
+
 static EVP_PKEY *
 read_key(const char *path)
 {
@@ -105,7 +115,7 @@ read_key(const char *path)
 
 	if (file == NULL)
 		return NULL;
-	key = PEM_read_bio_PrivateKey(file, NULL, no_passphrase, NULL);
+	key = tls_read_private_key(file);
 	BIO_free(file);
 	return key;
 }
@@ -121,7 +131,7 @@ reload_client_cas(void)
 	{
 		ereport(WARNING,
 				(errmsg("presence: could not reload presence.ssl_ca_file \"%s\": %s; keeping the current CAs",
-						presence_ssl_ca_file, openssl_problem())));
+						presence_ssl_ca_file, tls_openssl_problem())));
 		X509_STORE_free(store);
 		if (names)
 			sk_X509_NAME_pop_free(names, X509_NAME_free);
@@ -170,7 +180,7 @@ tls_reload(void)
 	{
 		ereport(WARNING,
 				(errmsg("presence: could not read presence.ssl_cert_file \"%s\": %s; keeping the current certificate",
-						presence_ssl_cert_file, openssl_problem())));
+						presence_ssl_cert_file, tls_openssl_problem())));
 		return;
 	}
 	key = read_key(presence_ssl_key_file);
@@ -191,7 +201,7 @@ tls_reload(void)
 		ereport(WARNING,
 				(errmsg("presence: %s presence.ssl_key_file \"%s\": %s; keeping the current certificate",
 						key ? "the certificate does not match" : "could not read", presence_ssl_key_file,
-						openssl_problem())));
+						tls_openssl_problem())));
 		EVP_PKEY_free(key);
 		X509_free(certificate);
 		sk_X509_pop_free(chain, X509_free);
@@ -218,7 +228,7 @@ tls_reload(void)
 		else
 			ereport(WARNING,
 					(errmsg("presence: could not use the TLS certificate of \"%s\": %s; keeping the current one",
-							presence_ssl_cert_file, openssl_problem())));
+							presence_ssl_cert_file, tls_openssl_problem())));
 	}
 	EVP_PKEY_free(key);
 	X509_free(certificate);

@@ -1,0 +1,476 @@
+"""Signed audit checkpoints (issue 13, part 2).
+
+A cluster with an Ed25519 key in presence.audit_signing_key_file signs
+chain heads (presence.audit_checkpoint(), and the maintenance worker on
+its own); verify_audit_chain checks them; and the offline verifier,
+given only an export, the checkpoint JSON an auditor saved and the public
+key, catches what a superuser does to the chain: an edited row, an edited
+row with its hash recomputed, an inserted row, the newest rows cut off,
+and a rewrite with every following hash recomputed.
+
+    /usr/bin/python3 -m pytest test/test_audit_checkpoints.py
+"""
+
+import json
+import os
+import pwd
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+
+import psycopg
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+from conftest import BASE_GUCS, SCALE, Cluster, free_ports, wait_until
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PGBIN = os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin")
+VERIFY = os.path.join(os.path.dirname(HERE), "scripts", "verify-activity-export.py")
+
+# The chain recipe of docs/sql-reference.md in SQL, for a superuser who
+# rewrites rows and recomputes their hashes.
+TAMPER_SQL = r"""
+CREATE SCHEMA IF NOT EXISTS tamper;
+CREATE OR REPLACE FUNCTION tamper.f(value anyelement) RETURNS bytea LANGUAGE sql IMMUTABLE AS $$
+	SELECT CASE WHEN value IS NULL THEN '\xffffffff'::bytea
+				ELSE int4send(octet_length(format('%s', value))) || convert_to(format('%s', value), 'UTF8') END
+$$;
+CREATE OR REPLACE FUNCTION tamper.hash(a presence.activity_log, prev bytea) RETURNS bytea LANGUAGE sql STABLE AS $$
+	SELECT sha256(prev || tamper.f(a.chain_seq) || tamper.f(a.id) || tamper.f(a.session_id) || tamper.f(a.user_id)
+				  || tamper.f(a.activity_type) || tamper.f(a.details) || tamper.f(a.ip_address)
+				  || tamper.f(a.user_agent) || tamper.f((extract(epoch FROM a.created_at) * 1000000)::bigint))
+$$;
+-- Rehashes a session's rows from chain_seq from_seq on, each linked to the one before.
+CREATE OR REPLACE FUNCTION tamper.rehash(p_session uuid, from_seq bigint, last_seq bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+DECLARE
+	r presence.activity_log;
+	prev bytea;
+BEGIN
+	SELECT coalesce((SELECT row_hash FROM presence.activity_log WHERE session_id = p_session AND chain_seq = from_seq - 1),
+					decode(repeat('00', 32), 'hex')) INTO prev;
+	FOR r IN SELECT * FROM presence.activity_log WHERE session_id = p_session AND chain_seq BETWEEN from_seq AND last_seq
+			  ORDER BY chain_seq LOOP
+		UPDATE presence.activity_log SET prev_hash = prev, row_hash = tamper.hash(r, prev) WHERE id = r.id
+		RETURNING row_hash INTO prev;
+	END LOOP;
+END $$;
+"""
+
+
+def write_key_file(cluster, name, pem, mode=0o600):
+    """A key file owned by the cluster's OS user, as an operator installs it."""
+    path = os.path.join(cluster.dir, name)
+    with open(path + ".tmp", "wb") as f:
+        f.write(pem)
+    os.chmod(path + ".tmp", mode)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(path + ".tmp", owner.pw_uid, owner.pw_gid)
+    os.replace(path + ".tmp", path)
+    return path
+
+
+def private_pem(key):
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+@pytest.fixture(scope="module")
+def signing_key():
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="module")
+def public_key_file(signing_key, tmp_path_factory):
+    path = tmp_path_factory.mktemp("auditor") / "audit.pub.pem"
+    path.write_bytes(signing_key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                           serialization.PublicFormat.SubjectPublicKeyInfo))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def cluster(signing_key):
+    c = Cluster(name="presence-ckpt-")
+    try:
+        key_path = write_key_file(c, "audit-signing.pem", private_pem(signing_key))
+        c.start(dict(BASE_GUCS, **{"presence.audit_signing_key_file": key_path,
+                                   "presence.audit_checkpoint_interval": "0"}))
+        c.sql(TAMPER_SQL)
+        c.key_path = key_path
+        yield c
+    finally:
+        c.destroy()
+
+
+def chain_session(cluster, rows=8):
+    """A session with rows activity rows, logged through the API: (session_id, uuid)."""
+    session_id = "ckpt-" + uuid.uuid4().hex[:10]
+    owner = str(uuid.uuid4())
+    cluster.sql("INSERT INTO presence.users (id, username) VALUES (%s, %s)", (owner, "owner " + session_id))
+    cluster.sql("SELECT presence.create_session(%s, session_id => %s)", (owner, session_id))
+    cluster.sql("""SELECT count(*) FROM presence.log_activity_batch(array_fill(%s::text, ARRAY[%s]),
+                                                                   array_fill(%s::uuid, ARRAY[%s]),
+                                                                   ARRAY(SELECT 'step.' || i FROM generate_series(1, %s) i),
+                                                                   ARRAY(SELECT jsonb_build_object('step', i)
+                                                                           FROM generate_series(1, %s) i))""",
+                (session_id, rows - 1, owner, rows - 1, rows - 1, rows - 1))
+    return session_id, cluster.sql1("SELECT id FROM presence.collaboration_sessions WHERE session_id = %s",
+                                    (session_id,))
+
+
+def save_checkpoint(cluster, session_id, tmp_path, name="checkpoint.json"):
+    """What an auditor keeps: the checkpoint as row_to_json gives it (docs/sql-reference.md)."""
+    text = cluster.sql1("SELECT row_to_json(c)::text FROM presence.audit_checkpoint(%s) c", (session_id,))
+    path = tmp_path / name
+    path.write_text(text + "\n")
+    return str(path), json.loads(text)
+
+
+def export(cluster, session_id, tmp_path, name="export.csv"):
+    path = tmp_path / name
+    path.write_bytes(cluster.sql1("SELECT presence.export_activity_csv(%s)", (session_id,)).encode("utf-8"))
+    return str(path)
+
+
+def verify(csv_path, *args):
+    return subprocess.run([sys.executable, VERIFY, csv_path, *args], capture_output=True, text=True, timeout=60)
+
+
+def verify_with(csv_path, checkpoint_path, public_key_file, session_id):
+    return verify(csv_path, "--checkpoint", checkpoint_path, "--public-key", public_key_file,
+                  "--session-id", session_id)
+
+
+def superuser(cluster, sql, params=None):
+    """SQL with the guarding triggers off, as a superuser who tampers does it."""
+    with cluster.connect() as conn:
+        with conn.transaction():
+            conn.execute("SET LOCAL session_replication_role = replica")
+            conn.execute(sql, params)
+
+
+def in_database(cluster, session_id):
+    return cluster.sql("SELECT ok, rows_checked, first_bad_id, checkpoints_checked, first_bad_checkpoint"
+                       " FROM presence.verify_audit_chain(%s)", (session_id,))[0]
+
+
+def test_checkpoint_is_signed_head(cluster, signing_key):
+    session_id, session_uuid = chain_session(cluster, rows=5)
+    head_seq, head_hash = cluster.sql("SELECT chain_seq, row_hash FROM presence.audit_chain_head(%s)", (session_id,))[0]
+    seq, row_hash, signed_at, signature = cluster.sql(
+        "SELECT chain_seq, row_hash, (extract(epoch FROM signed_at) * 1000000)::bigint, signature"
+        "  FROM presence.audit_checkpoint(%s)", (session_id,))[0]
+    assert (seq, bytes(row_hash).hex()) == (head_seq, head_hash) == (5, head_hash)
+    name = session_id.encode()
+    message = (b"presence-audit-checkpoint-v1\x00" + session_uuid.bytes + struct.pack(">I", len(name)) + name
+               + struct.pack(">q", seq) + bytes(row_hash) + struct.pack(">q", signed_at))
+    signing_key.public_key().verify(bytes(signature), message)  # raises when it does not verify
+    stored = cluster.sql("SELECT chain_seq, signature, public_key FROM presence.audit_checkpoints c"
+                         " WHERE c.session_id = %s", (session_uuid,))
+    raw_public = signing_key.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    assert stored == [(5, signature, raw_public)]
+    assert in_database(cluster, session_id) == (True, 5, None, 1, None)
+
+
+def test_errors(cluster):
+    with pytest.raises(Exception, match='session "no-such-session" does not exist'):
+        cluster.sql("SELECT * FROM presence.audit_checkpoint('no-such-session')")
+    owner = str(uuid.uuid4())
+    cluster.sql("INSERT INTO presence.users (id, username) VALUES (%s, 'empty owner')", (owner,))
+    cluster.sql("INSERT INTO presence.collaboration_sessions (session_id, owner_id) VALUES ('ckpt-empty', %s)", (owner,))
+    with pytest.raises(Exception, match='session "ckpt-empty" has no activity to checkpoint'):
+        cluster.sql("SELECT * FROM presence.audit_checkpoint('ckpt-empty')")
+    assert cluster.sql1("SELECT has_function_privilege('public', 'presence.audit_checkpoint(text)', 'EXECUTE')") is False
+
+
+def test_unusable_keys_are_refused(cluster, tmp_path):
+    session_id, _ = chain_session(cluster, rows=2)
+    cases = [
+        (write_key_file(cluster, "open.pem", private_pem(ed25519.Ed25519PrivateKey.generate()), 0o644),
+         "has group or world access"),
+        (write_key_file(cluster, "garbage.pem", b"-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n"),
+         "holds no usable private key"),
+        (write_key_file(cluster, "ec.pem", private_pem(ec.generate_private_key(ec.SECP256R1()))),
+         "is not an Ed25519 key"),
+        (os.path.join(cluster.dir, "missing.pem"), "could not open"),
+    ]
+    try:
+        for path, problem in cases:
+            cluster.reload({"presence.audit_signing_key_file": path})
+            with pytest.raises(Exception, match=problem):
+                cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+        # the maintenance worker logs the bad key and goes on
+        maintenance = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'presence maintenance'"
+        pid = wait_until(lambda: cluster.sql1(maintenance), timeout=30 * SCALE, what="the maintenance worker")
+        offset = cluster.log_size()
+        cluster.reload({"presence.audit_checkpoint_interval": "1s"})
+        wait_until(lambda: "could not open presence.audit_signing_key_file" in cluster.log_since(offset),
+                   what="the maintenance worker's warning")
+        time.sleep(2 * SCALE)
+        assert cluster.sql1(maintenance) == pid
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path,
+                        "presence.audit_checkpoint_interval": "0"})
+    assert cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,)) == 2
+
+
+def test_maintenance_worker_signs_grown_chains(cluster):
+    session_id, session_uuid = chain_session(cluster, rows=3)
+    count = "SELECT count(*), max(chain_seq) FROM presence.audit_checkpoints WHERE session_id = %s"
+    try:
+        cluster.reload({"presence.audit_checkpoint_interval": "1s"})
+        wait_until(lambda: cluster.sql(count, (session_uuid,))[0] == (1, 3), what="a checkpoint at 3")
+        cluster.sql("SELECT presence.log_activity(%s, NULL, 'more.work')", (session_id,))
+        wait_until(lambda: cluster.sql(count, (session_uuid,))[0] == (2, 4), what="a checkpoint at 4")
+        # an unchanged head is not signed again
+        time.sleep(3 * SCALE)
+        assert cluster.sql(count, (session_uuid,))[0] == (2, 4)
+    finally:
+        cluster.reload({"presence.audit_checkpoint_interval": "0"})
+    assert in_database(cluster, session_id) == (True, 4, None, 2, None)
+
+
+def test_untampered_export_verifies(cluster, public_key_file, tmp_path):
+    session_id, _ = chain_session(cluster)
+    older, _ = save_checkpoint(cluster, session_id, tmp_path, "older.json")
+    cluster.sql("SELECT presence.log_activity(%s, NULL, 'later.work')", (session_id,))
+    newer, _ = save_checkpoint(cluster, session_id, tmp_path, "newer.json")
+    result = verify(export(cluster, session_id, tmp_path), "--checkpoint", older, "--checkpoint", newer,
+                    "--public-key", public_key_file, "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    assert "9 rows verify" in result.stdout
+    assert result.stdout.count("signed and matches the export") == 2
+
+
+def test_checkpoint_forms(cluster, public_key_file, tmp_path):
+    """The self-describing JSON (with session_id) and psql's CSV both verify; another session's does not."""
+    session_id, session_uuid = chain_session(cluster, rows=3)
+    other_id, _ = chain_session(cluster, rows=3)
+    csv_path = export(cluster, session_id, tmp_path)
+    described = tmp_path / "described.json"
+    described.write_text(cluster.sql1(
+        "SELECT row_to_json(c)::text FROM (SELECT %s AS session_id, * FROM presence.audit_checkpoint(%s)) c",
+        (session_id, session_id)) + "\n")
+    result = verify(csv_path, "--checkpoint", str(described), "--public-key", public_key_file)
+    assert result.returncode == 0, result.stderr
+    psql_csv = subprocess.run([os.path.join(HERE, "cluster.sh"), "psql", cluster.dir, "-XA", "--csv", "-c",
+                               "SELECT * FROM presence.audit_checkpoint('%s')" % session_id],
+                              capture_output=True, text=True, check=True)
+    (tmp_path / "psql.csv").write_text(psql_csv.stdout)
+    result = verify_with(csv_path, str(tmp_path / "psql.csv"), public_key_file, session_id)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    other, _ = save_checkpoint(cluster, other_id, tmp_path, "other.json")
+    result = verify_with(csv_path, other, public_key_file, session_id)
+    assert result.returncode == 1 and "signature does not verify" in result.stderr
+    other_described = tmp_path / "other-described.json"
+    other_described.write_text(json.dumps(dict(json.load(open(other)), session_id=other_id)))
+    result = verify_with(csv_path, str(other_described), public_key_file, session_id)
+    assert result.returncode == 1 and "checkpoint of another session" in result.stderr
+
+
+def test_bad_signature(cluster, public_key_file, tmp_path):
+    session_id, _ = chain_session(cluster, rows=3)
+    path, checkpoint = save_checkpoint(cluster, session_id, tmp_path)
+    signature = bytearray.fromhex(checkpoint["signature"][2:])
+    signature[10] ^= 1
+    with open(path, "w") as f:
+        json.dump(dict(checkpoint, signature="\\x" + signature.hex()), f)
+    result = verify_with(export(cluster, session_id, tmp_path), path, public_key_file, session_id)
+    assert result.returncode == 1 and "signature does not verify" in result.stderr
+    # a checkpoint signed by another key than the auditor's
+    other = tmp_path / "other.pub.pem"
+    other.write_bytes(ed25519.Ed25519PrivateKey.generate().public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    good, _ = save_checkpoint(cluster, session_id, tmp_path, "good.json")
+    result = verify_with(export(cluster, session_id, tmp_path), good, str(other), session_id)
+    assert result.returncode == 1 and "signature does not verify" in result.stderr
+
+
+def tamper_edit(cluster, session_id, session_uuid):
+    superuser(cluster, "UPDATE presence.activity_log SET details = '{\"step\": 99}'"
+                       " WHERE session_id = %s AND chain_seq = 4", (session_uuid,))
+
+
+def tamper_edit_rehash(cluster, session_id, session_uuid):
+    superuser(cluster, "UPDATE presence.activity_log SET details = '{\"step\": 99}'"
+                       " WHERE session_id = %s AND chain_seq = 4", (session_uuid,))
+    superuser(cluster, "SELECT tamper.rehash(%s, 4, 4)", (session_uuid,))
+
+
+def tamper_insert(cluster, session_id, session_uuid):
+    superuser(cluster, "UPDATE presence.activity_log SET chain_seq = chain_seq + 1000"
+                       " WHERE session_id = %s AND chain_seq >= 4", (session_uuid,))
+    superuser(cluster, "UPDATE presence.activity_log SET chain_seq = chain_seq - 999"
+                       " WHERE session_id = %s AND chain_seq > 1000", (session_uuid,))
+    superuser(cluster, "INSERT INTO presence.activity_log (session_id, activity_type, chain_seq, prev_hash, row_hash)"
+                       " VALUES (%s, 'forged', 4, '\\x00', '\\x00')", (session_uuid,))
+    superuser(cluster, "SELECT tamper.rehash(%s, 4, 4)", (session_uuid,))
+
+
+def tamper_truncate(cluster, session_id, session_uuid):
+    superuser(cluster, "DELETE FROM presence.activity_log WHERE session_id = %s AND chain_seq > 5", (session_uuid,))
+
+
+def tamper_recompute(cluster, session_id, session_uuid):
+    superuser(cluster, "UPDATE presence.activity_log SET details = '{\"step\": 99}'"
+                       " WHERE session_id = %s AND chain_seq = 4", (session_uuid,))
+    superuser(cluster, "SELECT tamper.rehash(%s, 4, 1000000)", (session_uuid,))
+
+
+@pytest.mark.parametrize("tamper, offline_says, chain_walk_ok", [
+    (tamper_edit, r"chain_seq 4 \(id .*\): row_hash does not match the row", False),
+    (tamper_edit_rehash, r"chain_seq 5 \(id .*\): does not link to the row before", False),
+    (tamper_insert, r"chain_seq 5 \(id .*\): does not link to the row before", False),
+    (tamper_truncate, "the newest rows were cut off", True),
+    (tamper_recompute, "the chain was rewritten and recomputed", True),
+], ids=["edit", "edit-rehash", "insert", "truncate", "recompute"])
+def test_tampering_is_caught_offline(cluster, public_key_file, tmp_path, tamper, offline_says, chain_walk_ok):
+    session_id, session_uuid = chain_session(cluster)
+    checkpoint, _ = save_checkpoint(cluster, session_id, tmp_path)
+    before = export(cluster, session_id, tmp_path, "before.csv")
+    assert verify_with(before, checkpoint, public_key_file, session_id).returncode == 0
+
+    tamper(cluster, session_id, session_uuid)
+    after = export(cluster, session_id, tmp_path, "after.csv")
+    # without the checkpoint, a cut or recomputed chain verifies: that is what checkpoints are for
+    assert (verify(after).returncode == 0) == chain_walk_ok
+    result = verify_with(after, checkpoint, public_key_file, session_id)
+    assert result.returncode == 1, result.stdout
+    assert re.search(offline_says, result.stderr), result.stderr
+    # and the database's own check sees it too, through the stored checkpoint when the walk cannot
+    ok, _, first_bad_id, checkpoints_checked, first_bad_checkpoint = in_database(cluster, session_id)
+    assert not ok and checkpoints_checked == 1
+    assert (first_bad_id is None) == chain_walk_ok
+    if chain_walk_ok:
+        assert first_bad_checkpoint == 8
+
+
+def test_purged_rows_keep_their_checkpoints(cluster, public_key_file, tmp_path):
+    """A purge keeps the checkpoints: one at the cut is checked against the
+    anchor, one below it by its signature alone."""
+    session_id, session_uuid = chain_session(cluster, rows=1)
+    superuser(cluster, "UPDATE presence.activity_log SET created_at = now() - interval '10 days'"
+                       " WHERE session_id = %s", (session_uuid,))
+    superuser(cluster, "SELECT tamper.rehash(%s, 1, 1)", (session_uuid,))
+    old = ("SELECT count(*) FROM presence.log_activity_batch(%s, array_fill(NULL::uuid, ARRAY[cardinality(%s::text[])]), %s,"
+           " created_ats => %s::timestamptz[])")
+    ago = "now() - interval '10 days'"
+    cluster.sql(old.replace("%s::timestamptz[]", "ARRAY[%s, %s]" % (ago, ago)),
+                ([session_id] * 2, [session_id] * 2, ["old.work"] * 2))
+    paths = [save_checkpoint(cluster, session_id, tmp_path, "at-3.json")[0]]
+    cluster.sql(old.replace("%s::timestamptz[]", "ARRAY[%s]" % ago), ([session_id], [session_id], ["old.work"]))
+    paths.append(save_checkpoint(cluster, session_id, tmp_path, "at-4.json")[0])
+    cluster.sql("SELECT presence.log_activity(%s, NULL, 'new.work')", (session_id,))
+    cluster.sql("SELECT presence.log_activity(%s, NULL, 'new.work')", (session_id,))
+    paths.append(save_checkpoint(cluster, session_id, tmp_path, "at-6.json")[0])
+    assert in_database(cluster, session_id) == (True, 6, None, 3, None)
+
+    assert cluster.sql1("SELECT presence.purge_activity('1 day')") >= 4
+    assert in_database(cluster, session_id) == (True, 2, None, 3, None)
+    args = [a for path in paths for a in ("--checkpoint", path)]
+    result = verify(export(cluster, session_id, tmp_path), *args, "--public-key", public_key_file,
+                    "--session-id", session_id)
+    assert result.returncode == 0, result.stderr
+    assert "about rows purged" in result.stdout and result.stdout.count("matches the export") == 2
+
+
+def test_standby_refuses_to_sign(cluster, tmp_path):
+    """A hot standby has the key setting (copied with the data directory) but signs nothing."""
+    session_id, _ = chain_session(cluster, rows=2)
+    base = tempfile.mkdtemp(prefix="presence-ckpt-standby-")
+    pgport, wsport = free_ports(2)
+    try:
+        shutil.chown(base, "postgres", "postgres")
+        subprocess.run(["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--",
+                        os.path.join(PGBIN, "pg_basebackup"), "-h", "127.0.0.1", "-p", str(cluster.pgport),
+                        "-U", "postgres", "-D", os.path.join(base, "data"), "-R", "-c", "fast", "-X", "stream"],
+                       check=True, capture_output=True, cwd="/")
+        with open(os.path.join(base, "data", "postgresql.conf"), "a") as f:
+            f.write("port = %d\nunix_socket_directories = '%s'\n" % (pgport, base))
+        with open(os.path.join(base, "data", "postgresql.auto.conf.presence"), "w") as f:
+            f.write("port = %d\n" % pgport)
+        subprocess.run([os.path.join(HERE, "cluster.sh"), "start", base, str(pgport), str(wsport),
+                        "presence.port=%d" % wsport, "presence.audit_checkpoint_interval=1s"],
+                       check=True, capture_output=True)
+        with psycopg.connect(host=base, port=pgport, user="postgres", dbname="presence", autocommit=True) as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+            wait_until(lambda: conn.execute("SELECT count(*) FROM presence.collaboration_sessions"
+                                            " WHERE session_id = %s", (session_id,)).fetchone() == (1,),
+                       what="the session on the standby")
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction, match="signed on the primary"):
+                conn.execute("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+            time.sleep(2 * SCALE)
+        with open(os.path.join(base, "server.log")) as f:
+            log = f.read()
+        # the standby's maintenance worker does not try
+        assert "sessions to checkpoint" not in log and "signing an audit checkpoint" not in log, log
+    finally:
+        subprocess.run([os.path.join(HERE, "cluster.sh"), "destroy", base], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def test_no_deadlock_with_a_session_locked_for_update(cluster):
+    """end_session locks the session row, then appends: a checkpoint signed
+    meanwhile waits for the row before it takes the chain lock, so neither
+    deadlocks (a deadlock would fail one of them after deadlock_timeout)."""
+    session_id, _ = chain_session(cluster, rows=2)
+    results = {}
+    with cluster.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM presence.collaboration_sessions WHERE session_id = %s FOR UPDATE", (session_id,))
+
+        def sign():
+            try:
+                results["seq"] = cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,))
+            except Exception as error:  # reported below
+                results["error"] = error
+        signer = threading.Thread(target=sign)
+        signer.start()
+        wait_until(lambda: cluster.sql1("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+                                        " AND query LIKE '%%audit_checkpoint%%'") == 1, what="the signer waiting")
+        holder.execute("SELECT presence.log_activity(%s, NULL, 'while.locked')", (session_id,))
+        holder.execute("COMMIT")
+        signer.join(30 * SCALE)
+    assert "error" not in results, results
+    assert results["seq"] == 3
+
+
+def test_verifier_inputs(cluster, public_key_file, tmp_path):
+    """A JSON array of checkpoints verifies; what cannot be used exits 2, not 1."""
+    session_id, _ = chain_session(cluster, rows=3)
+    csv_path = export(cluster, session_id, tmp_path)
+    array = tmp_path / "array.json"
+    save_checkpoint(cluster, session_id, tmp_path)
+    save_checkpoint(cluster, session_id, tmp_path)
+    array.write_text(cluster.sql1("SELECT json_agg(json_build_object('chain_seq', c.chain_seq, 'row_hash', c.row_hash,"
+                                  " 'signed_at', c.signed_at, 'signature', c.signature))::text"
+                                  " FROM presence.audit_checkpoints c JOIN presence.collaboration_sessions s"
+                                  " ON s.id = c.session_id WHERE s.session_id = %s", (session_id,)))
+    result = verify_with(csv_path, str(array), public_key_file, session_id)
+    assert result.returncode == 0, result.stderr
+    # rows of the table, as an auditor may save them now and then
+    rows = tmp_path / "rows.json"
+    rows.write_text("\n".join(r[0] for r in cluster.sql(
+        "SELECT row_to_json(c)::text FROM presence.audit_checkpoints c JOIN presence.collaboration_sessions s"
+        " ON s.id = c.session_id WHERE s.session_id = %s", (session_id,))) + "\n")
+    result = verify_with(csv_path, str(rows), public_key_file, session_id)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("signed and matches the export") == 2
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"chain_seq": 3}\n')
+    for args in (["--checkpoint", str(array)],  # no public key
+                 ["--checkpoint", str(broken), "--public-key", public_key_file, "--session-id", session_id],
+                 ["--checkpoint", str(array), "--public-key", csv_path, "--session-id", session_id],
+                 ["--checkpoint", str(array), "--public-key", public_key_file]):  # no session id
+        result = verify(csv_path, *args)
+        assert result.returncode == 2, (args, result.stdout, result.stderr)
