@@ -403,6 +403,17 @@ activity_allowed(Connection *connection, const char *session_id, const char *rol
 							  live_permission_cache(connection, session_id));
 }
 
+/* Why an activity was refused, in the terms of whoever decided. */
+static const char *
+activity_refusal(const char *activity_type)
+{
+	bool		comment = strcmp(activity_type, "comment") == 0;
+
+	if (permission_function_set())
+		return comment ? "commenting needs the comment permission" : "this activity needs the operate permission";
+	return comment ? "commenting needs the commenter or operator role" : "this activity needs the operator role";
+}
+
 static void
 handle_activity(Connection *connection, ClientRequest *request)
 {
@@ -417,14 +428,7 @@ handle_activity(Connection *connection, ClientRequest *request)
 	}
 	if (!activity_allowed(connection, request->session_id, role, is_owner, request->activity_type))
 	{
-		bool		by_function = permission_function_set();
-
-		request_fail(connection, request->ref, "forbidden",
-					 strcmp(request->activity_type, "comment") == 0 ?
-					 (by_function ? "commenting needs the comment permission" :
-					  "commenting needs the commenter or operator role") :
-					 (by_function ? "this activity needs the operate permission" :
-					  "this activity needs the operator role"));
+		request_fail(connection, request->ref, "forbidden", activity_refusal(request->activity_type));
 		return;
 	}
 	if (!activity_enqueue(request->session_id, connection->user_id, request->activity_type,
@@ -456,13 +460,10 @@ session_end_answered(const DbReply *reply, void *arg)
 }
 
 /*
- * The owner ends a session.  Ownership is read here (on a standby, from
- * its replica); the write ends the session only while the user still
- * owns it, so a change in between cannot let anyone else end it.
- */
-/*
  * May the user end the session, by presence.permission_function's end?
- * To one who may not even view it a session does not exist.
+ * To one who may not even view it a session does not exist.  The write
+ * then ends it without looking at ownership: the function's answer,
+ * just given, is the whole rule.
  */
 static DbResult
 function_session_end(Connection *connection, const char *session_id)
@@ -480,6 +481,12 @@ function_session_end(Connection *connection, const char *session_id)
 	return permission_allowed(session_id, connection->user_id, PERM_VIEW, cache) ? DB_FORBIDDEN : DB_NOT_FOUND;
 }
 
+/*
+ * The owner ends a session (with presence.permission_function, whoever
+ * it lets).  Ownership is read here (on a standby, from its replica); the
+ * write ends the session only while the user still owns it, so a change
+ * in between cannot let anyone else end it.
+ */
 static void
 handle_session_end(Connection *connection, ClientRequest *request)
 {
