@@ -72,6 +72,9 @@ char	   *presence_redis_url = NULL;
 char	   *presence_redis_prefix = NULL;
 int			presence_redis_connect_timeout_ms = 2000;
 char	   *presence_primary_conninfo = NULL;
+char	   *presence_permission_function = NULL;
+int			presence_permission_function_timeout_ms = 200;
+int			presence_permission_cache_ttl_ms = 5000;
 
 /* presence.trusted_proxies: every entry an address or a CIDR range. */
 static bool
@@ -359,6 +362,24 @@ presence_define_gucs(void)
 							   "(with dbname set to presence.database).",
 							   NULL, &presence_primary_conninfo, "",
 							   PGC_SIGHUP, GUC_SUPERUSER_ONLY, NULL, NULL, NULL);
+
+	/* the application's permission function (permissions.c) */
+	DefineCustomStringVariable("presence.permission_function",
+							   "Schema-qualified function (session_id text, user_id uuid, action text) returning boolean "
+							   "that decides permissions in place of the built-in matrix; empty uses the matrix.",
+							   "It runs as its owner in a security-restricted operation; an error, a timeout, "
+							   "NULL or a name that does not resolve denies.",
+							   &presence_permission_function, "",
+							   PGC_SUSET, 0, NULL, NULL, NULL);
+	define_ms("presence.permission_function_timeout",
+			  "Longest a ws worker waits for the permission function (statement and lock timeout of the call); "
+			  "past it the check denies.",
+			  &presence_permission_function_timeout_ms, 200, 1, 10000);
+	DefineCustomIntVariable("presence.permission_cache_ttl",
+							"How long a ws worker keeps the permission function's answer for a connection "
+							"and session; 0 asks it every time.",
+							NULL, &presence_permission_cache_ttl_ms, 5000, 0, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("presence");
 }

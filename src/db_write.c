@@ -52,6 +52,11 @@ static const StatementText statements[DB_STATEMENTS] = {
 		" WHERE s.session_id = $1 AND s.owner_id = $3::uuid) owned,"
 		" LATERAL presence.end_session(owned.session_id, $2)", 3
 	},
+	/* the user's end permission was the application's function's answer, asked just before */
+	[DB_END_SESSION_PERMITTED] = {
+		"presence: ending a session",
+		"SELECT 'ended' FROM presence.end_session($1, $2)", 2
+	},
 	[DB_LOG_ACTIVITY_BATCH] = {
 		"presence: writing activity",
 		"SELECT id::text FROM presence.log_activity_batch($1::text[], $2::uuid[], $3::text[],"

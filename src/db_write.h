@@ -15,6 +15,7 @@ typedef enum DbStatement
 	DB_ENSURE_USER,				/* (user id, name) -> the stored name */
 	DB_CREATE_SESSION,			/* (owner, operation, metadata, target, objective, session id) -> JSON */
 	DB_END_SESSION,				/* (session id, status, owner) -> a row when the owner ended it */
+	DB_END_SESSION_PERMITTED,	/* (session id, status, user) -> a row; presence.permission_function allowed it */
 	DB_LOG_ACTIVITY_BATCH,		/* seven array literals -> one activity id per row */
 	DB_STATEMENTS
 } DbStatement;

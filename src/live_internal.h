@@ -8,6 +8,7 @@
 #define PRESENCE_LIVE_INTERNAL_H
 
 #include "live_state.h"
+#include "permissions.h"
 #include "worker_db.h"
 
 typedef struct LiveSession LiveSession;
@@ -46,6 +47,7 @@ typedef struct Membership
 	bool		awaiting_snapshot;	/* session_joined is owed once the snapshot is in */
 	json_t	   *join_ref;
 	int64		refreshed_ms;	/* last time Redis heard of this connection here */
+	PermissionCache permissions;	/* presence.permission_function's answers */
 } Membership;
 
 typedef struct PendingEvent
@@ -115,7 +117,6 @@ extern void live_visibility_changed(SessionUser *user, bool was_visible, const c
 									Connection *origin);
 extern void live_send_session_joined(Membership *membership, json_t *ref);
 extern void live_end_session(const char *session_id, const char *status);
-extern void live_remove_participant(const char *session_id, const char *user_id);
 extern void live_change_role(const char *session_id, const char *user_id, const char *role);
 
 #endif							/* PRESENCE_LIVE_INTERNAL_H */

@@ -720,6 +720,53 @@ live_is_joined(Connection *connection, const char *session_id, const char **role
 	return true;
 }
 
+/* The permission function's answers for a joined connection; NULL when not joined. */
+PermissionCache *
+live_permission_cache(Connection *connection, const char *session_id)
+{
+	Membership *membership = membership_find(connection, session_id);
+
+	return membership ? &membership->permissions : NULL;
+}
+
+static void
+session_permissions_clear(LiveSession *session, void *arg)
+{
+	dlist_iter	iter;
+
+	dlist_foreach(iter, &session->members)
+		permission_cache_clear(&dlist_container(Membership, session_node, iter.cur)->permissions);
+}
+
+/*
+ * Forgets the permission function's answers in one session (NULL: all),
+ * so the next check asks it again.
+ */
+void
+live_permission_caches_clear(const char *session_id)
+{
+	LiveSession *session;
+
+	if (session_id == NULL)
+	{
+		live_sessions_each(session_permissions_clear, NULL);
+		return;
+	}
+	session = live_session_find(session_id);
+	if (session)
+		session_permissions_clear(session, NULL);
+}
+
+/* Whether user_id has a connection of this worker joined to session_id. */
+bool
+live_user_joined(const char *session_id, const char *user_id)
+{
+	LiveSession *session = live_session_find(session_id);
+	SessionUser *user = session ? live_user_find(session, user_id) : NULL;
+
+	return user != NULL && user->connections > 0;
+}
+
 bool
 live_set_status(Connection *connection, const char *session_id, PresenceStatus status,
 				const char *activity)
@@ -1252,6 +1299,7 @@ live_apply_command(PresenceCommandKind kind, const char *session_id, const char 
 				live_remove_participant(session_id, user_id);
 			break;
 		case CMD_PARTICIPANT_CHANGED:
+			live_permission_caches_clear(session_id);
 			if (user_id)
 				live_change_role(session_id, user_id, text);
 			break;

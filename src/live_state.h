@@ -11,6 +11,7 @@
 #include <jansson.h>
 
 #include "connection.h"
+#include "permissions.h"
 #include "protocol.h"
 #include "shmem.h"
 
@@ -27,6 +28,10 @@ extern JoinOutcome live_join(Connection *connection, const char *session_id, con
 extern bool live_leave(Connection *connection, const char *session_id);
 extern bool live_is_joined(Connection *connection, const char *session_id,
 						   const char **role, bool *is_owner);
+extern PermissionCache *live_permission_cache(Connection *connection, const char *session_id);
+extern void live_permission_caches_clear(const char *session_id);
+extern bool live_user_joined(const char *session_id, const char *user_id);
+extern void live_remove_participant(const char *session_id, const char *user_id);
 extern bool live_set_status(Connection *connection, const char *session_id,
 							PresenceStatus status, const char *activity);
 extern bool live_set_cursor(Connection *connection, const char *session_id,

@@ -80,6 +80,9 @@ extern char *presence_redis_url;
 extern char *presence_redis_prefix;
 extern int	presence_redis_connect_timeout_ms;
 extern char *presence_primary_conninfo;
+extern char *presence_permission_function;
+extern int	presence_permission_function_timeout_ms;
+extern int	presence_permission_cache_ttl_ms;
 
 extern void presence_define_gucs(void);
 

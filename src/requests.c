@@ -22,6 +22,7 @@
 #include "clock.h"
 #include "db_write.h"
 #include "live_state.h"
+#include "permissions.h"
 #include "protocol.h"
 #include "requests.h"
 #include "shmem.h"
@@ -289,12 +290,38 @@ handle_session_create(Connection *connection, ClientRequest *request)
 	request_fail(connection, request->ref, "internal", "out of memory");
 }
 
+/*
+ * May the user join, by presence.permission_function's view?  The
+ * session must exist and be active all the same.  The role shown is the
+ * participant's, if the user has one, else viewer: what they may do is
+ * the function's to say, request by request.
+ */
+static DbResult
+function_session_access(const char *session_id, const char *user_id, char *role, bool *is_owner)
+{
+	char		status[DB_STATUS_MAX + 1];
+	DbResult	result = db_session_state(session_id, user_id, status, role, is_owner);
+
+	if (result != DB_OK)
+		return result;
+	if (strcmp(status, "active") != 0)
+		return DB_INVALID;
+	if (!permission_allowed(session_id, user_id, PERM_VIEW, NULL))
+		return DB_FORBIDDEN;
+	if (role[0] == '\0')
+		strlcpy(role, "viewer", DB_ROLE_MAX + 1);
+	return DB_OK;
+}
+
 static void
 handle_session_join(Connection *connection, ClientRequest *request)
 {
 	char		role[DB_ROLE_MAX + 1] = "";
 	bool		is_owner = false;
-	DbResult	result = db_session_access(request->session_id, connection->user_id, role, &is_owner);
+	bool		by_function = permission_function_set();
+	DbResult	result = by_function ?
+		function_session_access(request->session_id, connection->user_id, role, &is_owner) :
+		db_session_access(request->session_id, connection->user_id, role, &is_owner);
 
 	/* to one who is not a participant a session does not exist: ids are not probed */
 	if (result == DB_FORBIDDEN)
@@ -307,6 +334,8 @@ handle_session_join(Connection *connection, ClientRequest *request)
 	switch (live_join(connection, request->session_id, role, is_owner, request))
 	{
 		case LIVE_JOIN_OK:
+			if (by_function)
+				permission_remember(live_permission_cache(connection, request->session_id), PERM_VIEW, true);
 			break;
 		case LIVE_JOIN_FULL:
 			request_fail(connection, request->ref, "session_full", "the session has reached its participant limit");
@@ -326,23 +355,80 @@ may_log(const char *role, bool is_owner, const char *activity_type)
 	return strcmp(activity_type, "comment") == 0 && strcmp(role, "commenter") == 0;
 }
 
+/*
+ * Whether a joined connection may still see the session.  With
+ * presence.permission_function, each request of a joined client asks
+ * (through the cache); a user who lost view leaves the session the way
+ * remove_participant() makes them.  true when not joined: the request
+ * itself refuses that.
+ */
+static bool
+still_viewing(Connection *connection, const char *session_id)
+{
+	PermissionCache *cache;
+
+	if (!permission_function_set() || (cache = live_permission_cache(connection, session_id)) == NULL)
+		return true;
+	if (permission_allowed(session_id, connection->user_id, PERM_VIEW, cache))
+		return true;
+	live_remove_participant(session_id, connection->user_id);
+	return false;
+}
+
+/*
+ * A command from SQL changed a participant (presence.add_participant,
+ * presence.permissions_changed, ...; live state has dropped the cached
+ * answers): a user named by it who may no longer view leaves now, not at
+ * their next request.  The application may have fixed its function too:
+ * it is asked again at once, back-off or not.
+ */
+void
+requests_participant_changed(const char *session_id, const char *user_id)
+{
+	permission_backoff_reset();
+	if (permission_function_set() && user_id && live_user_joined(session_id, user_id) &&
+		!permission_allowed(session_id, user_id, PERM_VIEW, NULL))
+		live_remove_participant(session_id, user_id);
+}
+
+/* Whether the connection may log an activity type: its role's or the permission function's say. */
+static bool
+activity_allowed(Connection *connection, const char *session_id, const char *role, bool is_owner,
+				 const char *activity_type)
+{
+	if (!permission_function_set())
+		return may_log(role, is_owner, activity_type);
+	return permission_allowed(session_id, connection->user_id,
+							  strcmp(activity_type, "comment") == 0 ? PERM_COMMENT : PERM_OPERATE,
+							  live_permission_cache(connection, session_id));
+}
+
+/* Why an activity was refused, in the terms of whoever decided. */
+static const char *
+activity_refusal(const char *activity_type)
+{
+	bool		comment = strcmp(activity_type, "comment") == 0;
+
+	if (permission_function_set())
+		return comment ? "commenting needs the comment permission" : "this activity needs the operate permission";
+	return comment ? "commenting needs the commenter or operator role" : "this activity needs the operator role";
+}
+
 static void
 handle_activity(Connection *connection, ClientRequest *request)
 {
 	const char *role;
 	bool		is_owner;
 
-	if (!live_is_joined(connection, request->session_id, &role, &is_owner))
+	if (!still_viewing(connection, request->session_id) ||
+		!live_is_joined(connection, request->session_id, &role, &is_owner))
 	{
 		request_fail(connection, request->ref, "forbidden", "join the session first");
 		return;
 	}
-	if (!may_log(role, is_owner, request->activity_type))
+	if (!activity_allowed(connection, request->session_id, role, is_owner, request->activity_type))
 	{
-		request_fail(connection, request->ref, "forbidden",
-					 strcmp(request->activity_type, "comment") == 0 ?
-					 "commenting needs the commenter or operator role" :
-					 "this activity needs the operator role");
+		request_fail(connection, request->ref, "forbidden", activity_refusal(request->activity_type));
 		return;
 	}
 	if (!activity_enqueue(request->session_id, connection->user_id, request->activity_type,
@@ -374,24 +460,51 @@ session_end_answered(const DbReply *reply, void *arg)
 }
 
 /*
- * The owner ends a session.  Ownership is read here (on a standby, from
- * its replica); the write ends the session only while the user still
- * owns it, so a change in between cannot let anyone else end it.
+ * May the user end the session, by presence.permission_function's end?
+ * To one who may not even view it a session does not exist.  The write
+ * then ends it without looking at ownership: the function's answer,
+ * just given, is the whole rule.
+ */
+static DbResult
+function_session_end(Connection *connection, const char *session_id)
+{
+	char		status[DB_STATUS_MAX + 1];
+	char		role[DB_ROLE_MAX + 1];
+	bool		is_owner;
+	PermissionCache *cache = live_permission_cache(connection, session_id);
+	DbResult	result = db_session_state(session_id, connection->user_id, status, role, &is_owner);
+
+	if (result != DB_OK)
+		return result;
+	if (permission_allowed(session_id, connection->user_id, PERM_END, cache))
+		return DB_OK;
+	return permission_allowed(session_id, connection->user_id, PERM_VIEW, cache) ? DB_FORBIDDEN : DB_NOT_FOUND;
+}
+
+/*
+ * The owner ends a session (with presence.permission_function, whoever
+ * it lets).  Ownership is read here (on a standby, from its replica); the
+ * write ends the session only while the user still owns it, so a change
+ * in between cannot let anyone else end it.
  */
 static void
 handle_session_end(Connection *connection, ClientRequest *request)
 {
-	DbResult	result = db_session_owner(request->session_id, connection->user_id);
+	bool		by_function = permission_function_set();
+	DbResult	result = by_function ? function_session_end(connection, request->session_id) :
+		db_session_owner(request->session_id, connection->user_id);
 	const char *params[3] = {request->session_id, request->end_status, connection->user_id};
 	PendingReply *pending;
 
 	if (result != DB_OK)
 	{
-		fail_db(connection, request->ref, result, END_NOT_FOUND, END_FORBIDDEN, END_INVALID);
+		fail_db(connection, request->ref, result, END_NOT_FOUND,
+				by_function ? "ending the session needs the end permission" : END_FORBIDDEN, END_INVALID);
 		return;
 	}
 	pending = pending_reply(connection, request->ref);
-	if (pending && db_submit(DB_END_SESSION, params, NULL, session_end_answered, pending))
+	if (pending && db_submit(by_function ? DB_END_SESSION_PERMITTED : DB_END_SESSION, params, NULL,
+							 session_end_answered, pending))
 		return;
 	if (pending)
 		pending_reply_free(pending);
@@ -464,13 +577,15 @@ request_handle(Connection *connection, const char *text, size_t len)
 				request_fail(connection, request.ref, "bad_request", "not joined to this session");
 			break;
 		case REQ_PRESENCE_UPDATE:
-			if (live_set_status(connection, request.session_id, (PresenceStatus) request.status, request.activity))
+			if (still_viewing(connection, request.session_id) &&
+				live_set_status(connection, request.session_id, (PresenceStatus) request.status, request.activity))
 				acknowledge(connection, request.ref);
 			else
 				request_fail(connection, request.ref, "forbidden", "join the session first");
 			break;
 		case REQ_CURSOR_UPDATE:
-			if (live_set_cursor(connection, request.session_id, &request.cursor))
+			if (still_viewing(connection, request.session_id) &&
+				live_set_cursor(connection, request.session_id, &request.cursor))
 				acknowledge(connection, request.ref);
 			else
 				request_fail(connection, request.ref, "forbidden", "join the session first");

@@ -13,4 +13,6 @@
 extern const WsHandlers requests_ws_handlers;
 extern const ActivityHandlers requests_activity_handlers;
 
+extern void requests_participant_changed(const char *session_id, const char *user_id);
+
 #endif							/* PRESENCE_REQUESTS_H */

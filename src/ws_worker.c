@@ -41,6 +41,7 @@
 #include "live_remote.h"
 #include "live_state.h"
 #include "node.h"
+#include "permissions.h"
 #include "primary_link.h"
 #include "redis_layout.h"
 #include "redis_link.h"
@@ -133,6 +134,8 @@ apply_commands(int worker_index)
 		json_t	   *payload = command.payload ? json_loads(command.payload, JSON_DECODE_ANY, NULL) : NULL;
 
 		live_apply_command(command.kind, command.session_id, user_id, payload);
+		if (command.kind == CMD_PARTICIPANT_CHANGED)
+			requests_participant_changed(command.session_id, user_id);
 		if (worker_index == 0 && redis_configured())
 		{
 			json_t	   *message = json_pack("{s:s, s:s, s:s, s:s?, s:O?}", "o", presence_node_id(),
@@ -313,6 +316,9 @@ presence_ws_worker_main(Datum main_arg)
 		{
 			reload_jwt_keys();
 			tls_reload();
+			/* presence.permission_function may name another function, or a fixed one */
+			live_permission_caches_clear(NULL);
+			permission_backoff_reset();
 		}
 		if (ShutdownRequestPending)
 			break;

@@ -1,0 +1,303 @@
+"""presence.permission_function (issue 13, part 3): an application's own
+SQL function, over its own table, decides who may join, log activity and
+end a session, in place of the built-in matrix.  It runs as its owner (an
+application role), never as the superuser the workers and has_permission()
+are; its answers are cached per connection and session until
+presence.permission_cache_ttl passes or the application calls
+presence.permissions_changed(); an error, a loop or a lock wait denies
+within presence.permission_function_timeout while the worker keeps
+answering everyone else."""
+import asyncio
+import time
+
+import pytest
+
+from conftest import QUIET, SCALE, WAIT, close_all, wait_until
+
+APP = "perm_app"
+FUNCTION = APP + ".may"
+
+SETUP = """
+CREATE ROLE perm_app NOLOGIN;
+CREATE SCHEMA perm_app AUTHORIZATION perm_app;
+CREATE TABLE public.perm_secret (x int);
+SET ROLE perm_app;
+CREATE TABLE perm_app.grants (session_id text, user_id uuid, action text);
+CREATE TABLE perm_app.lockme (x int);
+CREATE FUNCTION perm_app.may(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT EXISTS (SELECT 1 FROM perm_app.grants g
+                    WHERE g.session_id = may.session_id AND g.user_id = may.user_id AND g.action = may.action)
+$$;
+CREATE FUNCTION perm_app.raises(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'perm_app cannot decide'; END $$;
+CREATE FUNCTION perm_app.loops(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN LOOP END LOOP; END $$;
+CREATE FUNCTION perm_app.sleeps(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT pg_sleep(60) IS NULL $$;
+CREATE FUNCTION perm_app.locks(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT count(*) >= 0 FROM perm_app.lockme $$;
+CREATE FUNCTION perm_app.escalates(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN ALTER ROLE perm_app SUPERUSER; RETURN true; END $$;
+CREATE FUNCTION perm_app.peeks(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT count(*) >= 0 FROM public.perm_secret $$;
+CREATE FUNCTION perm_app.wrong(session_id text, user_id uuid, action text) RETURNS text
+LANGUAGE sql AS $$ SELECT 'yes' $$;
+RESET ROLE;
+"""
+
+TEARDOWN = """
+DROP SCHEMA IF EXISTS perm_app CASCADE;
+DROP TABLE IF EXISTS public.perm_secret;
+DROP ROLE IF EXISTS perm_app;
+"""
+
+# The permission function's timeout in these tests, and how long a check
+# that hits it may hold up another client on the same worker (generous: a
+# loaded two-core machine).
+TIMEOUT_MS = 200
+STALL_BOUND = 2.0 * SCALE
+
+
+@pytest.fixture
+def app(cluster, gucs):
+    """The application's role, tables and functions; presence.permission_function
+    set to perm_app.may (a test may name another); a long cache unless changed."""
+    with cluster.connect() as conn:
+        conn.execute(TEARDOWN)
+        conn.execute(SETUP)
+    gucs({"presence.permission_function": FUNCTION,
+          "presence.permission_function_timeout": "%dms" % TIMEOUT_MS,
+          "presence.permission_cache_ttl": "1h"})
+    yield gucs
+    # back to the matrix before the function goes
+    gucs({"presence.permission_function": ""})
+    cluster.sql(TEARDOWN)
+
+
+def grant(cluster, session_id, user, *actions):
+    for action in actions:
+        cluster.sql("INSERT INTO perm_app.grants VALUES (%s, %s, %s)", (session_id, user.id, action))
+
+
+def revoke(cluster, session_id, user, *actions):
+    cluster.sql("DELETE FROM perm_app.grants WHERE session_id = %s AND user_id = %s AND action = ANY (%s)",
+                (session_id, user.id, list(actions)))
+
+
+def has_permission(cluster, session_id, user, action):
+    with cluster.connect() as conn:
+        conn.execute("SET presence.permission_function = '%s'" % FUNCTION)
+        return conn.execute("SELECT presence.has_permission(%s, %s::uuid, %s)",
+                            (session_id, user.id, action)).fetchone()[0]
+
+
+async def comment(client, session_id):
+    return await client.request({"type": "activity", "sessionId": session_id, "activityType": "comment",
+                                 "details": {"text": "hi"}})
+
+
+async def test_the_function_decides_who_joins(cluster, app):
+    owner, member, outsider = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    clients = [await u.connect() for u in (member, outsider, owner)]
+    try:
+        joined = await clients[0].join(sid)
+        # no participant row: shown as a viewer; what they may do is the function's to say
+        assert joined["role"] == "viewer"
+        assert [u["userId"] for u in joined["users"]] == [member.id]
+        # refused as a non-participant is today: the session does not exist for them
+        for client in clients[1:]:
+            reply = await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+            assert reply["message"] == "session not found"
+        assert await clients[0].error({"type": "session_join", "sessionId": "perm-no-such"}, "not_found")
+        assert has_permission(cluster, sid, member, "view") is True
+        assert has_permission(cluster, sid, outsider, "view") is False
+        assert has_permission(cluster, sid, owner, "view") is False
+    finally:
+        await close_all(clients)
+
+
+async def test_a_connected_client_gains_and_loses_rights(cluster, app):
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, other, "view")
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        reply = await comment(client, sid)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        assert "comment permission" in reply["message"]
+
+        # the table alone changes nothing while the answer is cached...
+        grant(cluster, sid, member, "comment")
+        reply = await comment(client, sid)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        # ...the application's notice does
+        cluster.sql("SELECT presence.permissions_changed(%s)", (sid,))
+        assert (await client.ok({"type": "activity", "sessionId": sid, "activityType": "comment",
+                                 "details": {}}))["activityId"]
+        assert has_permission(cluster, sid, member, "comment") is True
+
+        # view revoked and notified for the user: removed at once, as remove_participant does
+        revoke(cluster, sid, member, "view")
+        cluster.sql("SELECT presence.permissions_changed(%s, %s::uuid)", (sid, member.id))
+        removed = await client.expect("session_removed", sessionId=sid)
+        assert removed["reason"] == "removed from the session"
+        await watcher.event(sid, "leave", member.id)
+        reply = await comment(client, sid)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        assert reply["message"] == "join the session first"
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+
+        # a notice for the whole session: the next request is decided anew
+        revoke(cluster, sid, other, "view")
+        cluster.sql("SELECT presence.permissions_changed(%s)", (sid,))
+        reply = await watcher.request({"type": "presence_update", "sessionId": sid, "status": "away"})
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        await watcher.expect("session_removed", sessionId=sid)
+    finally:
+        await close_all([client, watcher])
+
+
+async def test_the_cache_expires(cluster, app):
+    app({"presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view", "comment")
+    client = await member.connect()
+    try:
+        await client.join(sid)
+        await client.ok({"type": "activity", "sessionId": sid, "activityType": "comment", "details": {}})
+        revoke(cluster, sid, member, "comment")
+        # no notice: after the TTL the function is asked again
+        await asyncio.sleep(1.3 * SCALE)
+        reply = await comment(client, sid)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        grant(cluster, sid, member, "operate")
+        await asyncio.sleep(1.3 * SCALE)
+        await client.ok({"type": "activity", "sessionId": sid, "activityType": "deploy", "details": {}})
+    finally:
+        await client.close()
+
+
+async def test_end_is_the_functions_to_allow(cluster, app):
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, owner, "view")
+    client, owner_client = await member.connect(), await owner.connect()
+    try:
+        await client.join(sid)
+        await owner_client.join(sid)
+        # the owner without end may not; the member with it may
+        reply = await owner_client.error({"type": "session_end", "sessionId": sid}, "forbidden")
+        assert "end permission" in reply["message"]
+        grant(cluster, sid, member, "end")
+        cluster.sql("SELECT presence.permissions_changed(%s)", (sid,))
+        await client.ok({"type": "session_end", "sessionId": sid})
+        await owner_client.expect("session_ended", sessionId=sid)
+        assert cluster.sql1("SELECT status FROM presence.collaboration_sessions WHERE session_id = %s",
+                            (sid,)) == "completed"
+    finally:
+        await close_all([client, owner_client])
+
+
+async def refused_without_stalling(cluster, function_name, warning):
+    """Joins under a failing function are refused, logged, and cost a client
+    of the same worker at most about one timeout."""
+    owner, member, bystander = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    offset = cluster.log_size()
+    client, other = await member.connect(), await bystander.connect()
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            await client.send({"type": "session_join", "sessionId": sid, "ref": "j"})
+            await other.send({"type": "heartbeat", "ref": "h"})
+            ack = await other.expect(predicate=lambda m: m.get("ref") == "h")
+            stalled = time.monotonic() - started
+            assert ack["type"] == "heartbeat_ack"
+            assert stalled < STALL_BOUND, "a client waited %.2f s" % stalled
+            reply = await client.expect(predicate=lambda m: m.get("ref") == "j")
+            assert reply["type"] == "error" and reply["code"] == "not_found", reply
+        wait_until(lambda: warning in cluster.log_since(offset), what="the warning in the log")
+        log = cluster.log_since(offset)
+        assert "permission function %s denied view to user %s" % (function_name, member.id) in log, log
+    finally:
+        await close_all([client, other])
+
+
+@pytest.mark.parametrize("name, warning", [
+    ("raises", "perm_app cannot decide"),
+    ("loops", "canceling statement due to statement timeout"),
+    ("sleeps", "canceling statement due to statement timeout"),
+])
+async def test_a_failing_function_denies_without_stalling(cluster, app, name, warning):
+    app({"presence.permission_function": APP + "." + name})
+    await refused_without_stalling(cluster, APP + "." + name, warning)
+
+
+async def test_a_function_waiting_on_a_lock_denies_without_stalling(cluster, app):
+    app({"presence.permission_function": APP + ".locks"})
+    with cluster.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("LOCK TABLE perm_app.lockme IN ACCESS EXCLUSIVE MODE")
+        # the statement and lock timeouts are equal: either may end the wait
+        await refused_without_stalling(cluster, APP + ".locks", "canceling statement due to")
+        holder.execute("ROLLBACK")
+    # the lock gone, the function answers again once its back-off (a few hundred ms) is over
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client = await member.connect()
+    try:
+        deadline = time.monotonic() + WAIT
+        while (await client.request({"type": "session_join", "sessionId": sid}))["type"] != "session_joined":
+            assert time.monotonic() < deadline, "the function never answered again"
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
+
+
+async def test_the_owner_of_the_function_gets_no_superuser_rights(cluster, app):
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client = await member.connect()
+    try:
+        for name, warning in [("escalates", "must be superuser"),
+                              ("peeks", "permission denied for table perm_secret")]:
+            app({"presence.permission_function": APP + "." + name})
+            offset = cluster.log_size()
+            await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+            wait_until(lambda: warning in cluster.log_since(offset), what="the warning in the log")
+            with cluster.connect() as conn:
+                conn.execute("SET presence.permission_function = '%s.%s'" % (APP, name))
+                assert conn.execute("SELECT presence.has_permission(%s, %s::uuid, 'view')",
+                                    (sid, member.id)).fetchone()[0] is False
+        assert cluster.sql1("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (APP,)) is False
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("value, warning", [
+    ("may", "is not a schema-qualified function name"),
+    (APP + ".missing", "does not exist"),
+    (APP + ".wrong", "must return a single boolean"),
+])
+async def test_a_bad_setting_denies_and_logs(cluster, app, value, warning):
+    app({"presence.permission_function": value})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner, participants=[(member, "operator")])
+    offset = cluster.log_size()
+    client = await member.connect()
+    try:
+        # a participant of the matrix is refused too: the setting fails closed
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+        wait_until(lambda: warning in cluster.log_since(offset), what="the warning in the log")
+        await client.alive()
+    finally:
+        await client.close()
+    await asyncio.sleep(QUIET)
