@@ -396,6 +396,16 @@ log_user_activity(SessionUser *user, const char *activity_type, json_t *details,
 		json_decref(details);
 }
 
+/* The status_changed row a replay of the log reads the user's status from. */
+static void
+log_status_change(SessionUser *user, bool automatic, Connection *source)
+{
+	log_user_activity(user, "status_changed",
+					  json_pack("{s:s, s:b}", "status", presence_status_names[user->status],
+								"automatic", automatic),
+					  source);
+}
+
 void
 live_mark_dirty(SessionUser *user)
 {
@@ -560,6 +570,7 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	Membership *membership = membership_find(connection, session_id);
 	int64		now = presence_now_ms();
 	bool		was_visible;
+	PresenceStatus status_before;
 
 	if (membership != NULL)
 	{
@@ -601,6 +612,7 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	user->connections++;
 	user->live_connections++;
 	user->last_seen_ms = now;
+	status_before = user->status;
 	if (request->status >= 0)
 	{
 		user->status = (PresenceStatus) request->status;
@@ -610,14 +622,27 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 		strlcpy(user->activity, request->activity, sizeof(user->activity));
 	if (request->cursor.present)
 		user->cursor = request->cursor;
+
+	/*
+	 * The log says which status a join starts in, and when a further tab's
+	 * join changes it, so a replay of the log has the status others see.
+	 */
 	if (!was_visible)
 	{
 		live_visibility_changed(user, false, "leave", connection);
-		log_user_activity(user, "user_joined", NULL, connection);
+		log_user_activity(user, "user_joined",
+						  request->status >= 0 ? json_pack("{s:s}", "status", presence_status_names[user->status])
+						  : NULL,
+						  connection);
 	}
-	else if (!user_active(membership, request->status < 0, connection, now) &&
-			 (request->status >= 0 || request->activity || request->cursor.present))
-		live_user_event(user, "update", connection);
+	else
+	{
+		if (user->status != status_before)
+			log_status_change(user, false, connection);
+		if (!user_active(membership, request->status < 0, connection, now) &&
+			(request->status >= 0 || request->activity || request->cursor.present))
+			live_user_event(user, "update", connection);
+	}
 	live_mark_dirty(user);
 	mirror_announce(membership, "join", true);
 
@@ -739,9 +764,7 @@ live_set_status(Connection *connection, const char *session_id, PresenceStatus s
 	live_user_event(user, "update", connection);
 	mirror_announce(membership, "update", true);
 	if (status_changed)
-		log_user_activity(user, "status_changed",
-						  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 0),
-						  connection);
+		log_status_change(user, false, connection);
 	return true;
 }
 
@@ -802,8 +825,7 @@ automatic_status(Membership *membership, PresenceStatus status, Connection *orig
 	user->auto_away = status == STATUS_AWAY;
 	live_user_event(user, "update", origin);
 	mirror_announce(membership, "update", true);
-	log_user_activity(user, "status_changed",
-					  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 1), origin);
+	log_status_change(user, true, origin);
 }
 
 /*
