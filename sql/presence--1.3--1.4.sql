@@ -14,60 +14,93 @@
 
 /*
  * The rows a replay reads: the presence changes the workers log and the
- * two SQL-side events that end presences, by chain position within their
- * session, so a replay scans only its session's presence rows however
- * much other activity the log holds.
+ * two SQL-side events that end presences, in a session's time order,
+ * with what a replay needs to choose rows (all but details).  So a replay
+ * scans only its session's presence rows up to the moment asked about,
+ * from the index alone once vacuum has marked the pages all-visible,
+ * however much other activity the log holds.
  */
-CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, chain_seq)
+CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, created_at, chain_seq)
+	INCLUDE (user_id, activity_type)
 	WHERE activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 							'participant_removed', 'session_ended');
 
 /*
- * Every change of a user's presence in a session up to (and at) upto: the
- * log's presence rows replayed in chain order as a per-user state machine
- * with the live server's rules (docs/sql-reference.md, "Presence at a
- * past moment").  A row is either presence-setting (a join makes present,
- * a leave, timeout, removal or the session's end absent) or a status
- * change, which counts only while present; a join while present (a race
- * of two workers or nodes) and a status the user already has change
- * nothing.  Written as window functions, not a loop, so a long log is
- * one sorted scan.
+ * Every change of a user's presence in a session up to (and at) upto,
+ * exact from after since on: the log's presence rows replayed in the
+ * order of (created_at, chain_seq) as a per-user state machine with the
+ * live server's rules (docs/sql-reference.md, "Presence at a past
+ * moment").  Time first: a worker writes its queue in batches, so its
+ * rows can follow in the chain a row logged after them elsewhere, and
+ * the state at a moment must be that of the rows logged until then.  A
+ * row is either presence-setting (a join makes present, a leave,
+ * timeout, removal or the session's end absent) or a status change,
+ * which counts only while present; a join while present (a race of two
+ * workers or nodes) and a status the user already has change nothing.
+ *
+ * An end of presence forgets everything before it, so each user's replay
+ * starts at their last end (their own or the session's) logged at or
+ * before since: what comes before changes nothing the caller asks about,
+ * and a long log costs one index scan plus the rows of each user's
+ * presences since.  Window functions, not a loop, do the rest.
  */
-CREATE FUNCTION presence._presence_changes(p_session uuid, upto timestamptz)
+CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
 			   cause text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 	WITH logged AS MATERIALIZED (
-		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind, a.details
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind
 		  FROM presence.activity_log a
 		 WHERE a.session_id = p_session
 		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 								   'participant_removed', 'session_ended')
 		   AND a.created_at <= upto
 		   AND (a.user_id IS NOT NULL OR a.activity_type = 'session_ended')
-	), per_user AS (
-		SELECT l.chain_seq, l.created_at, l.user_id, l.kind, l.details
+	), session_ends AS MATERIALIZED (
+		SELECT l.chain_seq, l.created_at FROM logged l WHERE l.kind = 'session_ended'
+	), last_session_end AS (
+		SELECT e.created_at, e.chain_seq FROM session_ends e WHERE e.created_at <= since
+		 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1
+	), own_ends AS (
+		SELECT DISTINCT ON (l.user_id) l.user_id, l.created_at, l.chain_seq
 		  FROM logged l
-		 WHERE l.kind <> 'session_ended'
+		 WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed') AND l.created_at <= since
+		 ORDER BY l.user_id, l.created_at DESC, l.chain_seq DESC
+	), starts AS (
+		SELECT u.user_id,
+			   CASE WHEN o.created_at IS NULL OR (o.created_at, o.chain_seq) < (e.created_at, e.chain_seq)
+					THEN e.created_at ELSE o.created_at END AS from_at,
+			   CASE WHEN o.created_at IS NULL OR (o.created_at, o.chain_seq) < (e.created_at, e.chain_seq)
+					THEN e.chain_seq ELSE o.chain_seq END AS from_seq
+		  FROM (SELECT DISTINCT l.user_id FROM logged l WHERE l.kind <> 'session_ended') u
+		  LEFT JOIN own_ends o ON o.user_id = u.user_id
+		  LEFT JOIN last_session_end e ON true
+	), per_user AS (
+		SELECT l.chain_seq, l.created_at, l.user_id, l.kind
+		  FROM logged l JOIN starts s ON s.user_id = l.user_id
+		 WHERE s.from_at IS NULL OR (l.created_at, l.chain_seq) >= (s.from_at, s.from_seq)
 		UNION ALL
-		SELECT l.chain_seq, l.created_at, u.user_id, l.kind, l.details
-		  FROM logged l,
-			   (SELECT DISTINCT l2.user_id FROM logged l2 WHERE l2.kind <> 'session_ended') u
-		 WHERE l.kind = 'session_ended'
+		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended'
+		  FROM session_ends e JOIN starts s
+			   ON s.from_at IS NULL OR (e.created_at, e.chain_seq) >= (s.from_at, s.from_seq)
+	), with_details AS (
+		SELECT p.chain_seq, p.created_at, p.user_id, p.kind, a.details
+		  FROM per_user p
+		  JOIN presence.activity_log a ON a.session_id = p_session AND a.chain_seq = p.chain_seq
 	), presence_runs AS (
 		SELECT p.*,
 			   count(*) FILTER (WHERE p.kind <> 'status_changed')
-				   OVER (PARTITION BY p.user_id ORDER BY p.chain_seq) AS run
-		  FROM per_user p
+				   OVER (PARTITION BY p.user_id ORDER BY p.created_at, p.chain_seq) AS run
+		  FROM with_details p
 	), presence_after AS (
 		SELECT r.*,
 			   coalesce(first_value(r.kind = 'user_joined')
-						   OVER (PARTITION BY r.user_id, r.run ORDER BY r.chain_seq)
+						   OVER (PARTITION BY r.user_id, r.run ORDER BY r.created_at, r.chain_seq)
 						AND r.run > 0, false) AS present
 		  FROM presence_runs r
 	), presence_before AS (
 		SELECT a.*,
-			   coalesce(lag(a.present) OVER (PARTITION BY a.user_id ORDER BY a.chain_seq), false) AS was_present
+			   coalesce(lag(a.present) OVER (PARTITION BY a.user_id ORDER BY a.created_at, a.chain_seq), false) AS was_present
 		  FROM presence_after a
 	), status_set AS (
 		SELECT b.*,
@@ -78,17 +111,17 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 						THEN b.details ->> 'status' END AS new_status
 		  FROM presence_before b
 	), status_runs AS (
-		SELECT s.*, count(s.new_status) OVER (PARTITION BY s.user_id ORDER BY s.chain_seq) AS status_run
+		SELECT s.*, count(s.new_status) OVER (PARTITION BY s.user_id ORDER BY s.created_at, s.chain_seq) AS status_run
 		  FROM status_set s
 	), status_after AS (
 		SELECT r.*,
 			   CASE WHEN r.present
-					THEN first_value(r.new_status) OVER (PARTITION BY r.user_id, r.status_run ORDER BY r.chain_seq)
+					THEN first_value(r.new_status) OVER (PARTITION BY r.user_id, r.status_run ORDER BY r.created_at, r.chain_seq)
 					ELSE 'offline' END AS status
 		  FROM status_runs r
 	), changes AS (
 		SELECT a.*,
-			   coalesce(lag(a.status) OVER (PARTITION BY a.user_id ORDER BY a.chain_seq), 'offline') AS previous
+			   coalesce(lag(a.status) OVER (PARTITION BY a.user_id ORDER BY a.created_at, a.chain_seq), 'offline') AS previous
 		  FROM status_after a
 	)
 	SELECT c.chain_seq, c.created_at, c.user_id, c.previous, c.status,
@@ -134,8 +167,8 @@ BEGIN
 	RETURN QUERY
 	SELECT l.user_id, u.username, p.role, l.status_after, l.at
 	  FROM (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after, c.at
-			  FROM presence._presence_changes(s.id, present_at.at) c
-			 ORDER BY c.user_id, c.chain_seq DESC) l
+			  FROM presence._presence_changes(s.id, present_at.at, present_at.at) c
+			 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) l
 	  LEFT JOIN presence.users u ON u.id = l.user_id
 	  LEFT JOIN presence.session_participants p ON p.session_id = s.id AND p.user_id = l.user_id
 	 WHERE l.status_after <> 'offline'
@@ -155,9 +188,9 @@ BEGIN
 	PERFORM presence._require_window("from", "to");
 	RETURN QUERY
 	SELECT c.at, c.user_id, c.status_before, c.status_after, c.cause
-	  FROM presence._presence_changes(s.id, presence_timeline."to") c
+	  FROM presence._presence_changes(s.id, presence_timeline."from", presence_timeline."to") c
 	 WHERE c.at > presence_timeline."from"
-	 ORDER BY c.chain_seq, c.user_id;
+	 ORDER BY c.at, c.chain_seq, c.user_id;
 END $$;
 
 /*
@@ -175,8 +208,8 @@ BEGIN
 	RETURN QUERY
 	SELECT i.user_id, greatest(i.began, presence_intervals."from"), coalesce(i.ended, presence_intervals."to")
 	  FROM (SELECT c.user_id, c.at AS began, c.status_before = 'offline' AS arrival,
-				   lead(c.at) OVER (PARTITION BY c.user_id ORDER BY c.chain_seq) AS ended
-			  FROM presence._presence_changes(s.id, presence_intervals."to") c
+				   lead(c.at) OVER (PARTITION BY c.user_id ORDER BY c.at, c.chain_seq) AS ended
+			  FROM presence._presence_changes(s.id, presence_intervals."from", presence_intervals."to") c
 			 WHERE c.status_before = 'offline' OR c.status_after = 'offline') i
 	 WHERE i.arrival AND (i.ended IS NULL OR i.ended > presence_intervals."from")
 	 ORDER BY 2, i.user_id;
@@ -203,7 +236,7 @@ BEGIN
 	EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA presence TO %s', role_name);
 END $$;
 
-REVOKE ALL ON FUNCTION presence._presence_changes(uuid, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence._presence_changes(uuid, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence._require_window(timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.present_at(text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.presence_timeline(text, timestamptz, timestamptz) FROM PUBLIC;

@@ -98,6 +98,25 @@ SELECT (SELECT count(*) FROM ((TABLE by_present_at EXCEPT TABLE by_intervals)
 	   (SELECT count(*) FROM ((TABLE by_present_at EXCEPT TABLE by_timeline)
 							  UNION ALL (TABLE by_timeline EXCEPT TABLE by_present_at)) d) AS timeline_disagrees;
 
+-- A worker's queued row can come later in the chain than a row logged
+-- after it: the replay goes by time, so the moments still agree.
+SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-late');
+SELECT count(*) AS logged FROM presence.log_activity_batch(
+	'{tl-late,tl-late,tl-late,tl-late}',
+	'{00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d02,00000000-0000-4000-8000-000000000d01,NULL}',
+	'{user_joined,user_joined,user_left,session_ended}', NULL, NULL, NULL,
+	'{2026-01-01 10:00+00,2026-01-01 10:02+00,2026-01-01 10:01+00,2026-01-01 10:03+00}');
+SELECT at::time, u.username, status_before, status_after, cause
+  FROM presence.presence_timeline('tl-late', '-infinity', 'infinity') t
+  JOIN presence.users u ON u.id = t.user_id;
+SELECT t.at::time AS at, p.username
+  FROM unnest(ARRAY['10:00:30', '10:01:30', '10:02:30']::time[]) AS t(at)
+  LEFT JOIN LATERAL presence.present_at('tl-late', '2026-01-01'::date + t.at) p ON true
+ ORDER BY t.at;
+SELECT at::time, u.username, cause
+  FROM presence.presence_timeline('tl-late', '2026-01-01 10:00:30+00', '2026-01-01 10:02:30+00') t
+  JOIN presence.users u ON u.id = t.user_id;
+
 -- A session with no presence rows has nobody, no change and no interval.
 SELECT count(*) FROM presence.present_at('tl-empty', now());
 SELECT count(*) FROM presence.presence_timeline('tl-empty', '-infinity', 'infinity');
