@@ -39,10 +39,12 @@ CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, cre
  * workers or nodes) and a status the user already has change nothing.
  *
  * An end of presence forgets everything before it, so each user's replay
- * starts at their last end (their own or the session's) logged at or
- * before since: what comes before changes nothing the caller asks about,
- * and a long log costs one index scan plus the rows of each user's
- * presences since.  Window functions, not a loop, do the rest.
+ * starts at the time of their last end (their own or the session's)
+ * logged at or before since: what comes before changes nothing the
+ * caller asks about (rows of that same instant that precede the end are
+ * replayed, and reset by it), and a long log costs one index scan plus
+ * the rows of each user's presences since.  Window functions, not a
+ * loop, do the rest.
  */
 CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
@@ -58,31 +60,21 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 		   AND (a.user_id IS NOT NULL OR a.activity_type = 'session_ended')
 	), session_ends AS MATERIALIZED (
 		SELECT l.chain_seq, l.created_at FROM logged l WHERE l.kind = 'session_ended'
-	), last_session_end AS (
-		SELECT e.created_at, e.chain_seq FROM session_ends e WHERE e.created_at <= since
-		 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1
-	), own_ends AS (
-		SELECT DISTINCT ON (l.user_id) l.user_id, l.created_at, l.chain_seq
-		  FROM logged l
-		 WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed') AND l.created_at <= since
-		 ORDER BY l.user_id, l.created_at DESC, l.chain_seq DESC
 	), starts AS (
-		SELECT u.user_id,
-			   CASE WHEN o.created_at IS NULL OR (o.created_at, o.chain_seq) < (e.created_at, e.chain_seq)
-					THEN e.created_at ELSE o.created_at END AS from_at,
-			   CASE WHEN o.created_at IS NULL OR (o.created_at, o.chain_seq) < (e.created_at, e.chain_seq)
-					THEN e.chain_seq ELSE o.chain_seq END AS from_seq
-		  FROM (SELECT DISTINCT l.user_id FROM logged l WHERE l.kind <> 'session_ended') u
-		  LEFT JOIN own_ends o ON o.user_id = u.user_id
-		  LEFT JOIN last_session_end e ON true
+		SELECT l.user_id,
+			   greatest(max(l.created_at) FILTER (WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed')
+												  AND l.created_at <= since),
+						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
+		  FROM logged l
+		 WHERE l.kind <> 'session_ended'
+		 GROUP BY l.user_id
 	), per_user AS (
 		SELECT l.chain_seq, l.created_at, l.user_id, l.kind
 		  FROM logged l JOIN starts s ON s.user_id = l.user_id
-		 WHERE s.from_at IS NULL OR (l.created_at, l.chain_seq) >= (s.from_at, s.from_seq)
+		 WHERE s.from_at IS NULL OR l.created_at >= s.from_at
 		UNION ALL
 		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended'
-		  FROM session_ends e JOIN starts s
-			   ON s.from_at IS NULL OR (e.created_at, e.chain_seq) >= (s.from_at, s.from_seq)
+		  FROM session_ends e JOIN starts s ON s.from_at IS NULL OR e.created_at >= s.from_at
 	), with_details AS (
 		SELECT p.chain_seq, p.created_at, p.user_id, p.kind, a.details
 		  FROM per_user p
