@@ -132,6 +132,40 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 	 WHERE c.previous <> c.status
 $$;
 
+/*
+ * For a ws worker starting without Redis: its predecessor's presences
+ * ended with it (a crash, kill -9, an immediate shutdown), so every
+ * presence the log shows open in a session that has not ended, begun by
+ * a join of that worker ("worker" in the user_joined details), gets a
+ * user_left with cause server_restart now.  Returns how many.
+ */
+CREATE FUNCTION presence._close_presences_of_worker(worker text) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	session_ids text[];
+	user_ids uuid[];
+BEGIN
+	SELECT array_agg(s.session_id), array_agg(o.user_id) INTO session_ids, user_ids
+	  FROM presence.collaboration_sessions s,
+		   LATERAL (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after,
+						   first_value(c.chain_seq) OVER (PARTITION BY c.user_id
+														  ORDER BY c.status_before = 'offline' DESC,
+																   c.at DESC, c.chain_seq DESC) AS opened_seq
+					  FROM presence._presence_changes(s.id, 'infinity', 'infinity') c
+					 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) o,
+		   presence.activity_log a
+	 WHERE s.status IN ('active', 'inactive') AND o.status_after <> 'offline'
+	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker;
+	IF session_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	PERFORM presence.log_activity_batch(session_ids, user_ids,
+										array_fill('user_left'::text, ARRAY[cardinality(session_ids)]),
+										array_fill(jsonb_build_object('cause', 'server_restart'),
+												   ARRAY[cardinality(session_ids)]));
+	RETURN cardinality(session_ids);
+END $$;
+
 /* The window a timeline or interval query covers, checked as every argument is. */
 CREATE FUNCTION presence._require_window(window_from timestamptz, window_to timestamptz) RETURNS void
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -230,6 +264,7 @@ END $$;
 
 REVOKE ALL ON FUNCTION presence._presence_changes(uuid, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence._require_window(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence._close_presences_of_worker(text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.present_at(text, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.presence_timeline(text, timestamptz, timestamptz) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.presence_intervals(text, timestamptz, timestamptz) FROM PUBLIC;

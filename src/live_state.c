@@ -36,10 +36,12 @@
 #include "clock.h"
 #include "growable.h"
 #include "live_internal.h"
+#include "node.h"
 #include "shmem.h"
 #include "worker_db.h"
 
 static int	live_worker_index;
+static char live_worker_name[96];	/* node id (at most 63 bytes), "/", index */
 static LiveSession **live_buckets;
 static int	live_bucket_count;
 static int	live_session_count;
@@ -59,6 +61,7 @@ bool
 live_state_init(int worker_index)
 {
 	live_worker_index = worker_index;
+	snprintf(live_worker_name, sizeof(live_worker_name), "%s/%d", presence_node_id(), worker_index);
 	live_bucket_count = 1024;
 	live_buckets = calloc(live_bucket_count, sizeof(LiveSession *));
 	return live_buckets != NULL;
@@ -396,6 +399,37 @@ log_user_activity(SessionUser *user, const char *activity_type, json_t *details,
 		json_decref(details);
 }
 
+/*
+ * This worker's name in the user_joined rows it writes: node id and worker
+ * index, so a restarted worker can end the presences its predecessor
+ * could not (ws_worker.c).
+ */
+const char *
+live_worker_tag(void)
+{
+	return live_worker_name;
+}
+
+/*
+ * The details of a user_joined row: which worker holds the presence, the
+ * status the join sets when it sets one, and whether it resumes after a
+ * timeout, so a replay of the log has the status others see.
+ */
+static json_t *
+join_details(SessionUser *user, bool sets_status, bool resumed)
+{
+	json_t	   *details = protocol_object();
+
+	if (details == NULL)
+		return NULL;
+	json_object_set_new(details, "worker", json_string(live_worker_name));
+	if (sets_status)
+		json_object_set_new(details, "status", json_string(presence_status_names[user->status]));
+	if (resumed)
+		json_object_set_new(details, "resumed", json_true());
+	return details;
+}
+
 /* The status_changed row a replay of the log reads the user's status from. */
 static void
 log_status_change(SessionUser *user, bool automatic, Connection *source)
@@ -623,20 +657,14 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	if (request->cursor.present)
 		user->cursor = request->cursor;
 
-	/*
-	 * The log says which status a join starts in, and when a further tab's
-	 * join changes it, so a replay of the log has the status others see.
-	 */
 	if (!was_visible)
 	{
 		live_visibility_changed(user, false, "leave", connection);
-		log_user_activity(user, "user_joined",
-						  request->status >= 0 ? json_pack("{s:s}", "status", presence_status_names[user->status])
-						  : NULL,
-						  connection);
+		log_user_activity(user, "user_joined", join_details(user, request->status >= 0, false), connection);
 	}
 	else
 	{
+		/* a further tab's join that sets a status */
 		if (user->status != status_before)
 			log_status_change(user, false, connection);
 		if (!user_active(membership, request->status < 0, connection, now) &&
@@ -858,7 +886,7 @@ live_message_received(Connection *connection, RequestType type)
 			{
 				user_arrives(user, now);
 				live_visibility_changed(user, false, "leave", connection);
-				log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
+				log_user_activity(user, "user_joined", join_details(user, false, true), connection);
 			}
 			mirror_announce(membership, "join", true);
 		}

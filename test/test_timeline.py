@@ -9,6 +9,8 @@ received its presence event.  The server logs a change when it happens,
 so its row lies between the two."""
 
 import datetime
+import os
+import signal
 import time
 
 from conftest import SCALE, WAIT, close_all, wait_until
@@ -174,8 +176,49 @@ async def test_join_status_and_second_tab_status_are_logged(cluster, user):
     await cb2.join(sid, status="online")   # already joined: nothing new
     rows = cluster.wait_activity(sid, "status_changed", user_id=b.id)
     joins = cluster.activity_rows(sid, "user_joined")
-    assert [r[2] for r in joins] == [{"status": "away"}]
+    assert [r[2]["status"] for r in joins] == ["away"]
     assert [r[2] for r in rows] == [{"status": "online", "automatic": False}]
     wait_until(lambda: cluster.sql("SELECT status FROM presence.present_at(%s, now())", (sid,)) == [("online",)],
                what="b online by present_at")
     await close_all([cb1, cb2])
+
+
+async def test_presences_open_at_a_crash_end_at_the_restart(fresh_cluster):
+    """Without Redis a restarted worker logs the end of the presences its
+    killed predecessor held, and only those."""
+    c = fresh_cluster()
+    a, b, elsewhere = c.create_user(), c.create_user(), c.create_user()
+    sid = c.create_session(a, participants=[(b, "viewer"), (elsewhere, "viewer")])
+    ca, cb = await a.connect(), await b.connect()
+    await ca.join(sid)
+    await cb.join(sid)
+    await ca.event(sid, "join", b.id)
+    joins = c.wait_activity(sid, "user_joined", count=2)
+    worker = joins[0][2]["worker"]
+    assert worker.endswith("/0") and all(r[2]["worker"] == worker for r in joins)
+    # a presence another worker holds, as its join says
+    c.sql("SELECT presence.log_activity(%s, %s::uuid, 'user_joined', '{\"worker\": \"elsewhere-1/0\"}')",
+          (sid, elsewhere.id))
+    time.sleep(0.02)
+    before_kill = moment()
+
+    os.kill(c.worker_pid(), signal.SIGKILL)
+    for client in (ca, cb):
+        await client.closed(timeout=WAIT + 10 * SCALE)
+    c.wait_worker(timeout=30 * SCALE)
+    left = c.wait_activity(sid, "user_left", count=2)
+    assert sorted(r[1] for r in left) == sorted([a.id, b.id])
+    assert all(r[2] == {"cause": "server_restart"} for r in left)
+
+    def present(at):
+        return sorted(r[0] for r in c.sql("SELECT user_id::text FROM presence.present_at(%s, %s)", (sid, at)))
+    assert present(before_kill) == sorted([a.id, b.id, elsewhere.id])
+    assert present(moment(1000)) == [elsewhere.id]
+    causes = c.sql("SELECT cause FROM presence.presence_timeline(%s, %s, %s) WHERE user_id <> %s::uuid",
+                   (sid, before_kill, moment(1000), elsewhere.id))
+    assert causes == [("server_restart",), ("server_restart",)]
+    # a second restart finds nothing more to close
+    c.stop()
+    c.start()
+    time.sleep(0.5)
+    assert len(c.activity_rows(sid, "user_left")) == 2
