@@ -117,6 +117,23 @@ SELECT at::time, u.username, cause
   FROM presence.presence_timeline('tl-late', '2026-01-01 10:00:30+00', '2026-01-01 10:02:30+00') t
   JOIN presence.users u ON u.id = t.user_id;
 
+-- A ws worker starting without Redis ends the presences it held before:
+-- those its joins opened in sessions that have not ended, no others.
+SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-open');
+SELECT count(*) AS logged FROM presence.log_activity_batch(
+	'{tl-open,tl-open,tl-open,tl-open,tl-open}',
+	'{00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d02,00000000-0000-4000-8000-000000000d03,00000000-0000-4000-8000-000000000d03,00000000-0000-4000-8000-000000000d01}',
+	'{user_joined,user_joined,user_joined,user_left,status_changed}',
+	'{"{\"worker\": \"n1/0\"}","{\"worker\": \"n1/1\"}","{\"worker\": \"n1/0\"}","{}","{\"status\": \"away\"}"}');
+SELECT presence._close_presences_of_worker('n1/0') AS closed;
+SELECT presence._close_presences_of_worker('n1/0') AS closed_again;
+SELECT u.username, t.status_before, t.status_after, t.cause
+  FROM presence.presence_timeline('tl-open', '-infinity', 'infinity') t
+  JOIN presence.users u ON u.id = t.user_id;
+SELECT u.username FROM presence.present_at('tl-open', 'infinity') p JOIN presence.users u ON u.id = p.user_id;
+SELECT presence.end_session('tl-open');
+SELECT presence._close_presences_of_worker('n1/1') AS closed_in_ended_session;
+
 -- A session with no presence rows has nobody, no change and no interval.
 SELECT count(*) FROM presence.present_at('tl-empty', now());
 SELECT count(*) FROM presence.presence_timeline('tl-empty', '-infinity', 'infinity');
