@@ -16,7 +16,9 @@
 #           table with many others.
 #
 # Then each query runs REPEAT times (default 5) in the server, timed with
-# clock_timestamp() around each call; the script prints the fastest and
+# clock_timestamp() around each call, and so does the replay of every
+# session a ws worker starting without Redis runs
+# (presence._close_presences_of_worker); the script prints the fastest and
 # the median in milliseconds, and the plan of the replay's scan.  The
 # cluster is destroyed at the end (KEEP_CLUSTER=1 keeps it).
 #
@@ -150,7 +152,9 @@ SELECT label, t.fastest, t.median, t.result_rows
 	(8, 'small: presence_timeline, all',
 	 $$SELECT * FROM presence.presence_timeline('small-7', '-infinity', 'infinity')$$),
 	(9, 'small: presence_intervals, all',
-	 $$SELECT * FROM presence.presence_intervals('small-7', '-infinity', 'infinity')$$)
+	 $$SELECT * FROM presence.presence_intervals('small-7', '-infinity', 'infinity')$$),
+	(10, 'all 501 sessions: a ws worker''s start without Redis (nothing to close)',
+	 $$SELECT presence._close_presences_of_worker('bench/0')$$)
 	) AS q(n, label, query),
 	LATERAL bench.time(q.query, :repeat) t
  ORDER BY q.n;

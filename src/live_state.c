@@ -656,7 +656,6 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 		strlcpy(user->activity, request->activity, sizeof(user->activity));
 	if (request->cursor.present)
 		user->cursor = request->cursor;
-
 	if (!was_visible)
 	{
 		live_visibility_changed(user, false, "leave", connection);

@@ -129,11 +129,21 @@ close_own_presences(void)
 {
 	int			closed = 0;
 
+	DbResult	result;
+
 	if (redis_configured() || RecoveryInProgress())
 		return;
-	/* a failure is logged by db_run; the presences then stay open in the log */
-	if (db_run("presence: closing the presences of an earlier run", close_own_presences_work, &closed) == DB_OK &&
-		closed > 0)
+
+	/*
+	 * The replay reads every open session's presence rows (about a second
+	 * for a million-row log, docs/benchmarks.md), and no client waits yet:
+	 * the statement is not bound by presence.db_statement_timeout.  A
+	 * failure is logged by db_run; the presences then stay open in the log.
+	 */
+	db_set_waits(DB_WAITS_BACKGROUND);
+	result = db_run("presence: closing the presences of an earlier run", close_own_presences_work, &closed);
+	db_set_waits(DB_WAITS_LOOP);
+	if (result == DB_OK && closed > 0)
 		ereport(LOG, (errmsg("presence: %d presence(s) from this worker's earlier run logged as ended by the restart",
 							 closed)));
 }
