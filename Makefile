@@ -8,7 +8,7 @@ DATA = $(wildcard sql/presence--*.sql)
 
 # pg_regress suites (sql/NAME.sql, expected/NAME.out), in this order; as
 # root, run them with test/run-regress.sh.
-REGRESS = schema sessions permissions activity audit_chain csv tokens privileges errors upgrade drop
+REGRESS = schema sessions permissions activity audit_chain csv tokens privileges timeline errors upgrade drop
 REGRESS_OPTS = --temp-config=test/regress.conf --temp-instance=./tmp_check --load-extension=presence --encoding=UTF8 --no-locale
 EXTRA_CLEAN = tmp_check results regression.diffs regression.out $(OBJS:.o=.d)
 

@@ -12,6 +12,242 @@
 
 -- == Presence at any past moment ==
 
+/*
+ * The rows a replay reads: the presence changes the workers log and the
+ * two SQL-side events that end presences, in a session's time order,
+ * with what a replay needs to choose rows (all but details).  So a replay
+ * scans only its session's presence rows up to the moment asked about,
+ * from the index alone once vacuum has marked the pages all-visible,
+ * however much other activity the log holds.
+ */
+CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, created_at, chain_seq)
+	INCLUDE (user_id, activity_type)
+	WHERE activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+							'participant_removed', 'session_ended');
+
+/*
+ * Every change of a user's presence in a session up to (and at) upto,
+ * exact from after since on: the log's presence rows replayed in the
+ * order of (created_at, chain_seq) as a per-user state machine with the
+ * live server's rules (docs/sql-reference.md, "Presence at a past
+ * moment").  Time first: a worker writes its queue in batches, so its
+ * rows can follow in the chain a row logged after them elsewhere, and
+ * the state at a moment must be that of the rows logged until then.  A
+ * row is either presence-setting (a join makes present, a leave,
+ * timeout, removal or the session's end absent) or a status change,
+ * which counts only while present; a join while present (a race of two
+ * workers or nodes) and a status the user already has change nothing.
+ *
+ * An end of presence forgets everything before it, so each user's replay
+ * starts at the time of their last end (their own or the session's)
+ * logged at or before since: what comes before changes nothing the
+ * caller asks about (rows of that same instant that precede the end are
+ * replayed, and reset by it), and a long log costs one index scan plus
+ * the rows of each user's presences since.  Window functions, not a
+ * loop, do the rest.
+ */
+CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
+RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
+			   cause text)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+	WITH logged AS MATERIALIZED (
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind
+		  FROM presence.activity_log a
+		 WHERE a.session_id = p_session
+		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+								   'participant_removed', 'session_ended')
+		   AND a.created_at <= upto
+		   AND (a.user_id IS NOT NULL OR a.activity_type = 'session_ended')
+	), session_ends AS MATERIALIZED (
+		SELECT l.chain_seq, l.created_at FROM logged l WHERE l.kind = 'session_ended'
+	), starts AS (
+		SELECT l.user_id,
+			   greatest(max(l.created_at) FILTER (WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed')
+												  AND l.created_at <= since),
+						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
+		  FROM logged l
+		 WHERE l.kind <> 'session_ended'
+		 GROUP BY l.user_id
+	), per_user AS (
+		SELECT l.chain_seq, l.created_at, l.user_id, l.kind
+		  FROM logged l JOIN starts s ON s.user_id = l.user_id
+		 WHERE s.from_at IS NULL OR l.created_at >= s.from_at
+		UNION ALL
+		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended'
+		  FROM session_ends e JOIN starts s ON s.from_at IS NULL OR e.created_at >= s.from_at
+	), with_details AS (
+		SELECT p.chain_seq, p.created_at, p.user_id, p.kind, a.details
+		  FROM per_user p
+		  JOIN presence.activity_log a ON a.session_id = p_session AND a.chain_seq = p.chain_seq
+	), presence_runs AS (
+		SELECT p.*,
+			   count(*) FILTER (WHERE p.kind <> 'status_changed')
+				   OVER (PARTITION BY p.user_id ORDER BY p.created_at, p.chain_seq) AS run
+		  FROM with_details p
+	), presence_after AS (
+		SELECT r.*,
+			   coalesce(first_value(r.kind = 'user_joined')
+						   OVER (PARTITION BY r.user_id, r.run ORDER BY r.created_at, r.chain_seq)
+						AND r.run > 0, false) AS present
+		  FROM presence_runs r
+	), presence_before AS (
+		SELECT a.*,
+			   coalesce(lag(a.present) OVER (PARTITION BY a.user_id ORDER BY a.created_at, a.chain_seq), false) AS was_present
+		  FROM presence_after a
+	), status_set AS (
+		SELECT b.*,
+			   CASE WHEN b.kind = 'user_joined' AND NOT b.was_present
+						THEN CASE WHEN b.details ->> 'status' IN ('online', 'away') THEN b.details ->> 'status'
+								  ELSE 'online' END
+					WHEN b.kind = 'status_changed' AND b.was_present AND b.details ->> 'status' IN ('online', 'away')
+						THEN b.details ->> 'status' END AS new_status
+		  FROM presence_before b
+	), status_runs AS (
+		SELECT s.*, count(s.new_status) OVER (PARTITION BY s.user_id ORDER BY s.created_at, s.chain_seq) AS status_run
+		  FROM status_set s
+	), status_after AS (
+		SELECT r.*,
+			   CASE WHEN r.present
+					THEN first_value(r.new_status) OVER (PARTITION BY r.user_id, r.status_run ORDER BY r.created_at, r.chain_seq)
+					ELSE 'offline' END AS status
+		  FROM status_runs r
+	), changes AS (
+		SELECT a.*,
+			   coalesce(lag(a.status) OVER (PARTITION BY a.user_id ORDER BY a.created_at, a.chain_seq), 'offline') AS previous
+		  FROM status_after a
+	)
+	SELECT c.chain_seq, c.created_at, c.user_id, c.previous, c.status,
+		   CASE c.kind
+			   WHEN 'user_joined' THEN
+				   CASE WHEN c.details -> 'resumed' = 'true'::jsonb THEN 'resumed' ELSE 'join' END
+			   WHEN 'user_left' THEN
+				   CASE WHEN c.details ->> 'cause' = 'server_restart' THEN 'server_restart' ELSE 'leave' END
+			   WHEN 'user_timeout' THEN 'timeout'
+			   WHEN 'participant_removed' THEN 'removed'
+			   WHEN 'session_ended' THEN 'session_ended'
+			   ELSE CASE WHEN c.details -> 'automatic' = 'true'::jsonb THEN 'automatic_' || c.status
+						 ELSE 'status' END
+		   END
+	  FROM changes c
+	 WHERE c.previous <> c.status
+$$;
+
+/*
+ * For a ws worker starting without Redis: its predecessor's presences
+ * ended with it (a crash, kill -9, an immediate shutdown), so every
+ * presence the log shows open in a session that has not ended, begun by
+ * a join of that worker ("worker" in the user_joined details), gets a
+ * user_left with cause server_restart now.  Returns how many.
+ */
+CREATE FUNCTION presence._close_presences_of_worker(worker text) RETURNS integer
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	session_ids text[];
+	user_ids uuid[];
+BEGIN
+	SELECT array_agg(s.session_id), array_agg(o.user_id) INTO session_ids, user_ids
+	  FROM presence.collaboration_sessions s,
+		   LATERAL (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after,
+						   first_value(c.chain_seq) OVER (PARTITION BY c.user_id
+														  ORDER BY c.status_before = 'offline' DESC,
+																   c.at DESC, c.chain_seq DESC) AS opened_seq
+					  FROM presence._presence_changes(s.id, 'infinity', 'infinity') c
+					 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) o,
+		   presence.activity_log a
+	 WHERE s.status IN ('active', 'inactive') AND o.status_after <> 'offline'
+	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker;
+	IF session_ids IS NULL THEN
+		RETURN 0;
+	END IF;
+	PERFORM presence.log_activity_batch(session_ids, user_ids,
+										array_fill('user_left'::text, ARRAY[cardinality(session_ids)]),
+										array_fill(jsonb_build_object('cause', 'server_restart'),
+												   ARRAY[cardinality(session_ids)]));
+	RETURN cardinality(session_ids);
+END $$;
+
+/* The window a timeline or interval query covers, checked as every argument is. */
+CREATE FUNCTION presence._require_window(window_from timestamptz, window_to timestamptz) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM presence._require(window_from, 'from');
+	PERFORM presence._require(window_to, 'to');
+	IF window_from > window_to THEN
+		RAISE EXCEPTION 'presence: "from" (%) is after "to" (%)', window_from, window_to
+			USING ERRCODE = 'invalid_parameter_value';
+	END IF;
+END $$;
+
+/*
+ * Who was present at the instant at, after every presence row logged at
+ * or before it; since is when the user entered the status they had then
+ * (their join, or their last status change).
+ */
+CREATE FUNCTION presence.present_at(session_id text, at timestamptz)
+RETURNS TABLE (user_id uuid, username text, role text, status text, since timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	s presence.collaboration_sessions := presence._session(session_id);
+BEGIN
+	PERFORM presence._require(at, 'at');
+	RETURN QUERY
+	SELECT l.user_id, u.username, p.role, l.status_after, l.at
+	  FROM (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after, c.at
+			  FROM presence._presence_changes(s.id, present_at.at, present_at.at) c
+			 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) l
+	  LEFT JOIN presence.users u ON u.id = l.user_id
+	  LEFT JOIN presence.session_participants p ON p.session_id = s.id AND p.user_id = l.user_id
+	 WHERE l.status_after <> 'offline'
+	 ORDER BY u.username, l.user_id;
+END $$;
+
+/*
+ * Every presence change after "from" up to and at "to", in chain order:
+ * present_at("from") with these applied is present_at("to").
+ */
+CREATE FUNCTION presence.presence_timeline(session_id text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (at timestamptz, user_id uuid, status_before text, status_after text, cause text)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	s presence.collaboration_sessions := presence._session(session_id);
+BEGIN
+	PERFORM presence._require_window("from", "to");
+	RETURN QUERY
+	SELECT c.at, c.user_id, c.status_before, c.status_after, c.cause
+	  FROM presence._presence_changes(s.id, presence_timeline."from", presence_timeline."to") c
+	 WHERE c.at > presence_timeline."from"
+	 ORDER BY c.at, c.chain_seq, c.user_id;
+END $$;
+
+/*
+ * Per user, the intervals present (online or away) within ["from", "to"]:
+ * an interval begun before "from" starts at "from", one still open at
+ * "to" ends at "to", so present_to - present_from sums to the time there.
+ */
+CREATE FUNCTION presence.presence_intervals(session_id text, "from" timestamptz, "to" timestamptz)
+RETURNS TABLE (user_id uuid, present_from timestamptz, present_to timestamptz)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	s presence.collaboration_sessions := presence._session(session_id);
+BEGIN
+	PERFORM presence._require_window("from", "to");
+	RETURN QUERY
+	SELECT i.user_id, greatest(i.began, presence_intervals."from"), coalesce(i.ended, presence_intervals."to")
+	  FROM (SELECT c.user_id, c.at AS began, c.status_before = 'offline' AS arrival,
+				   lead(c.at) OVER (PARTITION BY c.user_id ORDER BY c.at, c.chain_seq) AS ended
+			  FROM presence._presence_changes(s.id, presence_intervals."from", presence_intervals."to") c
+			 WHERE c.status_before = 'offline' OR c.status_after = 'offline') i
+	 WHERE i.arrival AND (i.ended IS NULL OR i.ended > presence_intervals."from")
+	 ORDER BY 2, i.user_id;
+END $$;
+
+REVOKE ALL ON FUNCTION presence._presence_changes(uuid, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence._require_window(timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence._close_presences_of_worker(text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence.present_at(text, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence.presence_timeline(text, timestamptz, timestamptz) FROM PUBLIC;
+REVOKE ALL ON FUNCTION presence.presence_intervals(text, timestamptz, timestamptz) FROM PUBLIC;
+
 -- == Signed audit checkpoints ==
 
 /*
@@ -72,7 +308,7 @@ BEGIN
 	END LOOP;
 END $$;
 
-/* Auditors can read the checkpoints and save a fresh one. */
+/* Auditors can replay presence, read the checkpoints and save a fresh one. */
 CREATE OR REPLACE FUNCTION presence.grant_auditor_role(role_name regrole) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -88,6 +324,9 @@ BEGIN
 		presence.verify_audit_chain(text),
 		presence.audit_chain_head(text),
 		presence.audit_checkpoint(text),
+		presence.present_at(text, timestamptz),
+		presence.presence_timeline(text, timestamptz, timestamptz),
+		presence.presence_intervals(text, timestamptz, timestamptz),
 		presence.stats() TO %s', role_name);
 	EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA presence TO %s', role_name);
 END $$;

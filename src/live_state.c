@@ -36,10 +36,12 @@
 #include "clock.h"
 #include "growable.h"
 #include "live_internal.h"
+#include "node.h"
 #include "shmem.h"
 #include "worker_db.h"
 
 static int	live_worker_index;
+static char live_worker_name[96];	/* node id (at most 63 bytes), "/", index */
 static LiveSession **live_buckets;
 static int	live_bucket_count;
 static int	live_session_count;
@@ -59,6 +61,7 @@ bool
 live_state_init(int worker_index)
 {
 	live_worker_index = worker_index;
+	snprintf(live_worker_name, sizeof(live_worker_name), "%s/%d", presence_node_id(), worker_index);
 	live_bucket_count = 1024;
 	live_buckets = calloc(live_bucket_count, sizeof(LiveSession *));
 	return live_buckets != NULL;
@@ -396,6 +399,47 @@ log_user_activity(SessionUser *user, const char *activity_type, json_t *details,
 		json_decref(details);
 }
 
+/*
+ * This worker's name in the user_joined rows it writes: node id and worker
+ * index, so a restarted worker can end the presences its predecessor
+ * could not (ws_worker.c).
+ */
+const char *
+live_worker_tag(void)
+{
+	return live_worker_name;
+}
+
+/*
+ * The details of a user_joined row: which worker holds the presence, the
+ * status the join sets when it sets one, and whether it resumes after a
+ * timeout, so a replay of the log has the status others see.
+ */
+static json_t *
+join_details(SessionUser *user, bool sets_status, bool resumed)
+{
+	json_t	   *details = protocol_object();
+
+	if (details == NULL)
+		return NULL;
+	json_object_set_new(details, "worker", json_string(live_worker_name));
+	if (sets_status)
+		json_object_set_new(details, "status", json_string(presence_status_names[user->status]));
+	if (resumed)
+		json_object_set_new(details, "resumed", json_true());
+	return details;
+}
+
+/* The status_changed row a replay of the log reads the user's status from. */
+static void
+log_status_change(SessionUser *user, bool automatic, Connection *source)
+{
+	log_user_activity(user, "status_changed",
+					  json_pack("{s:s, s:b}", "status", presence_status_names[user->status],
+								"automatic", automatic),
+					  source);
+}
+
 void
 live_mark_dirty(SessionUser *user)
 {
@@ -560,6 +604,7 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	Membership *membership = membership_find(connection, session_id);
 	int64		now = presence_now_ms();
 	bool		was_visible;
+	PresenceStatus status_before;
 
 	if (membership != NULL)
 	{
@@ -601,6 +646,7 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	user->connections++;
 	user->live_connections++;
 	user->last_seen_ms = now;
+	status_before = user->status;
 	if (request->status >= 0)
 	{
 		user->status = (PresenceStatus) request->status;
@@ -613,11 +659,17 @@ live_join(Connection *connection, const char *session_id, const char *role, bool
 	if (!was_visible)
 	{
 		live_visibility_changed(user, false, "leave", connection);
-		log_user_activity(user, "user_joined", NULL, connection);
+		log_user_activity(user, "user_joined", join_details(user, request->status >= 0, false), connection);
 	}
-	else if (!user_active(membership, request->status < 0, connection, now) &&
-			 (request->status >= 0 || request->activity || request->cursor.present))
-		live_user_event(user, "update", connection);
+	else
+	{
+		/* a further tab's join that sets a status */
+		if (user->status != status_before)
+			log_status_change(user, false, connection);
+		if (!user_active(membership, request->status < 0, connection, now) &&
+			(request->status >= 0 || request->activity || request->cursor.present))
+			live_user_event(user, "update", connection);
+	}
 	live_mark_dirty(user);
 	mirror_announce(membership, "join", true);
 
@@ -786,9 +838,7 @@ live_set_status(Connection *connection, const char *session_id, PresenceStatus s
 	live_user_event(user, "update", connection);
 	mirror_announce(membership, "update", true);
 	if (status_changed)
-		log_user_activity(user, "status_changed",
-						  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 0),
-						  connection);
+		log_status_change(user, false, connection);
 	return true;
 }
 
@@ -849,8 +899,7 @@ automatic_status(Membership *membership, PresenceStatus status, Connection *orig
 	user->auto_away = status == STATUS_AWAY;
 	live_user_event(user, "update", origin);
 	mirror_announce(membership, "update", true);
-	log_user_activity(user, "status_changed",
-					  json_pack("{s:s, s:b}", "status", presence_status_names[status], "automatic", 1), origin);
+	log_status_change(user, true, origin);
 }
 
 /*
@@ -883,7 +932,7 @@ live_message_received(Connection *connection, RequestType type)
 			{
 				user_arrives(user, now);
 				live_visibility_changed(user, false, "leave", connection);
-				log_user_activity(user, "user_joined", json_pack("{s:b}", "resumed", 1), connection);
+				log_user_activity(user, "user_joined", join_details(user, false, true), connection);
 			}
 			mirror_announce(membership, "join", true);
 		}

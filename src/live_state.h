@@ -23,6 +23,7 @@ typedef enum JoinOutcome
 } JoinOutcome;
 
 extern bool live_state_init(int worker_index);
+extern const char *live_worker_tag(void);
 extern JoinOutcome live_join(Connection *connection, const char *session_id, const char *role,
 							 bool is_owner, const ClientRequest *request);
 extern bool live_leave(Connection *connection, const char *session_id);

@@ -23,12 +23,16 @@
 #include <sys/resource.h>
 #include <uv.h>
 
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/wait_event.h"
@@ -94,6 +98,55 @@ wait_for_extension(void)
 		reported = true;
 	} while (worker_process_sleep(EXTENSION_RETRY_MS));
 	return false;
+}
+
+static DbResult
+close_own_presences_work(void *arg)
+{
+	int		   *closed = arg;
+	Oid			types[1] = {TEXTOID};
+	Datum		args[1] = {CStringGetTextDatum(live_worker_tag())};
+	bool		isnull;
+
+	if (SPI_execute_with_args("SELECT presence._close_presences_of_worker($1)", 1, types, args, NULL,
+							  false, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "presence: could not close the presences of the worker's previous run");
+	*closed = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	return DB_OK;
+}
+
+/*
+ * Without Redis a worker's presences live in its memory alone, so the
+ * ones the log shows open from its earlier run ended with that run (a
+ * crash, kill -9, an immediate shutdown): they get their user_left, with
+ * cause server_restart, before anyone can join again.  With Redis other
+ * nodes may hold the same users, and the maintenance sweep times out
+ * those nobody refreshes; a standby's writes go to the primary
+ * asynchronously, so a standby leaves them to be read as documented
+ * (docs/sql-reference.md, "Presence at a past moment").
+ */
+static void
+close_own_presences(void)
+{
+	int			closed = 0;
+
+	DbResult	result;
+
+	if (redis_configured() || RecoveryInProgress())
+		return;
+
+	/*
+	 * The replay reads every open session's presence rows (about a second
+	 * for a million-row log, docs/benchmarks.md), and no client waits yet:
+	 * the statement is not bound by presence.db_statement_timeout.  A
+	 * failure is logged by db_run; the presences then stay open in the log.
+	 */
+	db_set_waits(DB_WAITS_BACKGROUND);
+	result = db_run("presence: closing the presences of an earlier run", close_own_presences_work, &closed);
+	db_set_waits(DB_WAITS_LOOP);
+	if (result == DB_OK && closed > 0)
+		ereport(LOG, (errmsg("presence: %d presence(s) from this worker's earlier run logged as ended by the restart",
+							 closed)));
 }
 
 /*
@@ -273,6 +326,7 @@ presence_ws_worker_main(Datum main_arg)
 
 	if (uv_loop_init(&loop) != 0 || !live_state_init(worker_index))
 		ereport(ERROR, (errmsg("presence: could not create an event loop")));
+	close_own_presences();
 	/* the start time tells this run's connections from an earlier one's */
 	snprintf(origin, sizeof(origin), "%s:%d.%llx", presence_node_id(), worker_index,
 			 (unsigned long long) presence_now_ms());

@@ -33,6 +33,13 @@ int			malformed_frames;
 static dlist_head test_connections = DLIST_STATIC_INIT(test_connections);
 static uint64 next_serial = 1;
 
+/* node.c */
+const char *
+presence_node_id(void)
+{
+	return "test-node";
+}
+
 /* clock.c */
 int64
 presence_now_us(void)

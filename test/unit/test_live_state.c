@@ -261,7 +261,8 @@ two_users_join(void)
 	CHECK_EQ_INT(activity_row_count("user_joined"), 2);
 	CHECK_STR(json_string_value(json_object_get(activity_row_last("user_joined"), "user")), BOB);
 	CHECK_EQ_INT(json_integer_value(json_object_get(activity_row_last("user_joined"), "source")), b->conn.serial);
-	CHECK(json_is_null(json_object_get(activity_row_last("user_joined"), "details")));
+	CHECK_STR(details_string(activity_row_last("user_joined"), "worker"), "test-node/0");
+	CHECK(details_value(activity_row_last("user_joined"), "status") == NULL);
 
 	CHECK(live_is_joined(&a->conn, "s1", &role, &is_owner));
 	CHECK_STR(role, "operator");
@@ -305,6 +306,9 @@ join_carries_status_activity_cursor(void)
 	flush();
 	CHECK_EQ_INT(frame_count(a), 1);
 	CHECK_EQ_INT(activity_row_count("user_joined"), 2);
+	/* the log has the status the join set */
+	CHECK_STR(details_string(activity_row_last("user_joined"), "status"), "away");
+	CHECK_EQ_INT(activity_row_count("status_changed"), 0);
 	json_decref(request.ref);
 }
 
@@ -397,6 +401,10 @@ second_tab_joining_with_status_is_an_update(void)
 	CHECK_EQ_INT(frame_count(a1), 1);
 	CHECK_EQ_INT(frame_count(a2), 0);
 	CHECK_EQ_INT(activity_row_count("user_joined"), 2);
+	/* and the log has it, as a status change that no one chose automatically */
+	REQUIRE(activity_row_count("status_changed") == 1);
+	CHECK_STR(details_string(activity_row_last("status_changed"), "status"), "away");
+	CHECK(json_is_false(details_value(activity_row_last("status_changed"), "automatic")));
 }
 
 static void
