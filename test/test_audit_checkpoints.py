@@ -474,3 +474,85 @@ def test_verifier_inputs(cluster, public_key_file, tmp_path):
                  ["--checkpoint", str(array), "--public-key", public_key_file]):  # no session id
         result = verify(csv_path, *args)
         assert result.returncode == 2, (args, result.stdout, result.stderr)
+
+
+def forge_duplicate_column(text, forged):
+    """A second details column: the first, which a reader sees, says what the forger likes."""
+    header, *lines = text.split("\r\n")
+    cells = [line.split(",") for line in lines if line]
+    where = header.split(",").index("details")
+    rows = [",".join(c[:where] + ['"%s"' % forged.replace('"', '""')] + c[where + 1:] + [c[where]]) for c in cells]
+    return "\r\n".join([header + ",details"] + rows) + "\r\n"
+
+
+def forge_extra_column(text, forged):
+    header, *lines = text.split("\r\n")
+    return "\r\n".join([header + ",note"] + [line + "," + forged for line in lines if line]) + "\r\n"
+
+
+def forge_rows_after_the_end(text, forged):
+    """Rows after a bare LF, where the verifier stopped reading but a spreadsheet goes on."""
+    last = text.rstrip("\r\n").split("\r\n")[-1]
+    return text + "\n" + last.replace("step.", forged, 1) + "\r\n"
+
+
+def forge_unterminated_row(text, forged):
+    last = text.rstrip("\r\n").split("\r\n")[-1]
+    return text + last.replace("step.", forged, 1)
+
+
+def forge_formula(text, forged):
+    """The neutralising ' taken off a formula: a spreadsheet runs it, yet the value is the same."""
+    return text.replace("'=HYPERLINK", "=HYPERLINK", 1)
+
+
+def forge_stray_quote(text, forged):
+    """A ' put before a value the export writes as it is: the reader sees 'step..., the hash sees step..."""
+    return text.replace(",step.", ",'step.", 1)
+
+
+def forge_unquoted_newline(text, forged):
+    """The quotes taken off a cell with a LF: a spreadsheet shows a row that is none."""
+    return text.replace('"ua\nnext"', "ua\nnext", 1)
+
+
+def forge_other_session(text, forged):
+    """A row of another session appended, linked and hashed as the recipe says."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("verifier", VERIFY)
+    verifier = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(verifier)
+    header, *rows = verifier.parse_csv(text)
+    names = [name for name, _ in header]
+    row = dict(zip(names, (verifier.value(cell) for cell in rows[-1])))
+    row.update(chain_seq=str(int(row["chain_seq"]) + 1), id=str(uuid.uuid4()), session_uuid=str(uuid.uuid4()),
+               prev_hash=row["row_hash"], user_agent=forged)
+    row["row_hash"] = verifier.hashlib.sha256(
+        bytes.fromhex(row["prev_hash"]) + b"".join(verifier.field(row[name]) for name in verifier.HASHED)
+        + verifier.field(verifier.microseconds(row["created_at"]))).hexdigest()
+    return text + ",".join(row[name] or "" for name in names) + "\r\n"
+
+
+@pytest.mark.parametrize("forge", [forge_duplicate_column, forge_extra_column, forge_rows_after_the_end,
+                                   forge_unterminated_row, forge_formula, forge_stray_quote,
+                                   forge_unquoted_newline, forge_other_session],
+                         ids=lambda f: f.__name__[len("forge_"):])
+def test_forged_export_files_are_refused(cluster, public_key_file, tmp_path, forge):
+    """A file the export did not write, with every hashed value intact, does not verify: what a
+    reader of the CSV sees must be what the chain and the checkpoint vouch for."""
+    session_id, session_uuid = chain_session(cluster, rows=4)
+    cluster.sql("INSERT INTO presence.activity_log (session_id, activity_type, user_agent) VALUES (%s, 'note', %s)",
+                (session_uuid, '=HYPERLINK("http://evil","x")'))
+    cluster.sql("INSERT INTO presence.activity_log (session_id, activity_type, user_agent) VALUES (%s, 'note', %s)",
+                (session_uuid, "ua\nnext"))
+    checkpoint, _ = save_checkpoint(cluster, session_id, tmp_path)
+    genuine = export(cluster, session_id, tmp_path)
+    assert verify_with(genuine, checkpoint, public_key_file, session_id).returncode == 0
+    with open(genuine, encoding="utf-8", newline="") as f:
+        text = f.read()
+    forged_text = forge(text, "forged.")
+    assert forged_text != text
+    forged = tmp_path / "forged.csv"
+    forged.write_bytes(forged_text.encode("utf-8"))
+    result = verify_with(str(forged), checkpoint, public_key_file, session_id)
+    assert result.returncode != 0, (forged_text, result.stdout)
