@@ -24,9 +24,14 @@
  * Every field has a fixed width but one, and that one is length-prefixed,
  * so no two checkpoints share a message.
  *
- * The key file is read at every signature (a maintenance pass reads it
- * once): a reload or a replaced file needs nothing else, and signing is
- * rare enough that reading a small file costs nothing that matters.
+ * The key file is read at every signature: a reload or a replaced file
+ * needs nothing else, and signing is rare enough that reading a small
+ * file costs nothing that matters.
+ *
+ * A head already signed with the current key is not signed again: the
+ * stored checkpoint is returned.  Anyone allowed to call audit_checkpoint
+ * (the auditor role) could otherwise grow the table, and the time of
+ * every later verify_audit_chain, without bound.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -69,6 +74,9 @@ static void append_be(StringInfo buf, uint64 value, int bytes);
 static void checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session_id,
 							   int64 seq, const uint8 *hash, TimestampTz signed_at);
 static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint);
+static bool stored_checkpoint(const pg_uuid_t *session, const char *session_id, bytea *public_key,
+							  AuditCheckpoint *checkpoint);
+static bool signature_valid(bytea *public_key, bytea *signature, StringInfo message);
 
 /*
  * Reads the file into buffer, refusing what PostgreSQL refuses for
@@ -81,7 +89,11 @@ static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoi
 static int
 read_key_file(const char *path, char *buffer, size_t size)
 {
-	int			fd = open(path, O_RDONLY | O_CLOEXEC);
+	/*
+	 * O_NONBLOCK: opening a FIFO would wait for a writer, and no signal
+	 * interrupts that wait (the backend's handlers restart the call).
+	 */
+	int			fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
 	ssize_t		len;
 
@@ -221,6 +233,14 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	if (checkpoint->chain_seq == 0)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("presence: session \"%s\" has no activity to checkpoint", session_id)));
+	if (EVP_PKEY_get_raw_public_key(key, public_key, &public_len) != 1 ||
+		public_len != ED25519_PUBLIC_KEY_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("presence: could not read the audit signing key's public key: %s",
+							   tls_openssl_problem())));
+	if (stored_checkpoint(&session, session_id, bytea_from_bytes(public_key, ED25519_PUBLIC_KEY_BYTES),
+						  checkpoint))
+		return;
 	checkpoint->signed_at = GetCurrentTimestamp();
 
 	initStringInfo(&message);
@@ -231,9 +251,7 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 		EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1 &&
 		EVP_DigestSign(md, checkpoint->signature, &signature_len,
 					   (const unsigned char *) message.data, message.len) == 1 &&
-		signature_len == ED25519_SIGNATURE_BYTES &&
-		EVP_PKEY_get_raw_public_key(key, public_key, &public_len) == 1 &&
-		public_len == ED25519_PUBLIC_KEY_BYTES;
+		signature_len == ED25519_SIGNATURE_BYTES;
 	EVP_MD_CTX_free(md);
 	if (!signed_ok)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
@@ -251,6 +269,48 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 							  " VALUES ($1, $2, $3, $4, $5, $6)",
 							  6, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "presence: could not store an audit checkpoint");
+}
+
+/*
+ * Whether the head in checkpoint (chain_seq, row_hash) is already stored
+ * signed by public_key; if so, fills in the newest such checkpoint's
+ * signed_at and signature.  Its signature is checked, so a row a
+ * superuser wrote is not handed to an auditor as a signed one.
+ */
+static bool
+stored_checkpoint(const pg_uuid_t *session, const char *session_id, bytea *public_key,
+				  AuditCheckpoint *checkpoint)
+{
+	Oid			argtypes[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
+	Datum		args[4];
+	bool		isnull;
+	bytea	   *signature;
+	StringInfoData message;
+	TimestampTz signed_at;
+
+	args[0] = UUIDPGetDatum(session);
+	args[1] = Int64GetDatum(checkpoint->chain_seq);
+	args[2] = PointerGetDatum(bytea_from_bytes(checkpoint->row_hash, PG_SHA256_DIGEST_LENGTH));
+	args[3] = PointerGetDatum(public_key);
+	if (SPI_execute_with_args("SELECT c.signed_at, c.signature FROM presence.audit_checkpoints c"
+							  " WHERE c.session_id OPERATOR(pg_catalog.=) $1"
+							  "   AND c.chain_seq OPERATOR(pg_catalog.=) $2"
+							  "   AND c.row_hash OPERATOR(pg_catalog.=) $3"
+							  "   AND c.public_key OPERATOR(pg_catalog.=) $4"
+							  " ORDER BY c.signed_at DESC LIMIT 1",
+							  4, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "presence: reading the stored audit checkpoints failed");
+	if (SPI_processed == 0)
+		return false;
+	signed_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	signature = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	initStringInfo(&message);
+	checkpoint_message(&message, session, session_id, checkpoint->chain_seq, checkpoint->row_hash, signed_at);
+	if (!signature_valid(public_key, signature, &message))
+		return false;
+	checkpoint->signed_at = signed_at;
+	memcpy(checkpoint->signature, VARDATA_ANY(signature), ED25519_SIGNATURE_BYTES);
+	return true;
 }
 
 /*

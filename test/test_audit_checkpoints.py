@@ -448,10 +448,11 @@ def test_no_deadlock_with_a_session_locked_for_update(cluster):
 def test_verifier_inputs(cluster, public_key_file, tmp_path):
     """A JSON array of checkpoints verifies; what cannot be used exits 2, not 1."""
     session_id, _ = chain_session(cluster, rows=3)
-    csv_path = export(cluster, session_id, tmp_path)
     array = tmp_path / "array.json"
     save_checkpoint(cluster, session_id, tmp_path)
+    cluster.sql("SELECT presence.log_activity(%s, NULL, 'more.work')", (session_id,))
     save_checkpoint(cluster, session_id, tmp_path)
+    csv_path = export(cluster, session_id, tmp_path)
     array.write_text(cluster.sql1("SELECT json_agg(json_build_object('chain_seq', c.chain_seq, 'row_hash', c.row_hash,"
                                   " 'signed_at', c.signed_at, 'signature', c.signature))::text"
                                   " FROM presence.audit_checkpoints c JOIN presence.collaboration_sessions s"
@@ -556,3 +557,70 @@ def test_forged_export_files_are_refused(cluster, public_key_file, tmp_path, for
     forged.write_bytes(forged_text.encode("utf-8"))
     result = verify_with(str(forged), checkpoint, public_key_file, session_id)
     assert result.returncode != 0, (forged_text, result.stdout)
+
+
+def test_one_checkpoint_per_head_and_key(cluster, signing_key, tmp_path):
+    """An auditor calling audit_checkpoint in a loop does not grow the table (nor every later
+    verify_audit_chain) without bound: a head already signed by the current key is returned as
+    stored, and signed again only when the chain grew, the key changed or the stored one is no
+    valid signature."""
+    session_id, session_uuid = chain_session(cluster, rows=3)
+    cluster.sql("DO $$ BEGIN CREATE ROLE ckpt_auditor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    cluster.sql("SELECT presence.grant_auditor_role('ckpt_auditor')")
+    count = "SELECT count(*) FROM presence.audit_checkpoints WHERE session_id = %s"
+    with cluster.connect() as auditor:
+        auditor.execute("SET ROLE ckpt_auditor")
+        returned = {auditor.execute("SELECT signed_at, signature FROM presence.audit_checkpoint(%s)",
+                                    (session_id,)).fetchone() for _ in range(50)}
+    assert len(returned) == 1
+    assert cluster.sql1(count, (session_uuid,)) == 1
+    cluster.sql("SELECT presence.log_activity(%s, NULL, 'more.work')", (session_id,))
+    assert cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,)) == 4
+    assert cluster.sql1(count, (session_uuid,)) == 2
+    # a stored row whose signature does not verify is not handed out: a new one is signed
+    superuser(cluster, "UPDATE presence.audit_checkpoints SET signature = decode(repeat('00', 64), 'hex')"
+                       " WHERE session_id = %s AND chain_seq = 4", (session_uuid,))
+    signature = cluster.sql1("SELECT signature FROM presence.audit_checkpoint(%s)", (session_id,))
+    assert bytes(signature) != bytes(64)
+    assert cluster.sql1(count, (session_uuid,)) == 3
+    # another key signs the same head again
+    try:
+        cluster.reload({"presence.audit_signing_key_file":
+                        write_key_file(cluster, "rotated.pem", private_pem(ed25519.Ed25519PrivateKey.generate()))})
+        cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+        cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+        assert cluster.sql1(count, (session_uuid,)) == 4
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
+
+
+def test_key_file_that_is_a_fifo(cluster):
+    """open() of a FIFO waits for a writer, uninterruptibly for a backend: the check that the key
+    is a regular file must come before anything can wait."""
+    session_id, _ = chain_session(cluster, rows=2)
+    fifo = os.path.join(cluster.dir, "audit-fifo.pem")
+    os.mkfifo(fifo, 0o600)
+    if os.geteuid() == 0:
+        owner = pwd.getpwnam("postgres")
+        os.chown(fifo, owner.pw_uid, owner.pw_gid)
+    results = {}
+
+    def sign():
+        try:
+            cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+        except Exception as error:  # noqa: BLE001 - the error is what is checked
+            results["error"] = str(error)
+
+    try:
+        cluster.reload({"presence.audit_signing_key_file": fifo})
+        signer = threading.Thread(target=sign)
+        signer.start()
+        signer.join(15 * SCALE)
+        stuck = signer.is_alive()
+        if stuck:  # release the backend so the cluster can stop
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            signer.join(30 * SCALE)
+        assert not stuck, "audit_checkpoint waited on a FIFO"
+        assert "is not a regular file" in results.get("error", ""), results
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
