@@ -62,6 +62,12 @@
 /* A PEM Ed25519 key is about 120 bytes; anything far larger is no key. */
 #define KEY_FILE_MAX_BYTES 16384
 
+/*
+ * The key's path goes to the server log only: the GUC is superuser-only,
+ * and the auditor role, which may call audit_checkpoint, sees the errors.
+ */
+#define KEY_FILE_DETAIL(path) errdetail_log("presence.audit_signing_key_file is \"%s\".", (path))
+
 typedef struct AuditCheckpoint
 {
 	int64		chain_seq;
@@ -99,26 +105,29 @@ read_key_file(const char *path, char *buffer, size_t size)
 
 	if (fd < 0)
 		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("presence: could not open presence.audit_signing_key_file \"%s\": %m", path)));
+						errmsg("presence: could not open presence.audit_signing_key_file: %m"),
+						KEY_FILE_DETAIL(path)));
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is not a regular file", path)));
+						errmsg("presence: presence.audit_signing_key_file is not a regular file"),
+						KEY_FILE_DETAIL(path)));
 	}
 	if (st.st_uid != geteuid() && st.st_uid != 0)
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" must be owned by the database user or root",
-							   path)));
+						errmsg("presence: presence.audit_signing_key_file must be owned by the database user or root"),
+						KEY_FILE_DETAIL(path)));
 	}
 	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
 		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" has group or world access", path),
+						errmsg("presence: presence.audit_signing_key_file has group or world access"),
+						KEY_FILE_DETAIL(path),
 						errdetail("File must have permissions u=rw (0600) or less if owned by the database user, "
 								  "or permissions u=rw,g=r (0640) or less if owned by root.")));
 	}
@@ -126,10 +135,12 @@ read_key_file(const char *path, char *buffer, size_t size)
 	close(fd);
 	if (len < 0)
 		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("presence: could not read presence.audit_signing_key_file \"%s\": %m", path)));
+						errmsg("presence: could not read presence.audit_signing_key_file: %m"),
+						KEY_FILE_DETAIL(path)));
 	if ((size_t) len == size)
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is too large for a key", path)));
+						errmsg("presence: presence.audit_signing_key_file is too large for a key"),
+						KEY_FILE_DETAIL(path)));
 	return (int) len;
 }
 
@@ -152,19 +163,23 @@ audit_signing_key_load(void)
 						errhint("Set presence.audit_signing_key_file to an Ed25519 private key in PEM "
 								"(openssl genpkey -algorithm ed25519).")));
 	len = read_key_file(path, text, sizeof(text));
+	/* so that the error reported is this read's, not one left from before */
+	ERR_clear_error();
 	bio = BIO_new_mem_buf(text, len);
 	key = bio ? tls_read_private_key(bio) : NULL;
 	BIO_free(bio);
 	explicit_bzero(text, sizeof(text));
 	if (key == NULL)
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" holds no usable private key: %s",
-							   path, tls_openssl_problem())));
+						errmsg("presence: presence.audit_signing_key_file holds no usable private key: %s",
+							   tls_openssl_problem()),
+						KEY_FILE_DETAIL(path)));
 	if (EVP_PKEY_id(key) != EVP_PKEY_ED25519)
 	{
 		EVP_PKEY_free(key);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is not an Ed25519 key", path)));
+						errmsg("presence: presence.audit_signing_key_file is not an Ed25519 key"),
+						KEY_FILE_DETAIL(path)));
 	}
 	return key;
 }

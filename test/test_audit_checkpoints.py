@@ -624,3 +624,34 @@ def test_key_file_that_is_a_fifo(cluster):
         assert "is not a regular file" in results.get("error", ""), results
     finally:
         cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
+
+
+def test_key_file_problems_do_not_show_the_path_to_callers(cluster):
+    """presence.audit_signing_key_file is superuser-only (GUC_SUPERUSER_ONLY); the auditor, who may
+    call audit_checkpoint, learns what is wrong with the key but not where it is.  The server log
+    names the file."""
+    session_id, _ = chain_session(cluster, rows=2)
+    cluster.sql("DO $$ BEGIN CREATE ROLE ckpt_auditor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    cluster.sql("SELECT presence.grant_auditor_role('ckpt_auditor')")
+    secret = os.path.join(cluster.dir, "secret-place")
+    os.makedirs(secret, exist_ok=True)
+    cases = [(os.path.join(secret, "missing.pem"), "could not open"),
+             (secret, "is not a regular file"),
+             (write_key_file(cluster, "secret-place/open.pem",
+                             private_pem(ed25519.Ed25519PrivateKey.generate()), 0o644), "has group or world access"),
+             (write_key_file(cluster, "secret-place/ec.pem", private_pem(ec.generate_private_key(ec.SECP256R1()))),
+              "is not an Ed25519 key")]
+    try:
+        for path, problem in cases:
+            cluster.reload({"presence.audit_signing_key_file": path})
+            offset = cluster.log_size()
+            with cluster.connect() as auditor:
+                auditor.execute("SET ROLE ckpt_auditor")
+                with pytest.raises(psycopg.Error) as caught:
+                    auditor.execute("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+            seen = " ".join(str(part) for part in (caught.value, caught.value.diag.message_detail,
+                                                   caught.value.diag.message_hint))
+            assert problem in seen and "secret-place" not in seen, seen
+            wait_until(lambda: path in cluster.log_since(offset), what="the path in the server log")
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
