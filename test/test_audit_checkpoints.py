@@ -655,3 +655,34 @@ def test_key_file_problems_do_not_show_the_path_to_callers(cluster):
             wait_until(lambda: path in cluster.log_since(offset), what="the path in the server log")
     finally:
         cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
+
+
+def test_more_key_files(cluster, signing_key):
+    """Keys an operator may get wrong are refused with what is wrong; a symlink to the key, and a
+    key with text after it (a comment), work as they do for ssl_key_file."""
+    from cryptography.hazmat.primitives.asymmetric import ed448
+    session_id, _ = chain_session(cluster, rows=2)
+    refused = [
+        (write_key_file(cluster, "encrypted.pem", signing_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(b"passphrase"))), "holds no usable private key"),
+        (write_key_file(cluster, "ed448.pem", private_pem(ed448.Ed448PrivateKey.generate())), "is not an Ed25519 key"),
+        (write_key_file(cluster, "public.pem", signing_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)),
+         "holds no usable private key"),
+        (write_key_file(cluster, "huge.pem", private_pem(signing_key) + b"#" * 100000), "is too large for a key"),
+        (write_key_file(cluster, "empty.pem", b""), "holds no usable private key"),
+    ]
+    link = os.path.join(cluster.dir, "link.pem")
+    os.symlink(cluster.key_path, link)
+    accepted = [link, write_key_file(cluster, "trailing.pem", private_pem(signing_key) + b"comment\n")]
+    try:
+        for path, problem in refused:
+            cluster.reload({"presence.audit_signing_key_file": path})
+            with pytest.raises(psycopg.Error, match=problem):
+                cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
+        for path in accepted:
+            cluster.reload({"presence.audit_signing_key_file": path})
+            assert cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,)) == 2
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
