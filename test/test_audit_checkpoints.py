@@ -686,3 +686,39 @@ def test_more_key_files(cluster, signing_key):
             assert cluster.sql1("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,)) == 2
     finally:
         cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
+
+
+def test_maintenance_worker_under_locks_and_cancels(cluster):
+    """Many sessions, one of them locked FOR UPDATE by an application for long, and the worker
+    cancelled again and again while it signs: the others are signed meanwhile, the locked one once
+    it is free, and the worker is never restarted."""
+    sessions = [chain_session(cluster, rows=2) for _ in range(40)]
+    locked_id, locked_uuid = sessions[0]
+    signed = ("SELECT count(*) FROM presence.audit_checkpoints c WHERE c.session_id = ANY(%s::uuid[])"
+              " AND c.chain_seq = 2")
+    maintenance = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'presence maintenance'"
+    pid = wait_until(lambda: cluster.sql1(maintenance), timeout=30 * SCALE, what="the maintenance worker")
+    offset = cluster.log_size()
+    with cluster.connect() as holder:
+        holder.execute("BEGIN")
+        holder.execute("SELECT 1 FROM presence.collaboration_sessions WHERE session_id = %s FOR UPDATE", (locked_id,))
+        try:
+            cluster.reload({"presence.audit_checkpoint_interval": "1s"})
+            deadline = time.monotonic() + 5 * SCALE
+            while time.monotonic() < deadline:
+                cluster.sql("SELECT pg_cancel_backend(%s)", (pid,))
+                time.sleep(0.2)
+            others = [str(u) for _, u in sessions[1:]]
+            wait_until(lambda: cluster.sql1(signed, (others,)) == len(others), timeout=60 * SCALE,
+                       what="the unlocked sessions signed")
+            assert cluster.sql1(signed, ([str(locked_uuid)],)) == 0
+            holder.execute("COMMIT")
+            wait_until(lambda: cluster.sql1(signed, ([str(locked_uuid)],)) == 1, timeout=30 * SCALE,
+                       what="the locked session signed once free")
+        finally:
+            cluster.reload({"presence.audit_checkpoint_interval": "0"})
+    assert cluster.sql1(maintenance) == pid
+    log = cluster.log_since(offset)
+    assert "deadlock" not in log and "terminated by signal" not in log
+    for session_id, _ in sessions:
+        assert in_database(cluster, session_id)[0] is True
