@@ -722,3 +722,27 @@ def test_maintenance_worker_under_locks_and_cancels(cluster):
     assert "deadlock" not in log and "terminated by signal" not in log
     for session_id, _ in sessions:
         assert in_database(cluster, session_id)[0] is True
+
+
+def test_checkpointed_row_dropped_and_chain_relinked(cluster, public_key_file, tmp_path):
+    """The signed row deleted, the later rows renumbered down and relinked: every row links and
+    hashes, but the row now at the signed chain_seq is another; and the verifier says which rows
+    no checkpoint covers."""
+    session_id, session_uuid = chain_session(cluster)
+    checkpoint, _ = save_checkpoint(cluster, session_id, tmp_path)
+    for _ in range(3):
+        cluster.sql("SELECT presence.log_activity(%s, NULL, 'later.work')", (session_id,))
+    result = verify_with(export(cluster, session_id, tmp_path, "before.csv"), checkpoint, public_key_file, session_id)
+    assert result.returncode == 0, result.stderr
+    assert "rows 9 to 11 are covered by no checkpoint" in result.stdout
+    superuser(cluster, "DELETE FROM presence.activity_log WHERE session_id = %s AND chain_seq = 8", (session_uuid,))
+    superuser(cluster, "UPDATE presence.activity_log SET chain_seq = chain_seq + 1000"
+                       " WHERE session_id = %s AND chain_seq > 8", (session_uuid,))
+    superuser(cluster, "UPDATE presence.activity_log SET chain_seq = chain_seq - 1001"
+                       " WHERE session_id = %s AND chain_seq > 1000", (session_uuid,))
+    superuser(cluster, "SELECT tamper.rehash(%s, 8, 1000000)", (session_uuid,))
+    after = export(cluster, session_id, tmp_path, "after.csv")
+    assert verify(after).returncode == 0
+    result = verify_with(after, checkpoint, public_key_file, session_id)
+    assert result.returncode == 1 and "the chain was rewritten and recomputed" in result.stderr
+    assert in_database(cluster, session_id)[0] is False
