@@ -746,3 +746,25 @@ def test_checkpointed_row_dropped_and_chain_relinked(cluster, public_key_file, t
     result = verify_with(after, checkpoint, public_key_file, session_id)
     assert result.returncode == 1 and "the chain was rewritten and recomputed" in result.stderr
     assert in_database(cluster, session_id)[0] is False
+
+
+def test_sessions_ended_while_signing_failed_are_signed_later(cluster):
+    """A session that ended, its last rows written, while the worker could not sign (a bad key
+    here) is signed once it can, however long that took: the worker looks back to the last pass
+    that signed everything due, not just two intervals."""
+    session_id, session_uuid = chain_session(cluster, rows=3)
+    cluster.sql("UPDATE presence.collaboration_sessions SET status = 'completed' WHERE id = %s", (session_uuid,))
+    count = "SELECT count(*) FROM presence.audit_checkpoints WHERE session_id = %s AND chain_seq = 3"
+    offset = cluster.log_size()
+    try:
+        cluster.reload({"presence.audit_signing_key_file": os.path.join(cluster.dir, "missing.pem"),
+                        "presence.audit_checkpoint_interval": "1s"})
+        wait_until(lambda: cluster.log_since(offset).count("could not open presence.audit_signing_key_file") >= 3,
+                   timeout=30 * SCALE, what="passes failing on the key")
+        time.sleep(2)  # the rows are older than two intervals now
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path})
+        wait_until(lambda: cluster.sql1(count, (session_uuid,)) == 1, timeout=30 * SCALE,
+                   what="the ended session signed")
+    finally:
+        cluster.reload({"presence.audit_signing_key_file": cluster.key_path,
+                        "presence.audit_checkpoint_interval": "0"})
