@@ -210,8 +210,9 @@ checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session
 
 /*
  * Signs the head of a session's chain with key and stores the checkpoint;
- * the caller is connected to SPI.  The chain lock is held from reading
- * the head to the end of the transaction, so the stored head is the head.
+ * the caller is connected to SPI.  signed_at is when the head was read
+ * under the chain lock; appends go on while it is signed and stored, and
+ * the checkpoint stays true of the chain they extend.
  */
 static void
 checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint)
@@ -230,8 +231,9 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	/*
 	 * The session row is locked first, as the foreign key of the stored
 	 * checkpoint will lock it: end_session locks it FOR UPDATE before it
-	 * appends (takes the chain lock), and taking the two the other way
-	 * round could deadlock with it.
+	 * appends (takes the chain lock), and a transaction that appended
+	 * before it called this holds the chain lock still, so taking the two
+	 * the other way round could deadlock with it.
 	 */
 	args[0] = CStringGetTextDatum(session_id);
 	if (SPI_execute_with_args("SELECT id FROM presence.collaboration_sessions"
@@ -244,7 +246,7 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	memcpy(&session, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
 		   sizeof(session));
 
-	audit_chain_locked_head(&session, &checkpoint->chain_seq, checkpoint->row_hash);
+	audit_chain_head_at(&session, &checkpoint->chain_seq, checkpoint->row_hash, &checkpoint->signed_at);
 	if (checkpoint->chain_seq == 0)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("presence: session \"%s\" has no activity to checkpoint", session_id)));
@@ -256,7 +258,6 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	if (stored_checkpoint(&session, session_id, bytea_from_bytes(public_key, ED25519_PUBLIC_KEY_BYTES),
 						  checkpoint))
 		return;
-	checkpoint->signed_at = GetCurrentTimestamp();
 
 	initStringInfo(&message);
 	checkpoint_message(&message, &session, session_id, checkpoint->chain_seq,

@@ -768,3 +768,21 @@ def test_sessions_ended_while_signing_failed_are_signed_later(cluster):
     finally:
         cluster.reload({"presence.audit_signing_key_file": cluster.key_path,
                         "presence.audit_checkpoint_interval": "0"})
+
+
+def test_checkpoint_in_an_open_transaction_does_not_stop_appends(cluster):
+    """The auditor role may call audit_checkpoint and then keep its transaction open (or run a
+    long statement): the session's chain must not stay locked meanwhile, or every append to it,
+    the workers' included, waits or is put off until the auditor lets go."""
+    session_id, _ = chain_session(cluster, rows=2)
+    cluster.sql("DO $$ BEGIN CREATE ROLE ckpt_auditor LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+    cluster.sql("SELECT presence.grant_auditor_role('ckpt_auditor')")
+    with cluster.connect() as auditor, cluster.connect() as app:
+        auditor.execute("SET ROLE ckpt_auditor")
+        auditor.execute("BEGIN")
+        assert auditor.execute("SELECT chain_seq FROM presence.audit_checkpoint(%s)", (session_id,)).fetchone()[0] == 2
+        app.execute("SELECT set_config('statement_timeout', %s, false)", ("%ds" % int(10 * SCALE),))
+        app.execute("SELECT presence.log_activity(%s, NULL, 'while.auditing')", (session_id,))
+        auditor.execute("COMMIT")
+    assert cluster.sql1("SELECT chain_seq FROM presence.audit_chain_head(%s)", (session_id,)) == 3
+    assert in_database(cluster, session_id)[0] is True
