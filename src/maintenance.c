@@ -198,6 +198,8 @@ apply_retention_work(void *arg)
 	return DB_OK;
 }
 
+#define CHECKPOINT_LOOK_BACK_US ((int64) 86400 * USECS_PER_SEC)
+
 typedef struct CheckpointDue
 {
 	MemoryContext context;		/* outlives the transaction that lists them */
@@ -261,14 +263,18 @@ sign_checkpoint_work(void *arg)
  * timeout is signed on a later pass, and the others are not held up.
  * *signed_through is when the last pass began that signed all it found
  * due: a later pass looks back to it, so a session that ended while
- * signing failed (a bad key, a lock held for long) is not forgotten.
+ * signing failed (a bad key, a lock held for long) is not forgotten.  At
+ * most a day back, so that the listing, which reads the rows written
+ * since, stays within the statement timeout after a long outage;
+ * docs/sql-reference.md says how to sign what is older.
  */
 static void
 write_checkpoints(TimestampTz *signed_through)
 {
-	CheckpointDue due = {AllocSetContextCreate(CurrentMemoryContext, "presence checkpoints",
-											   ALLOCSET_DEFAULT_SIZES), *signed_through, NIL};
 	TimestampTz began = GetCurrentTimestamp();
+	CheckpointDue due = {AllocSetContextCreate(CurrentMemoryContext, "presence checkpoints",
+											   ALLOCSET_DEFAULT_SIZES),
+		Max(*signed_through, began - CHECKPOINT_LOOK_BACK_US), NIL};
 	ListCell   *cell;
 	int			signed_count = 0;
 
