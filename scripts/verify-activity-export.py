@@ -44,13 +44,25 @@ import sys
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 HASHED = ("chain_seq", "id", "session_uuid", "user_id", "activity_type", "details",
           "ip_address", "user_agent")
+# The export's header, exactly: a column more, a column twice or one
+# missing would let a reader see cells the hashes do not vouch for.
+COLUMNS = ["id", "created_at", "user_id", "username", "activity_type", "details", "ip_address",
+           "user_agent", "chain_seq", "row_hash", "session_uuid", "prev_hash"]
+# What the export's formula neutralisation puts a ' in front of.
+NEUTRALISED = ("=", "+", "-", "@", "\t", "\r", "'")
+
+
+class NotAsExported(ValueError):
+    """A cell the export cannot have written, though its value may hash right."""
 
 
 def parse_csv(text):
     """RFC 4180 records as lists of (text, was_quoted) cells: the csv module
-    cannot tell an empty cell (NULL) from "" (the empty string)."""
+    cannot tell an empty cell (NULL) from "" (the empty string).  Every
+    record ends in CR LF; after the last only psql's LF may follow, since
+    whatever else did would be read by a spreadsheet and never checked."""
     records, record, i = [], [], 0
-    while i < len(text) and text[i] != "\n":
+    while text[i:] not in ("", "\n"):
         if text[i] == '"':
             j, pieces = i + 1, []
             while True:
@@ -80,11 +92,23 @@ def parse_csv(text):
 
 def value(cell):
     """A cell's value: an unquoted empty cell is NULL, and one leading ' (the
-    export's formula neutralisation) is dropped."""
+    export's formula neutralisation) is dropped.  The ' must be where the
+    export puts it and nowhere else: a formula without it would run in the
+    auditor's spreadsheet, and one before anything else would show a value
+    the hash does not cover.  Quotes too: an unquoted LF shows a spreadsheet
+    a row that is not one."""
     text, quoted = cell
     if text == "" and not quoted:
         return None
-    return text[1:] if text.startswith("'") else text
+    if quoted != (text == "" or any(c in text for c in ',"\r\n')):
+        raise NotAsExported("a cell is %s where the export does not do so" % ("quoted" if quoted else "not quoted"))
+    if text.startswith("'"):
+        text = text[1:]
+    elif text.startswith(NEUTRALISED):
+        raise NotAsExported("a cell starts with %r without the export's ' in front" % text[:1])
+    if cell[0].startswith("'") and not text.startswith(NEUTRALISED):
+        raise NotAsExported("a cell has a ' in front that the export does not put there")
+    return text
 
 
 def field(v):
@@ -207,6 +231,7 @@ def verify_checkpoints(args, chain):
         fail("the export has no rows, but a checkpoint was signed: the chain was cut")
     session_uuid = uuid.UUID(chain["session_uuid"])
     first, last = chain["first_seq"], chain["last_seq"]
+    covered = 0
     for checkpoint in sorted((c for path in args.checkpoint for c in read_checkpoints(path)),
                              key=lambda c: c["chain_seq"]):
         where = "checkpoint at chain_seq %d (%s)" % (checkpoint["chain_seq"], checkpoint["file"])
@@ -236,6 +261,10 @@ def verify_checkpoints(args, chain):
                  "the chain was rewritten and recomputed" % (where, chain["rows"][seq].hex(),
                                                             checkpoint["row_hash"].hex()))
         print("%s: signed and matches the export" % where)
+        covered = max(covered, seq)
+    # what a superuser may still have rewritten, undetectably: the rows no checkpoint pins
+    if covered < last:
+        print("rows %d to %d are covered by no checkpoint, only by the chain" % (max(covered + 1, first), last))
 
 
 def main():
@@ -254,14 +283,20 @@ def main():
             header, *rows = parse_csv(f.read())
     except (OSError, ValueError) as error:
         unusable("not an export: %s" % error)
-    names = [value(cell) for cell in header]
-    if not set(HASHED + ("prev_hash", "row_hash", "created_at")) <= set(names) or \
-            any(len(cells) != len(names) for cells in rows):
-        unusable("not an export: the header or a row's cell count is wrong")
+    if header != [(name, False) for name in COLUMNS]:
+        unusable("not an export: the header is not %s" % ",".join(COLUMNS))
+    if any(len(cells) != len(COLUMNS) for cells in rows):
+        unusable("not an export: a row does not have %d cells" % len(COLUMNS))
     previous = None
     chain = {"rows": {}, "session_uuid": None, "first_seq": None, "last_seq": 0}
-    for cells in rows:
-        row = dict(zip(names, (value(cell) for cell in cells)))
+    for number, cells in enumerate(rows, 1):
+        try:
+            row = dict(zip(COLUMNS, (value(cell) for cell in cells)))
+        except NotAsExported as error:
+            fail("row %d: not as the export writes it: %s" % (number, error))
+        if chain["session_uuid"] is not None and row["session_uuid"] != chain["session_uuid"]:
+            fail("chain_seq %s (id %s): a row of session %s in the chain of %s"
+                 % (row["chain_seq"], row["id"], row["session_uuid"], chain["session_uuid"]))
         prev_hash = bytes.fromhex(row["prev_hash"])
         if previous is not None and prev_hash != previous:
             fail("chain_seq %s (id %s): does not link to the row before" % (row["chain_seq"], row["id"]))

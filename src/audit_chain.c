@@ -419,15 +419,22 @@ audit_chain_try_lock_session(const pg_uuid_t *session)
 }
 
 /*
- * The head of a session's chain, read under its chain lock (taken here
- * and held until the transaction ends), so no append moves it while a
- * checkpoint of it is signed and stored.
+ * The head of a session's chain and the time it was the head: read under
+ * the chain lock, so no append is halfway, and the lock let go at once
+ * (unless this transaction held it already).  Holding it to the end of
+ * the transaction would let whoever may sign a checkpoint, the auditor
+ * role, stop every append to the chain by keeping a transaction open.
  */
 void
-audit_chain_locked_head(const pg_uuid_t *session, int64 *seq, uint8 *hash)
+audit_chain_head_at(const pg_uuid_t *session, int64 *seq, uint8 *hash, TimestampTz *at)
 {
-	chain_lock_session(session);
+	LOCKTAG		tag;
+
+	chain_lock_tag(session, &tag);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	chain_last_link(session, seq, hash);
+	*at = GetCurrentTimestamp();
+	LockRelease(&tag, ExclusiveLock, false);
 }
 
 /*

@@ -19,7 +19,7 @@ extern void audit_chain_lock_session(const pg_uuid_t *session);
 extern bool audit_chain_try_lock_session(const pg_uuid_t *session);
 extern void audit_chain_new_id(pg_uuid_t *id);
 extern bytea *bytea_from_bytes(const uint8 *bytes, size_t len);
-extern void audit_chain_locked_head(const pg_uuid_t *session, int64 *seq, uint8 *hash);
+extern void audit_chain_head_at(const pg_uuid_t *session, int64 *seq, uint8 *hash, TimestampTz *at);
 extern void audit_chain_append(const pg_uuid_t *session, const char *const *fields,
 							   const TimestampTz *created_at, int64 *seq, uint8 *prev_hash,
 							   uint8 *row_hash);

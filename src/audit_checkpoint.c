@@ -24,9 +24,14 @@
  * Every field has a fixed width but one, and that one is length-prefixed,
  * so no two checkpoints share a message.
  *
- * The key file is read at every signature (a maintenance pass reads it
- * once): a reload or a replaced file needs nothing else, and signing is
- * rare enough that reading a small file costs nothing that matters.
+ * The key file is read at every signature: a reload or a replaced file
+ * needs nothing else, and signing is rare enough that reading a small
+ * file costs nothing that matters.
+ *
+ * A head already signed with the current key is not signed again: the
+ * stored checkpoint is returned.  Anyone allowed to call audit_checkpoint
+ * (the auditor role) could otherwise grow the table, and the time of
+ * every later verify_audit_chain, without bound.
  *-------------------------------------------------------------------------
  */
 #include "presence.h"
@@ -57,6 +62,12 @@
 /* A PEM Ed25519 key is about 120 bytes; anything far larger is no key. */
 #define KEY_FILE_MAX_BYTES 16384
 
+/*
+ * The key's path goes to the server log only: the GUC is superuser-only,
+ * and the auditor role, which may call audit_checkpoint, sees the errors.
+ */
+#define KEY_FILE_DETAIL(path) errdetail_log("presence.audit_signing_key_file is \"%s\".", (path))
+
 typedef struct AuditCheckpoint
 {
 	int64		chain_seq;
@@ -69,6 +80,9 @@ static void append_be(StringInfo buf, uint64 value, int bytes);
 static void checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session_id,
 							   int64 seq, const uint8 *hash, TimestampTz signed_at);
 static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint);
+static bool stored_checkpoint(const pg_uuid_t *session, const char *session_id, bytea *public_key,
+							  AuditCheckpoint *checkpoint);
+static bool signature_valid(bytea *public_key, bytea *signature, StringInfo message);
 
 /*
  * Reads the file into buffer, refusing what PostgreSQL refuses for
@@ -81,32 +95,39 @@ static void checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoi
 static int
 read_key_file(const char *path, char *buffer, size_t size)
 {
-	int			fd = open(path, O_RDONLY | O_CLOEXEC);
+	/*
+	 * O_NONBLOCK: opening a FIFO would wait for a writer, and no signal
+	 * interrupts that wait (the backend's handlers restart the call).
+	 */
+	int			fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
 	struct stat st;
 	ssize_t		len;
 
 	if (fd < 0)
 		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("presence: could not open presence.audit_signing_key_file \"%s\": %m", path)));
+						errmsg("presence: could not open presence.audit_signing_key_file: %m"),
+						KEY_FILE_DETAIL(path)));
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is not a regular file", path)));
+						errmsg("presence: presence.audit_signing_key_file is not a regular file"),
+						KEY_FILE_DETAIL(path)));
 	}
 	if (st.st_uid != geteuid() && st.st_uid != 0)
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" must be owned by the database user or root",
-							   path)));
+						errmsg("presence: presence.audit_signing_key_file must be owned by the database user or root"),
+						KEY_FILE_DETAIL(path)));
 	}
 	if ((st.st_uid == geteuid() && (st.st_mode & (S_IRWXG | S_IRWXO))) ||
 		(st.st_uid == 0 && (st.st_mode & (S_IWGRP | S_IXGRP | S_IRWXO))))
 	{
 		close(fd);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" has group or world access", path),
+						errmsg("presence: presence.audit_signing_key_file has group or world access"),
+						KEY_FILE_DETAIL(path),
 						errdetail("File must have permissions u=rw (0600) or less if owned by the database user, "
 								  "or permissions u=rw,g=r (0640) or less if owned by root.")));
 	}
@@ -114,10 +135,12 @@ read_key_file(const char *path, char *buffer, size_t size)
 	close(fd);
 	if (len < 0)
 		ereport(ERROR, (errcode_for_file_access(),
-						errmsg("presence: could not read presence.audit_signing_key_file \"%s\": %m", path)));
+						errmsg("presence: could not read presence.audit_signing_key_file: %m"),
+						KEY_FILE_DETAIL(path)));
 	if ((size_t) len == size)
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is too large for a key", path)));
+						errmsg("presence: presence.audit_signing_key_file is too large for a key"),
+						KEY_FILE_DETAIL(path)));
 	return (int) len;
 }
 
@@ -140,19 +163,23 @@ audit_signing_key_load(void)
 						errhint("Set presence.audit_signing_key_file to an Ed25519 private key in PEM "
 								"(openssl genpkey -algorithm ed25519).")));
 	len = read_key_file(path, text, sizeof(text));
+	/* so that the error reported is this read's, not one left from before */
+	ERR_clear_error();
 	bio = BIO_new_mem_buf(text, len);
 	key = bio ? tls_read_private_key(bio) : NULL;
 	BIO_free(bio);
 	explicit_bzero(text, sizeof(text));
 	if (key == NULL)
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" holds no usable private key: %s",
-							   path, tls_openssl_problem())));
+						errmsg("presence: presence.audit_signing_key_file holds no usable private key: %s",
+							   tls_openssl_problem()),
+						KEY_FILE_DETAIL(path)));
 	if (EVP_PKEY_id(key) != EVP_PKEY_ED25519)
 	{
 		EVP_PKEY_free(key);
 		ereport(ERROR, (errcode(ERRCODE_CONFIG_FILE_ERROR),
-						errmsg("presence: presence.audit_signing_key_file \"%s\" is not an Ed25519 key", path)));
+						errmsg("presence: presence.audit_signing_key_file is not an Ed25519 key"),
+						KEY_FILE_DETAIL(path)));
 	}
 	return key;
 }
@@ -183,8 +210,9 @@ checkpoint_message(StringInfo buf, const pg_uuid_t *session, const char *session
 
 /*
  * Signs the head of a session's chain with key and stores the checkpoint;
- * the caller is connected to SPI.  The chain lock is held from reading
- * the head to the end of the transaction, so the stored head is the head.
+ * the caller is connected to SPI.  signed_at is when the head was read
+ * under the chain lock; appends go on while it is signed and stored, and
+ * the checkpoint stays true of the chain they extend.
  */
 static void
 checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoint)
@@ -203,8 +231,9 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	/*
 	 * The session row is locked first, as the foreign key of the stored
 	 * checkpoint will lock it: end_session locks it FOR UPDATE before it
-	 * appends (takes the chain lock), and taking the two the other way
-	 * round could deadlock with it.
+	 * appends (takes the chain lock), and a transaction that appended
+	 * before it called this holds the chain lock still, so taking the two
+	 * the other way round could deadlock with it.
 	 */
 	args[0] = CStringGetTextDatum(session_id);
 	if (SPI_execute_with_args("SELECT id FROM presence.collaboration_sessions"
@@ -217,11 +246,18 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 	memcpy(&session, DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)),
 		   sizeof(session));
 
-	audit_chain_locked_head(&session, &checkpoint->chain_seq, checkpoint->row_hash);
+	audit_chain_head_at(&session, &checkpoint->chain_seq, checkpoint->row_hash, &checkpoint->signed_at);
 	if (checkpoint->chain_seq == 0)
 		ereport(ERROR, (errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						errmsg("presence: session \"%s\" has no activity to checkpoint", session_id)));
-	checkpoint->signed_at = GetCurrentTimestamp();
+	if (EVP_PKEY_get_raw_public_key(key, public_key, &public_len) != 1 ||
+		public_len != ED25519_PUBLIC_KEY_BYTES)
+		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
+						errmsg("presence: could not read the audit signing key's public key: %s",
+							   tls_openssl_problem())));
+	if (stored_checkpoint(&session, session_id, bytea_from_bytes(public_key, ED25519_PUBLIC_KEY_BYTES),
+						  checkpoint))
+		return;
 
 	initStringInfo(&message);
 	checkpoint_message(&message, &session, session_id, checkpoint->chain_seq,
@@ -231,9 +267,7 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 		EVP_DigestSignInit(md, NULL, NULL, NULL, key) == 1 &&
 		EVP_DigestSign(md, checkpoint->signature, &signature_len,
 					   (const unsigned char *) message.data, message.len) == 1 &&
-		signature_len == ED25519_SIGNATURE_BYTES &&
-		EVP_PKEY_get_raw_public_key(key, public_key, &public_len) == 1 &&
-		public_len == ED25519_PUBLIC_KEY_BYTES;
+		signature_len == ED25519_SIGNATURE_BYTES;
 	EVP_MD_CTX_free(md);
 	if (!signed_ok)
 		ereport(ERROR, (errcode(ERRCODE_INTERNAL_ERROR),
@@ -251,6 +285,48 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 							  " VALUES ($1, $2, $3, $4, $5, $6)",
 							  6, argtypes, args, NULL, false, 0) != SPI_OK_INSERT)
 		elog(ERROR, "presence: could not store an audit checkpoint");
+}
+
+/*
+ * Whether the head in checkpoint (chain_seq, row_hash) is already stored
+ * signed by public_key; if so, fills in the newest such checkpoint's
+ * signed_at and signature.  Its signature is checked, so a row a
+ * superuser wrote is not handed to an auditor as a signed one.
+ */
+static bool
+stored_checkpoint(const pg_uuid_t *session, const char *session_id, bytea *public_key,
+				  AuditCheckpoint *checkpoint)
+{
+	Oid			argtypes[4] = {UUIDOID, INT8OID, BYTEAOID, BYTEAOID};
+	Datum		args[4];
+	bool		isnull;
+	bytea	   *signature;
+	StringInfoData message;
+	TimestampTz signed_at;
+
+	args[0] = UUIDPGetDatum(session);
+	args[1] = Int64GetDatum(checkpoint->chain_seq);
+	args[2] = PointerGetDatum(bytea_from_bytes(checkpoint->row_hash, PG_SHA256_DIGEST_LENGTH));
+	args[3] = PointerGetDatum(public_key);
+	if (SPI_execute_with_args("SELECT c.signed_at, c.signature FROM presence.audit_checkpoints c"
+							  " WHERE c.session_id OPERATOR(pg_catalog.=) $1"
+							  "   AND c.chain_seq OPERATOR(pg_catalog.=) $2"
+							  "   AND c.row_hash OPERATOR(pg_catalog.=) $3"
+							  "   AND c.public_key OPERATOR(pg_catalog.=) $4"
+							  " ORDER BY c.signed_at DESC LIMIT 1",
+							  4, argtypes, args, NULL, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "presence: reading the stored audit checkpoints failed");
+	if (SPI_processed == 0)
+		return false;
+	signed_at = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+	signature = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	initStringInfo(&message);
+	checkpoint_message(&message, session, session_id, checkpoint->chain_seq, checkpoint->row_hash, signed_at);
+	if (!signature_valid(public_key, signature, &message))
+		return false;
+	checkpoint->signed_at = signed_at;
+	memcpy(checkpoint->signature, VARDATA_ANY(signature), ED25519_SIGNATURE_BYTES);
+	return true;
 }
 
 /*

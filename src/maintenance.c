@@ -27,6 +27,7 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "audit_checkpoint.h"
@@ -197,36 +198,40 @@ apply_retention_work(void *arg)
 	return DB_OK;
 }
 
+#define CHECKPOINT_LOOK_BACK_US ((int64) 86400 * USECS_PER_SEC)
+
 typedef struct CheckpointDue
 {
 	MemoryContext context;		/* outlives the transaction that lists them */
+	TimestampTz since;			/* rows from then on may be unsigned */
 	List	   *session_ids;
 } CheckpointDue;
 
 /*
  * The sessions whose chain grew since their newest checkpoint: the active
- * ones, and those with rows written in the last two intervals (a session
- * that ended or timed out since the last pass still gets its final rows
- * signed).  The key is loaded first, so a missing or bad key is one
- * warning per pass, not one per session.
+ * ones, and those with rows written since due->since, less two intervals
+ * (a session that ended or timed out since then still gets its final rows
+ * signed; the margin covers rows whose transaction began before and
+ * committed after).  The key is loaded first, so a missing or bad key is
+ * one warning per pass, not one per session.
  */
 static DbResult
 list_checkpoints_due_work(void *arg)
 {
 	CheckpointDue *due = arg;
-	Oid			types[1] = {INT4OID};
-	Datum		args[1] = {Int32GetDatum(presence_audit_checkpoint_interval_s * 2)};
+	Oid			types[2] = {TIMESTAMPTZOID, INT4OID};
+	Datum		args[2] = {TimestampTzGetDatum(due->since), Int32GetDatum(presence_audit_checkpoint_interval_s * 2)};
 	int			ret;
 
 	EVP_PKEY_free(audit_signing_key_load());
 	ret = SPI_execute_with_args("SELECT s.session_id FROM presence.collaboration_sessions s"
 								" WHERE (s.status = 'active'"
 								"        OR s.id IN (SELECT a.session_id FROM presence.activity_log a"
-								"                     WHERE a.created_at >= now() - make_interval(secs => $1)))"
+								"                     WHERE a.created_at >= $1 - make_interval(secs => $2)))"
 								"   AND (SELECT max(a.chain_seq) FROM presence.activity_log a WHERE a.session_id = s.id)"
 								"       > coalesce((SELECT max(c.chain_seq) FROM presence.audit_checkpoints c"
 								"                    WHERE c.session_id = s.id), 0)",
-								1, types, args, NULL, true, 0);
+								2, types, args, NULL, true, 0);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "presence: listing sessions to checkpoint failed: %s", SPI_result_code_string(ret));
 	for (uint64 i = 0; i < SPI_processed; i++)
@@ -256,16 +261,25 @@ sign_checkpoint_work(void *arg)
  * Signs a checkpoint of every session whose chain grew, one bounded
  * transaction each: a session whose chain lock is held past the lock
  * timeout is signed on a later pass, and the others are not held up.
+ * *signed_through is when the last pass began that signed all it found
+ * due: a later pass looks back to it, so a session that ended while
+ * signing failed (a bad key, a lock held for long) is not forgotten.  At
+ * most a day back, so that the listing, which reads the rows written
+ * since, stays within the statement timeout after a long outage;
+ * docs/sql-reference.md says how to sign what is older.
  */
 static void
-write_checkpoints(void)
+write_checkpoints(TimestampTz *signed_through)
 {
+	TimestampTz began = GetCurrentTimestamp();
 	CheckpointDue due = {AllocSetContextCreate(CurrentMemoryContext, "presence checkpoints",
-											   ALLOCSET_DEFAULT_SIZES), NIL};
+											   ALLOCSET_DEFAULT_SIZES),
+		Max(*signed_through, began - CHECKPOINT_LOOK_BACK_US), NIL};
 	ListCell   *cell;
 	int			signed_count = 0;
 
 	if (db_run("presence: listing sessions to checkpoint", list_checkpoints_due_work, &due) == DB_OK)
+	{
 		foreach(cell, due.session_ids)
 		{
 			if (ShutdownRequestPending)
@@ -273,6 +287,9 @@ write_checkpoints(void)
 			if (db_run("presence: signing an audit checkpoint", sign_checkpoint_work, lfirst(cell)) == DB_OK)
 				signed_count++;
 		}
+		if (signed_count == list_length(due.session_ids))
+			*signed_through = began;
+	}
 	if (signed_count > 0)
 		ereport(DEBUG1, (errmsg("presence: signed %d audit checkpoints", signed_count)));
 	MemoryContextDelete(due.context);
@@ -283,7 +300,7 @@ write_checkpoints(void)
  * and, when due, checkpoints.
  */
 static void
-maintenance_pass(bool *extension_reported, int64 *last_checkpoints_ms)
+maintenance_pass(bool *extension_reported, int64 *last_checkpoints_ms, TimestampTz *signed_through)
 {
 	if (redis_configured())
 		sweep_redis();
@@ -308,7 +325,7 @@ maintenance_pass(bool *extension_reported, int64 *last_checkpoints_ms)
 			presence_now_ms() - *last_checkpoints_ms >= (int64) presence_audit_checkpoint_interval_s * 1000)
 		{
 			*last_checkpoints_ms = presence_now_ms();
-			write_checkpoints();
+			write_checkpoints(signed_through);
 		}
 	}
 	else if (!*extension_reported)
@@ -325,6 +342,7 @@ presence_maintenance_main(Datum main_arg)
 {
 	bool		extension_reported = false;
 	int64		last_checkpoints_ms = 0;
+	TimestampTz signed_through = GetCurrentTimestamp();
 
 	worker_process_start();
 	db_set_waits(DB_WAITS_BACKGROUND);
@@ -332,7 +350,7 @@ presence_maintenance_main(Datum main_arg)
 	{
 		int64		pass_ended_ms;
 
-		maintenance_pass(&extension_reported, &last_checkpoints_ms);
+		maintenance_pass(&extension_reported, &last_checkpoints_ms, &signed_through);
 
 		/*
 		 * Sleep until the next pass is due even when woken early: a lock
