@@ -410,3 +410,32 @@ END $$;
 
 REVOKE ALL ON FUNCTION presence._application_permission(text, uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.permissions_changed(text, uuid) FROM PUBLIC;
+
+-- == Lock order ==
+
+/*
+ * The functions that change a session (add_participant, remove_participant,
+ * end_session) lock its row FOR NO KEY UPDATE, not FOR UPDATE: they never
+ * change its key, and FOR UPDATE also blocks the foreign-key check
+ * (FOR KEY SHARE) of every activity row, which log_activity makes while
+ * it holds the chain lock these functions take next, a deadlock.  Two of
+ * them still wait for each other, as before.
+ */
+CREATE OR REPLACE FUNCTION presence._session(p_session_id text, lock_row boolean DEFAULT false)
+RETURNS presence.collaboration_sessions
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+	s presence.collaboration_sessions;
+BEGIN
+	PERFORM presence._require(p_session_id, 'session_id');
+	IF lock_row THEN
+		SELECT * INTO s FROM presence.collaboration_sessions WHERE session_id = p_session_id FOR NO KEY UPDATE;
+	ELSE
+		SELECT * INTO s FROM presence.collaboration_sessions WHERE session_id = p_session_id;
+	END IF;
+	IF NOT FOUND THEN
+		RAISE EXCEPTION 'presence: session "%" does not exist', left(p_session_id, 128)
+			USING ERRCODE = 'no_data_found';
+	END IF;
+	RETURN s;
+END $$;

@@ -230,10 +230,10 @@ checkpoint_sign(EVP_PKEY *key, const char *session_id, AuditCheckpoint *checkpoi
 
 	/*
 	 * The session row is locked first, as the foreign key of the stored
-	 * checkpoint will lock it: end_session locks it FOR UPDATE before it
-	 * appends (takes the chain lock), and a transaction that appended
-	 * before it called this holds the chain lock still, so taking the two
-	 * the other way round could deadlock with it.
+	 * checkpoint will lock it: an application may lock it FOR UPDATE
+	 * before it appends (takes the chain lock), and a transaction that
+	 * appended before it called this holds the chain lock still, so taking
+	 * the two the other way round could deadlock with it.
 	 */
 	args[0] = CStringGetTextDatum(session_id);
 	if (SPI_execute_with_args("SELECT id FROM presence.collaboration_sessions"

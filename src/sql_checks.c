@@ -293,8 +293,8 @@ batch_lookup(HTAB *sessions, HTAB *users, bool lock)
 	 * (the trigger's chain lock, then the foreign-key check's row lock at
 	 * the end of the statement).  The other order deadlocks with a
 	 * transaction that logged activity in a session and then locks its
-	 * row FOR UPDATE (end_session, add_participant): it holds the chain
-	 * lock and waits for our row lock, we would wait for its chain lock.
+	 * row FOR UPDATE (an application's SELECT): it holds the chain lock
+	 * and waits for our row lock, we would wait for its chain lock.
 	 */
 	if (lock)
 	{

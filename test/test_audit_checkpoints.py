@@ -791,9 +791,10 @@ def test_checkpoint_in_an_open_transaction_does_not_stop_appends(cluster):
 def test_checkpoints_race_the_chain_writers(cluster):
     """audit_checkpoint in two loops against each writer of the chain in turn (log_activity, add
     and remove_participant; purge_activity throughout; end_session at the end): no deadlock, no
-    error, and the chain with all its checkpoints verifies afterwards.  (log_activity against
-    add_participant deadlocks without any checkpoint, from 1.0 on, so the two are not run together
-    here.)"""
+    error, and the chain with all its checkpoints verifies afterwards.  log_activity runs against
+    add_participant and remove_participant too: until 1.4 those locked the session row FOR UPDATE
+    before the chain lock, which a log_activity holding the chain lock and waiting for its
+    foreign-key row lock deadlocked with."""
     session_id, _ = chain_session(cluster, rows=2)
     member = str(uuid.uuid4())
     cluster.sql("INSERT INTO presence.users (id, username) VALUES (%s, %s)", (member, "member " + session_id))
@@ -826,7 +827,8 @@ def test_checkpoints_race_the_chain_writers(cluster):
             thread.join(30 * SCALE)
 
     race([["SELECT presence.log_activity(%s, NULL, 'race.work')"]])
-    race([["SELECT presence.add_participant(%s, %s)", "SELECT presence.remove_participant(%s, %s)"]],
+    race([["SELECT presence.log_activity(%s, NULL, 'race.work')"],
+          ["SELECT presence.add_participant(%s, %s)", "SELECT presence.remove_participant(%s, %s)"]],
          then="SELECT presence.end_session(%s)")
     assert errors == [], "\n".join(errors)
     cluster.sql("SELECT * FROM presence.audit_checkpoint(%s)", (session_id,))
