@@ -512,10 +512,26 @@ handle_session_end(Connection *connection, ClientRequest *request)
 }
 
 static void
+heartbeat_still_viewing(Connection *connection, const char *session_id)
+{
+	(void) still_viewing(connection, session_id);
+}
+
+/*
+ * A client that only watches sends nothing but heartbeats: they ask its
+ * view again (through the cache) in the sessions they keep it in, or it
+ * would receive everyone's presence after losing view for as long as it
+ * stays connected.
+ */
+static void
 handle_heartbeat(Connection *connection, ClientRequest *request)
 {
 	json_t	   *reply = protocol_reply("heartbeat_ack", request->ref);
 
+	if (request->session_id)
+		heartbeat_still_viewing(connection, request->session_id);
+	else if (permission_function_set())
+		live_joined_sessions_each(connection, heartbeat_still_viewing);
 	live_heartbeat(connection, request->session_id, &request->cursor);
 	if (reply)
 	{

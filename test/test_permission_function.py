@@ -393,3 +393,33 @@ async def test_a_bad_setting_denies_and_logs(cluster, app, value, warning):
     finally:
         await client.close()
     await asyncio.sleep(QUIET)
+
+
+async def test_a_member_who_only_heartbeats_loses_the_session_when_revoked(cluster, app):
+    """Heartbeats are the only requests of a client that just watches: its
+    view is asked again on them once the cached answer expires, or it
+    would receive everyone's presence for as long as it stays connected."""
+    app({"presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, other, "view")
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        # within the TTL a heartbeat keeps the cached answer
+        await client.ok({"type": "heartbeat"}, "heartbeat_ack")
+        revoke(cluster, sid, member, "view")
+        await client.ok({"type": "heartbeat", "sessionId": sid}, "heartbeat_ack")
+        await client.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        await asyncio.sleep(1.3 * SCALE)
+        await client.send({"type": "heartbeat", "ref": "h"})
+        await client.expect("session_removed", sessionId=sid)
+        await watcher.event(sid, "leave", member.id)
+        await watcher.ok({"type": "presence_update", "sessionId": sid, "status": "away"})
+        # no longer sent the session's presence
+        await client.quiet(predicate=lambda m: m.get("type") == "presence" and any(
+            e["kind"] == "update" for e in m["events"]))
+    finally:
+        await close_all([client, watcher])
