@@ -30,6 +30,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
@@ -212,7 +213,9 @@ permission_work(void *arg)
 
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
-		strlcpy(question->error, error->message, sizeof(question->error));
+		/* the application's message may be any length: cut it at a character */
+		strlcpy(question->error, error->message,
+				pg_mbcliplen(error->message, strlen(error->message), sizeof(question->error) - 1) + 1);
 		FreeErrorData(error);
 		PG_RE_THROW();
 	}

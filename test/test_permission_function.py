@@ -52,6 +52,8 @@ CREATE FUNCTION perm_app.leaks(session_id text, user_id uuid, action text) RETUR
 LANGUAGE sql AS $$ SELECT set_config('search_path', 'perm_app', true) IS NOT NULL $$;
 CREATE FUNCTION perm_app.recurses(session_id text, user_id uuid, action text) RETURNS boolean
 LANGUAGE plpgsql AS $$ BEGIN RETURN presence.has_permission(session_id, user_id, action); END $$;
+CREATE FUNCTION perm_app.shouts(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('é', 5000); END $$;
 CREATE FUNCTION perm_app.wrong(session_id text, user_id uuid, action text) RETURNS text
 LANGUAGE sql AS $$ SELECT 'yes' $$;
 RESET ROLE;
@@ -423,3 +425,25 @@ async def test_a_member_who_only_heartbeats_loses_the_session_when_revoked(clust
             e["kind"] == "update" for e in m["events"]))
     finally:
         await close_all([client, watcher])
+
+
+async def test_a_huge_error_is_logged_cut_at_a_character(cluster, app):
+    """The worker keeps a bounded copy of the function's error: cut at a
+    character, not inside one (the log stays valid UTF-8)."""
+    app({"presence.permission_function": APP + ".shouts"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    offset = cluster.log_size()
+    client = await member.connect()
+    try:
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+        wanted = "permission function %s.shouts denied view" % APP
+        wait_until(lambda: wanted in cluster.log_since(offset), what="the warning in the log")
+        with open(cluster.log_path, "rb") as f:
+            f.seek(offset)
+            line = next(l for l in f.read().splitlines() if wanted.encode() in l)
+        text = line.decode("utf-8")
+        assert "éééé" in text and len(text) < 1000, text
+        await client.alive()
+    finally:
+        await client.close()
