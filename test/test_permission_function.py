@@ -447,3 +447,34 @@ async def test_a_huge_error_is_logged_cut_at_a_character(cluster, app):
         await client.alive()
     finally:
         await client.close()
+
+
+@pytest.mark.parametrize("how", ["raises", "cancelled"])
+async def test_the_worker_is_itself_again_after_a_failed_call(cluster, app, how):
+    """After the function raised, or the worker was cancelled in the middle
+    of it, the worker's next transactions run as the worker again (the
+    application's role may not write the log) with its own bounds."""
+    app({"presence.permission_function": APP + (".raises" if how == "raises" else ".sleeps"),
+         "presence.permission_function_timeout": "5s"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client = await member.connect()
+    try:
+        await client.send({"type": "session_join", "sessionId": sid, "ref": "j"})
+        if how == "cancelled":
+            wait_until(lambda: cluster.sql1("SELECT count(*) FROM pg_stat_activity "
+                                            "WHERE backend_type = 'presence ws worker' "
+                                            "AND wait_event = 'PgSleep'") == 1, what="the call in progress")
+            cluster.sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                        "WHERE backend_type = 'presence ws worker'")
+        reply = await client.expect(predicate=lambda m: m.get("ref") == "j")
+        assert reply["type"] == "error" and reply["code"] == "not_found", reply
+        app({"presence.permission_function": FUNCTION})
+        grant(cluster, sid, member, "view", "comment")
+        await client.join(sid)
+        activity = (await client.ok({"type": "activity", "sessionId": sid, "activityType": "comment",
+                                     "details": {}}))["activityId"]
+        wait_until(lambda: cluster.sql1("SELECT count(*) FROM presence.activity_log WHERE id::text = %s",
+                                        (str(activity),)) == 1, what="the comment in the log")
+    finally:
+        await client.close()
