@@ -393,7 +393,8 @@ recheck_run(const Recheck *recheck)
 		live_end_session(recheck->session_id, status);
 	else if (recheck->user_id[0] == '\0')
 		return;
-	else if (by_function ? !permission_allowed(recheck->session_id, recheck->user_id, PERM_VIEW, NULL) :
+	else if (by_function ?
+			 permission_ask(recheck->session_id, recheck->user_id, PERM_VIEW, NULL) == PERMISSION_DENIED :
 			 role[0] == '\0')
 		live_remove_participant(recheck->session_id, recheck->user_id);
 	else if (role[0] != '\0')

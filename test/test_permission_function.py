@@ -54,6 +54,10 @@ CREATE FUNCTION perm_app.recurses(session_id text, user_id uuid, action text) RE
 LANGUAGE plpgsql AS $$ BEGIN RETURN presence.has_permission(session_id, user_id, action); END $$;
 CREATE FUNCTION perm_app.shouts(session_id text, user_id uuid, action text) RETURNS boolean
 LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('é', 5000); END $$;
+CREATE TABLE perm_app.slow (x int);
+CREATE FUNCTION perm_app.flaky(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT CASE WHEN EXISTS (SELECT 1 FROM perm_app.slow) THEN pg_sleep(60) IS NULL
+                               ELSE true END $$;
 CREATE FUNCTION perm_app.wrong(session_id text, user_id uuid, action text) RETURNS text
 LANGUAGE sql AS $$ SELECT 'yes' $$;
 RESET ROLE;
@@ -478,3 +482,34 @@ async def test_the_worker_is_itself_again_after_a_failed_call(cluster, app, how)
                                         (str(activity),)) == 1, what="the comment in the log")
     finally:
         await client.close()
+
+
+async def test_a_failing_function_does_not_remove_joined_members(cluster, app):
+    """A timeout is no answer: the request it decided is refused, but a
+    joined member is removed only when the function says no, not because
+    it was slow for a while (or every watcher would be dropped at its next
+    heartbeat)."""
+    app({"presence.permission_function": APP + ".flaky",
+         "presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        cluster.sql("INSERT INTO perm_app.slow VALUES (1)")
+        await asyncio.sleep(1.3 * SCALE)
+        await client.ok({"type": "heartbeat", "sessionId": sid}, "heartbeat_ack")
+        reply = await watcher.request({"type": "presence_update", "sessionId": sid, "status": "away"})
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        await client.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        await watcher.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        cluster.sql("DELETE FROM perm_app.slow")
+        deadline = time.monotonic() + WAIT
+        while (await watcher.request({"type": "presence_update", "sessionId": sid,
+                                      "status": "away"}))["type"] != "ack":
+            assert time.monotonic() < deadline, "the function never answered again"
+            await asyncio.sleep(0.2)
+        await client.event(sid, "update", other.id)
+    finally:
+        await close_all([client, watcher])
