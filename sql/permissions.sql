@@ -130,6 +130,18 @@ SELECT presence.has_permission('perm-f', '00000000-0000-4000-8000-000000000205',
 SET presence.permission_function = 'regress_perm_app.may(text';
 SELECT presence.has_permission('perm-f', '00000000-0000-4000-8000-000000000205', 'view') AS malformed;
 
+-- A schema whose name has a dot and a quote is named quoted; unquoted, the
+-- dot splits it and the name does not resolve.
+CREATE SCHEMA "regress.perm""app" AUTHORIZATION regress_perm_app;
+CREATE FUNCTION "regress.perm""app".may(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT true $$;
+ALTER FUNCTION "regress.perm""app".may(text, uuid, text) OWNER TO regress_perm_app;
+SET presence.permission_function = '"regress.perm""app".may';
+SELECT presence.has_permission('perm-f', '00000000-0000-4000-8000-000000000205', 'view') AS quoted;
+SET presence.permission_function = 'regress.perm"app.may';
+SELECT presence.has_permission('perm-f', '00000000-0000-4000-8000-000000000205', 'view') AS unquoted;
+DROP SCHEMA "regress.perm""app" CASCADE;
+
 -- Only a superuser sets it; permissions_changed is not PUBLIC's.
 RESET presence.permission_function;
 SET ROLE regress_perm_app;

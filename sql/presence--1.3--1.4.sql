@@ -411,6 +411,33 @@ END $$;
 REVOKE ALL ON FUNCTION presence._application_permission(text, uuid, text) FROM PUBLIC;
 REVOKE ALL ON FUNCTION presence.permissions_changed(text, uuid) FROM PUBLIC;
 
+/* The application that writes the permission function tells the workers when its answers change. */
+CREATE OR REPLACE FUNCTION presence.grant_application_role(role_name regrole) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+	PERFORM presence._require(role_name, 'role_name');
+	EXECUTE format('GRANT USAGE ON SCHEMA presence TO %s', role_name);
+	EXECUTE format('GRANT EXECUTE ON FUNCTION
+		presence.create_session(uuid, text, jsonb, text, text, text),
+		presence.add_participant(text, uuid, text),
+		presence.remove_participant(text, uuid),
+		presence.participants(text),
+		presence.has_permission(text, uuid, text),
+		presence.end_session(text, text),
+		presence.log_activity(text, uuid, text, jsonb),
+		presence.log_activity_batch(text[], uuid[], text[], jsonb[], inet[], text[], timestamptz[]),
+		presence.session_activity(text, int),
+		presence.online_users(text),
+		presence.channel(text),
+		presence.presence_change(uuid),
+		presence.broadcast(text, jsonb),
+		presence.stats(),
+		presence.issue_token(uuid, interval, text),
+		presence.permissions_changed(text, uuid) TO %s', role_name);
+	EXECUTE format('GRANT SELECT, INSERT ON presence.users TO %s', role_name);
+	EXECUTE format('GRANT SELECT ON presence.collaboration_sessions, presence.session_participants TO %s', role_name);
+END $$;
+
 -- == Lock order ==
 
 /*

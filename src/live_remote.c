@@ -35,6 +35,7 @@
 #include "live_internal.h"
 #include "live_remote.h"
 #include "node.h"
+#include "permissions.h"
 #include "redis_layout.h"
 #include "redis_link.h"
 
@@ -369,8 +370,11 @@ recheck_has_local(const Recheck *recheck)
  * Makes the session, or the user's standing in it, here what this
  * server's tables say: an ended session ends, a user who is no longer a
  * participant is removed, a participant gets the role the table gives
- * (never the one announced).  Unchanged, nothing happens, so reading
- * again is harmless.  A failed read waits for the next try.
+ * (never the one announced).  With presence.permission_function, the
+ * function says who is still in: the cached answers for the session are
+ * dropped at every read, since the application's tables may replay here
+ * after the first.  Unchanged, nothing happens, so reading again is
+ * harmless.  A failed read waits for the next try.
  */
 static void
 recheck_run(const Recheck *recheck)
@@ -378,7 +382,10 @@ recheck_run(const Recheck *recheck)
 	char		status[DB_STATUS_MAX + 1];
 	char		role[DB_ROLE_MAX + 1];
 	bool		is_owner;
+	bool		by_function = permission_function_set();
 
+	if (by_function)
+		live_permission_caches_clear(recheck->session_id);
 	if (db_session_state(recheck->session_id, recheck->user_id[0] ? recheck->user_id : NULL,
 						 status, role, &is_owner) != DB_OK)
 		return;
@@ -386,9 +393,11 @@ recheck_run(const Recheck *recheck)
 		live_end_session(recheck->session_id, status);
 	else if (recheck->user_id[0] == '\0')
 		return;
-	else if (role[0] == '\0')
+	else if (by_function ?
+			 permission_ask(recheck->session_id, recheck->user_id, PERM_VIEW, NULL) == PERMISSION_DENIED :
+			 role[0] == '\0')
 		live_remove_participant(recheck->session_id, recheck->user_id);
-	else
+	else if (role[0] != '\0')
 		live_change_role(recheck->session_id, recheck->user_id, role);
 }
 
@@ -471,7 +480,7 @@ apply_announced_command(PresenceCommandKind kind, const char *session_id, const 
 {
 	if (kind == CMD_BROADCAST)
 		live_apply_command(kind, session_id, NULL, payload);
-	else if (kind == CMD_SESSION_ENDED)
+	else if (kind == CMD_SESSION_ENDED || (kind == CMD_PARTICIPANT_CHANGED && user_id == NULL))
 		recheck_request(session_id, NULL);
 	else if (kind != 0 && user_id)
 		recheck_request(session_id, user_id);

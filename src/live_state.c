@@ -809,6 +809,27 @@ live_permission_caches_clear(const char *session_id)
 		session_permissions_clear(session, NULL);
 }
 
+/*
+ * Calls callback for each session the connection is joined to; the
+ * callback may make the connection leave that session (and no other).
+ */
+void
+live_joined_sessions_each(Connection *connection,
+						  void (*callback) (Connection *connection, const char *session_id))
+{
+	dlist_mutable_iter iter;
+
+	dlist_foreach_modify(iter, &connection->memberships)
+	{
+		Membership *membership = dlist_container(Membership, connection_node, iter.cur);
+		char		session_id[PRESENCE_SESSION_ID_MAX + 1];
+
+		/* leaving may free the session and the id with it */
+		strlcpy(session_id, membership->user->session->session_id, sizeof(session_id));
+		callback(connection, session_id);
+	}
+}
+
 /* Whether user_id has a connection of this worker joined to session_id. */
 bool
 live_user_joined(const char *session_id, const char *user_id)

@@ -31,6 +31,8 @@ extern bool live_is_joined(Connection *connection, const char *session_id,
 						   const char **role, bool *is_owner);
 extern PermissionCache *live_permission_cache(Connection *connection, const char *session_id);
 extern void live_permission_caches_clear(const char *session_id);
+extern void live_joined_sessions_each(Connection *connection,
+									  void (*callback) (Connection *connection, const char *session_id));
 extern bool live_user_joined(const char *session_id, const char *user_id);
 extern void live_remove_participant(const char *session_id, const char *user_id);
 extern bool live_set_status(Connection *connection, const char *session_id,

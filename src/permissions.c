@@ -30,6 +30,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
+#include "mb/pg_wchar.h"
 #include "nodes/value.h"
 #include "parser/parse_func.h"
 #include "utils/acl.h"
@@ -212,7 +213,9 @@ permission_work(void *arg)
 
 		MemoryContextSwitchTo(context);
 		error = CopyErrorData();
-		strlcpy(question->error, error->message, sizeof(question->error));
+		/* the application's message may be any length: cut it at a character */
+		strlcpy(question->error, error->message,
+				pg_mbcliplen(error->message, strlen(error->message), sizeof(question->error) - 1) + 1);
 		FreeErrorData(error);
 		PG_RE_THROW();
 	}
@@ -244,41 +247,50 @@ permission_backoff_reset(void)
 }
 
 /*
- * Whether the application's function lets user_id do action in
- * session_id, from cache (NULL: none) while its answer is fresh.  Safe
- * inside a libwebsockets callback: the call runs in db_run, and the
- * failure is logged with interrupts held.
+ * What the application's function says to user_id doing action in
+ * session_id, from cache (NULL: none) while its answer is fresh.  A
+ * failure is not cached: it is no answer about the user, only a reason
+ * to refuse the request at hand.  Safe inside a libwebsockets callback:
+ * the call runs in db_run, and the failure is logged with interrupts
+ * held.
  */
-bool
-permission_allowed(const char *session_id, const char *user_id, PermissionAction action,
-				   PermissionCache *cache)
+PermissionAnswer
+permission_ask(const char *session_id, const char *user_id, PermissionAction action,
+			   PermissionCache *cache)
 {
 	PermissionQuestion question = {session_id, user_id, action, false, ""};
 	int64		now_ms = presence_now_ms();
 	DbResult	result;
+	uint64		wait_ms;
 
 	if (cache && cache->expires_ms[action] > now_ms)
-		return cache->allowed[action];
+		return cache->allowed[action] ? PERMISSION_ALLOWED : PERMISSION_DENIED;
 	if (now_ms < permission_retry_at_ms)
-		return false;
+		return PERMISSION_UNANSWERED;
 	result = db_run("presence: asking the permission function", permission_work, &question);
 	if (result == DB_OK)
-		(void) backoff_succeeded(&permission_backoff);
-	else
 	{
-		uint64		wait_ms = result == DB_BUSY ? backoff_next_delay(&permission_backoff) : 0;
-
-		permission_retry_at_ms = now_ms + (int64) wait_ms;
-		HOLD_INTERRUPTS();
-		ereport(WARNING,
-				(errmsg("presence: permission function %s denied %s to user %s in session \"%s\": %s",
-						presence_permission_function, permission_action_names[action], user_id,
-						session_id, question.error[0] ? question.error : "the call failed"),
-				 wait_ms ? errdetail("It is not asked again for %d ms; until then every check not cached denies.",
-									 (int) wait_ms) : 0));
-		RESUME_INTERRUPTS();
-		question.allowed = false;
+		(void) backoff_succeeded(&permission_backoff);
+		permission_remember(cache, action, question.allowed);
+		return question.allowed ? PERMISSION_ALLOWED : PERMISSION_DENIED;
 	}
-	permission_remember(cache, action, question.allowed);
-	return question.allowed;
+	wait_ms = result == DB_BUSY ? backoff_next_delay(&permission_backoff) : 0;
+	permission_retry_at_ms = now_ms + (int64) wait_ms;
+	HOLD_INTERRUPTS();
+	ereport(WARNING,
+			(errmsg("presence: permission function %s denied %s to user %s in session \"%s\": %s",
+					presence_permission_function, permission_action_names[action], user_id,
+					session_id, question.error[0] ? question.error : "the call failed"),
+			 wait_ms ? errdetail("It is not asked again for %d ms; until then every check not cached denies.",
+								 (int) wait_ms) : 0));
+	RESUME_INTERRUPTS();
+	return PERMISSION_UNANSWERED;
+}
+
+/* Whether the function lets user_id do action; no answer denies. */
+bool
+permission_allowed(const char *session_id, const char *user_id, PermissionAction action,
+				   PermissionCache *cache)
+{
+	return permission_ask(session_id, user_id, action, cache) == PERMISSION_ALLOWED;
 }

@@ -29,7 +29,17 @@ typedef struct PermissionCache
 	bool		allowed[PERM_ACTION_COUNT];
 } PermissionCache;
 
+/* What the function said; a failure (error, timeout, back-off) is no answer. */
+typedef enum PermissionAnswer
+{
+	PERMISSION_DENIED,
+	PERMISSION_ALLOWED,
+	PERMISSION_UNANSWERED
+} PermissionAnswer;
+
 extern bool permission_function_set(void);
+extern PermissionAnswer permission_ask(const char *session_id, const char *user_id,
+									   PermissionAction action, PermissionCache *cache);
 extern bool permission_allowed(const char *session_id, const char *user_id,
 							   PermissionAction action, PermissionCache *cache);
 extern void permission_remember(PermissionCache *cache, PermissionAction action, bool allowed);

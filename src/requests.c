@@ -366,13 +366,15 @@ static bool
 still_viewing(Connection *connection, const char *session_id)
 {
 	PermissionCache *cache;
+	PermissionAnswer answer;
 
 	if (!permission_function_set() || (cache = live_permission_cache(connection, session_id)) == NULL)
 		return true;
-	if (permission_allowed(session_id, connection->user_id, PERM_VIEW, cache))
-		return true;
-	live_remove_participant(session_id, connection->user_id);
-	return false;
+	answer = permission_ask(session_id, connection->user_id, PERM_VIEW, cache);
+	/* a function that failed refuses this request, it does not say the user lost view */
+	if (answer == PERMISSION_DENIED)
+		live_remove_participant(session_id, connection->user_id);
+	return answer == PERMISSION_ALLOWED;
 }
 
 /*
@@ -387,7 +389,7 @@ requests_participant_changed(const char *session_id, const char *user_id)
 {
 	permission_backoff_reset();
 	if (permission_function_set() && user_id && live_user_joined(session_id, user_id) &&
-		!permission_allowed(session_id, user_id, PERM_VIEW, NULL))
+		permission_ask(session_id, user_id, PERM_VIEW, NULL) == PERMISSION_DENIED)
 		live_remove_participant(session_id, user_id);
 }
 
@@ -512,10 +514,26 @@ handle_session_end(Connection *connection, ClientRequest *request)
 }
 
 static void
+heartbeat_still_viewing(Connection *connection, const char *session_id)
+{
+	(void) still_viewing(connection, session_id);
+}
+
+/*
+ * A client that only watches sends nothing but heartbeats: they ask its
+ * view again (through the cache) in the sessions they keep it in, or it
+ * would receive everyone's presence after losing view for as long as it
+ * stays connected.
+ */
+static void
 handle_heartbeat(Connection *connection, ClientRequest *request)
 {
 	json_t	   *reply = protocol_reply("heartbeat_ack", request->ref);
 
+	if (request->session_id)
+		heartbeat_still_viewing(connection, request->session_id);
+	else if (permission_function_set())
+		live_joined_sessions_each(connection, heartbeat_still_viewing);
 	live_heartbeat(connection, request->session_id, &request->cursor);
 	if (reply)
 	{

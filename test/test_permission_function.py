@@ -41,9 +41,29 @@ CREATE FUNCTION perm_app.escalates(session_id text, user_id uuid, action text) R
 LANGUAGE plpgsql AS $$ BEGIN ALTER ROLE perm_app SUPERUSER; RETURN true; END $$;
 CREATE FUNCTION perm_app.peeks(session_id text, user_id uuid, action text) RETURNS boolean
 LANGUAGE sql AS $$ SELECT count(*) >= 0 FROM public.perm_secret $$;
+CREATE TABLE perm_app.trap (x int);
+CREATE FUNCTION perm_app.springs() RETURNS trigger
+LANGUAGE plpgsql AS $$ BEGIN ALTER ROLE perm_app SUPERUSER; RETURN NULL; END $$;
+CREATE CONSTRAINT TRIGGER springs AFTER INSERT ON perm_app.trap DEFERRABLE INITIALLY DEFERRED
+    FOR EACH ROW EXECUTE FUNCTION perm_app.springs();
+CREATE FUNCTION perm_app.defers(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ INSERT INTO perm_app.trap VALUES (1); SELECT true $$;
+CREATE FUNCTION perm_app.leaks(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT set_config('search_path', 'perm_app', true) IS NOT NULL $$;
+CREATE FUNCTION perm_app.recurses(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN RETURN presence.has_permission(session_id, user_id, action); END $$;
+CREATE FUNCTION perm_app.shouts(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION '%', repeat('é', 5000); END $$;
+CREATE TABLE perm_app.slow (x int);
+CREATE FUNCTION perm_app.flaky(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT CASE WHEN EXISTS (SELECT 1 FROM perm_app.slow) THEN pg_sleep(60) IS NULL
+                               ELSE true END $$;
 CREATE FUNCTION perm_app.wrong(session_id text, user_id uuid, action text) RETURNS text
 LANGUAGE sql AS $$ SELECT 'yes' $$;
 RESET ROLE;
+CREATE FUNCTION perm_app.as_superuser(session_id text, user_id uuid, action text) RETURNS boolean
+LANGUAGE plpgsql SET role = SUPERUSER_NAME AS $$ BEGIN ALTER ROLE perm_app SUPERUSER; RETURN true; END $$;
+ALTER FUNCTION perm_app.as_superuser(text, uuid, text) OWNER TO perm_app;
 """
 
 TEARDOWN = """
@@ -65,7 +85,8 @@ def app(cluster, gucs):
     set to perm_app.may (a test may name another); a long cache unless changed."""
     with cluster.connect() as conn:
         conn.execute(TEARDOWN)
-        conn.execute(SETUP)
+        superuser = conn.execute("SELECT current_user").fetchone()[0]
+        conn.execute(SETUP.replace("SUPERUSER_NAME", '"%s"' % superuser))
     gucs({"presence.permission_function": FUNCTION,
           "presence.permission_function_timeout": "%dms" % TIMEOUT_MS,
           "presence.permission_cache_ttl": "1h"})
@@ -85,9 +106,9 @@ def revoke(cluster, session_id, user, *actions):
                 (session_id, user.id, list(actions)))
 
 
-def has_permission(cluster, session_id, user, action):
+def has_permission(cluster, session_id, user, action, function=FUNCTION):
     with cluster.connect() as conn:
-        conn.execute("SET presence.permission_function = '%s'" % FUNCTION)
+        conn.execute("SET presence.permission_function = '%s'" % function)
         return conn.execute("SELECT presence.has_permission(%s, %s::uuid, %s)",
                             (session_id, user.id, action)).fetchone()[0]
 
@@ -282,6 +303,83 @@ async def test_the_owner_of_the_function_gets_no_superuser_rights(cluster, app):
         await client.close()
 
 
+@pytest.mark.parametrize("name", ["defers", "as_superuser"])
+async def test_the_function_cannot_act_as_the_worker_after_it_returns(cluster, app, name):
+    """A deferred trigger the function queues would fire at the worker's
+    commit, as the superuser; a SET role clause would switch to it."""
+    app({"presence.permission_function": APP + "." + name})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    offset = cluster.log_size()
+    client = await member.connect()
+    try:
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+        wait_until(lambda: "permission function %s.%s denied view" % (APP, name) in cluster.log_since(offset),
+                   what="the warning in the log")
+        assert cluster.sql1("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (APP,)) is False
+        assert has_permission(cluster, sid, member, "view", APP + "." + name) is False
+        assert cluster.sql1("SELECT rolsuper FROM pg_roles WHERE rolname = %s", (APP,)) is False
+        await client.alive()
+    finally:
+        await client.close()
+
+
+async def test_the_functions_settings_do_not_outlive_it(cluster, app):
+    """set_config(..., true) in the function ends with the call, in the
+    worker's transaction and in has_permission's caller."""
+    app({"presence.permission_function": APP + ".leaks"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client = await member.connect()
+    try:
+        await client.join(sid)
+        with cluster.connect() as conn:
+            conn.execute("BEGIN")
+            conn.execute("SET LOCAL presence.permission_function = '%s.leaks'" % APP)
+            assert conn.execute("SELECT presence.has_permission(%s, %s::uuid, 'view')",
+                                (sid, member.id)).fetchone()[0] is True
+            assert conn.execute("SHOW search_path").fetchone()[0] != "perm_app"
+            conn.execute("ROLLBACK")
+        # the worker still writes activity as itself, with its own search_path
+        app({"presence.permission_function": APP + ".may"})
+        grant(cluster, sid, member, "view", "comment")
+        cluster.sql("SELECT presence.permissions_changed(%s)", (sid,))
+        await client.ok({"type": "activity", "sessionId": sid, "activityType": "comment", "details": {}})
+    finally:
+        await client.close()
+
+
+async def test_a_function_calling_has_permission_denies(cluster, app):
+    """Recursion into has_permission ends at the stack limit, denied, the
+    worker unharmed."""
+    app({"presence.permission_function": APP + ".recurses"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    cluster.sql("GRANT USAGE ON SCHEMA presence TO perm_app")
+    cluster.sql("GRANT EXECUTE ON FUNCTION presence.has_permission(text, uuid, text) TO perm_app")
+    client = await member.connect()
+    try:
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+        assert has_permission(cluster, sid, member, "view", APP + ".recurses") is False
+        await client.alive()
+    finally:
+        await client.close()
+        cluster.sql("REVOKE EXECUTE ON FUNCTION presence.has_permission(text, uuid, text) FROM perm_app")
+        cluster.sql("REVOKE USAGE ON SCHEMA presence FROM perm_app")
+
+
+def test_the_application_role_may_call_permissions_changed(cluster):
+    cluster.sql("DROP ROLE IF EXISTS perm_grantee")
+    cluster.sql("CREATE ROLE perm_grantee NOLOGIN")
+    try:
+        cluster.sql("SELECT presence.grant_application_role('perm_grantee')")
+        assert cluster.sql1("SELECT has_function_privilege('perm_grantee', "
+                            "'presence.permissions_changed(text, uuid)', 'EXECUTE')") is True
+    finally:
+        cluster.sql("DROP OWNED BY perm_grantee")
+        cluster.sql("DROP ROLE perm_grantee")
+
+
 @pytest.mark.parametrize("value, warning", [
     ("may", "is not a schema-qualified function name"),
     (APP + ".missing", "does not exist"),
@@ -301,3 +399,117 @@ async def test_a_bad_setting_denies_and_logs(cluster, app, value, warning):
     finally:
         await client.close()
     await asyncio.sleep(QUIET)
+
+
+async def test_a_member_who_only_heartbeats_loses_the_session_when_revoked(cluster, app):
+    """Heartbeats are the only requests of a client that just watches: its
+    view is asked again on them once the cached answer expires, or it
+    would receive everyone's presence for as long as it stays connected."""
+    app({"presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, other, "view")
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        # within the TTL a heartbeat keeps the cached answer
+        await client.ok({"type": "heartbeat"}, "heartbeat_ack")
+        revoke(cluster, sid, member, "view")
+        await client.ok({"type": "heartbeat", "sessionId": sid}, "heartbeat_ack")
+        await client.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        await asyncio.sleep(1.3 * SCALE)
+        await client.send({"type": "heartbeat", "ref": "h"})
+        await client.expect("session_removed", sessionId=sid)
+        await watcher.event(sid, "leave", member.id)
+        await watcher.ok({"type": "presence_update", "sessionId": sid, "status": "away"})
+        # no longer sent the session's presence
+        await client.quiet(predicate=lambda m: m.get("type") == "presence" and any(
+            e["kind"] == "update" for e in m["events"]))
+    finally:
+        await close_all([client, watcher])
+
+
+async def test_a_huge_error_is_logged_cut_at_a_character(cluster, app):
+    """The worker keeps a bounded copy of the function's error: cut at a
+    character, not inside one (the log stays valid UTF-8)."""
+    app({"presence.permission_function": APP + ".shouts"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    offset = cluster.log_size()
+    client = await member.connect()
+    try:
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
+        wanted = "permission function %s.shouts denied view" % APP
+        wait_until(lambda: wanted in cluster.log_since(offset), what="the warning in the log")
+        with open(cluster.log_path, "rb") as f:
+            f.seek(offset)
+            line = next(l for l in f.read().splitlines() if wanted.encode() in l)
+        text = line.decode("utf-8")
+        assert "éééé" in text and len(text) < 1000, text
+        await client.alive()
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize("how", ["raises", "cancelled"])
+async def test_the_worker_is_itself_again_after_a_failed_call(cluster, app, how):
+    """After the function raised, or the worker was cancelled in the middle
+    of it, the worker's next transactions run as the worker again (the
+    application's role may not write the log) with its own bounds."""
+    app({"presence.permission_function": APP + (".raises" if how == "raises" else ".sleeps"),
+         "presence.permission_function_timeout": "5s"})
+    owner, member = cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client = await member.connect()
+    try:
+        await client.send({"type": "session_join", "sessionId": sid, "ref": "j"})
+        if how == "cancelled":
+            wait_until(lambda: cluster.sql1("SELECT count(*) FROM pg_stat_activity "
+                                            "WHERE backend_type = 'presence ws worker' "
+                                            "AND wait_event = 'PgSleep'") == 1, what="the call in progress")
+            cluster.sql("SELECT pg_cancel_backend(pid) FROM pg_stat_activity "
+                        "WHERE backend_type = 'presence ws worker'")
+        reply = await client.expect(predicate=lambda m: m.get("ref") == "j")
+        assert reply["type"] == "error" and reply["code"] == "not_found", reply
+        app({"presence.permission_function": FUNCTION})
+        grant(cluster, sid, member, "view", "comment")
+        await client.join(sid)
+        activity = (await client.ok({"type": "activity", "sessionId": sid, "activityType": "comment",
+                                     "details": {}}))["activityId"]
+        wait_until(lambda: cluster.sql1("SELECT count(*) FROM presence.activity_log WHERE id::text = %s",
+                                        (str(activity),)) == 1, what="the comment in the log")
+    finally:
+        await client.close()
+
+
+async def test_a_failing_function_does_not_remove_joined_members(cluster, app):
+    """A timeout is no answer: the request it decided is refused, but a
+    joined member is removed only when the function says no, not because
+    it was slow for a while (or every watcher would be dropped at its next
+    heartbeat)."""
+    app({"presence.permission_function": APP + ".flaky",
+         "presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        cluster.sql("INSERT INTO perm_app.slow VALUES (1)")
+        await asyncio.sleep(1.3 * SCALE)
+        await client.ok({"type": "heartbeat", "sessionId": sid}, "heartbeat_ack")
+        reply = await watcher.request({"type": "presence_update", "sessionId": sid, "status": "away"})
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        await client.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        await watcher.quiet(predicate=lambda m: m.get("type") == "session_removed")
+        cluster.sql("DELETE FROM perm_app.slow")
+        deadline = time.monotonic() + WAIT
+        while (await watcher.request({"type": "presence_update", "sessionId": sid,
+                                      "status": "away"}))["type"] != "ack":
+            assert time.monotonic() < deadline, "the function never answered again"
+            await asyncio.sleep(0.2)
+        await client.event(sid, "update", other.id)
+    finally:
+        await close_all([client, watcher])

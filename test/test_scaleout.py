@@ -907,3 +907,73 @@ def test_sql_changes_reach_a_standby_once_its_tables_have_them(world):
         for client in (alice, bob, carol):
             await client.close()
     run(scenario())
+
+
+def wait_replayed(standby, query, expected="1"):
+    deadline = time.time() + 15
+    while standby.sql(query) != expected:
+        assert time.time() < deadline, f"{query} did not replay"
+        time.sleep(0.1)
+
+
+def test_permission_function_changes_reach_a_standby(world):
+    """presence.permissions_changed() on the primary reaches a standby's
+    clients admitted by presence.permission_function (who have no
+    participant row): a named user who may still view stays and is asked
+    anew, the whole session's cached answers go, a user who lost view
+    leaves."""
+    primary, standby, _ = world
+    session_id = new_session(primary, standby)
+    primary.sql("""DROP SCHEMA IF EXISTS perm_app CASCADE; DROP ROLE IF EXISTS perm_app;
+        CREATE ROLE perm_app NOLOGIN; CREATE SCHEMA perm_app AUTHORIZATION perm_app;
+        SET ROLE perm_app;
+        CREATE TABLE perm_app.grants (session_id text, user_id uuid, action text);
+        CREATE FUNCTION perm_app.may(s text, u uuid, a text) RETURNS boolean LANGUAGE sql STABLE AS
+            $$ SELECT EXISTS (SELECT 1 FROM perm_app.grants g WHERE g.session_id = s AND g.user_id = u
+                                                                AND g.action = a) $$;
+        RESET ROLE;""")
+    primary.sql(f"INSERT INTO perm_app.grants VALUES ('{session_id}', '{BOB}', 'view'), "
+                f"('{session_id}', '{CAROL}', 'view')")
+    wait_replayed(standby, "SELECT count(*) FROM perm_app.grants WHERE action = 'view'", "2")
+    for node in (primary, standby):
+        node.sql("ALTER SYSTEM SET presence.permission_function = 'perm_app.may'")
+        node.sql("ALTER SYSTEM SET presence.permission_cache_ttl = '1h'")
+        node.sql("SELECT pg_reload_conf()")
+    time.sleep(1)
+
+    async def scenario():
+        bob = await joined_client(standby, BOB, session_id)
+        carol = await joined_client(standby, CAROL, session_id)
+        reply = await log_note(bob, session_id)
+        assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+        # bob named, still viewing: stays, and is asked anew
+        primary.sql(f"INSERT INTO perm_app.grants VALUES ('{session_id}', '{BOB}', 'operate');"
+                    f"SELECT presence.permissions_changed('{session_id}', '{BOB}')")
+        deadline = time.time() + 15
+        while (reply := await log_note(bob, session_id))["type"] != "ack":
+            assert reply["type"] == "error" and reply["code"] == "forbidden", reply
+            assert time.time() < deadline, reply
+            await asyncio.sleep(0.2)
+        assert not [m for m in bob.messages if m.get("type") == "session_removed"], bob.messages
+        # the whole session, nobody named
+        primary.sql(f"INSERT INTO perm_app.grants VALUES ('{session_id}', '{CAROL}', 'operate');"
+                    f"SELECT presence.permissions_changed('{session_id}')")
+        deadline = time.time() + 15
+        while (reply := await log_note(carol, session_id))["type"] != "ack":
+            assert time.time() < deadline, reply
+            await asyncio.sleep(0.2)
+        # carol loses view
+        primary.sql(f"DELETE FROM perm_app.grants WHERE user_id = '{CAROL}';"
+                    f"SELECT presence.permissions_changed('{session_id}', '{CAROL}')")
+        removed = await carol.next(lambda m: m.get("type") == "session_removed", timeout=15)
+        assert removed["sessionId"] == session_id
+        for client in (bob, carol):
+            await client.close()
+    try:
+        run(scenario())
+    finally:
+        for node in (primary, standby):
+            node.sql("ALTER SYSTEM RESET presence.permission_function")
+            node.sql("ALTER SYSTEM RESET presence.permission_cache_ttl")
+            node.sql("SELECT pg_reload_conf()")
+        primary.sql("DROP SCHEMA perm_app CASCADE; DROP ROLE perm_app")
