@@ -14,14 +14,15 @@
 
 /*
  * The rows a replay reads: the presence changes the workers log and the
- * two SQL-side events that end presences, in a session's time order,
- * with what a replay needs to choose rows (all but details).  So a replay
- * scans only its session's presence rows up to the moment asked about,
- * from the index alone once vacuum has marked the pages all-visible,
- * however much other activity the log holds.
+ * two SQL-side events that end presences, per session and user in time
+ * order (session_ended, user_id NULL, last), with the type to choose rows
+ * by.  A replay finds a session's users by skipping through it, each
+ * user's last end before a window by one backward probe, and then reads
+ * only that user's rows from there on: its cost does not grow with the
+ * session's history before the window, and other activity costs nothing.
  */
-CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, created_at, chain_seq)
-	INCLUDE (user_id, activity_type)
+CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, user_id, created_at, chain_seq)
+	INCLUDE (activity_type)
 	WHERE activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 							'participant_removed', 'session_ended');
 
@@ -50,35 +51,43 @@ CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, up
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
 			   cause text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	WITH logged AS MATERIALIZED (
-		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind
+	WITH RECURSIVE users AS (
+		(SELECT a.user_id FROM presence.activity_log a
+		  WHERE a.session_id = p_session AND a.user_id IS NOT NULL
+			AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+									'participant_removed', 'session_ended')
+		  ORDER BY a.user_id LIMIT 1)
+		UNION ALL
+		SELECT (SELECT a.user_id FROM presence.activity_log a
+				 WHERE a.session_id = p_session AND a.user_id > u.user_id
+				   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+										   'participant_removed', 'session_ended')
+				 ORDER BY a.user_id LIMIT 1)
+		  FROM users u WHERE u.user_id IS NOT NULL
+	), session_ends AS MATERIALIZED (
+		SELECT a.chain_seq, a.created_at
 		  FROM presence.activity_log a
-		 WHERE a.session_id = p_session
+		 WHERE a.session_id = p_session AND a.user_id IS NULL AND a.activity_type = 'session_ended'
+		   AND a.created_at <= upto
+	), starts AS (
+		SELECT u.user_id,
+			   greatest((SELECT a.created_at FROM presence.activity_log a
+						  WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.created_at <= since
+							AND a.activity_type IN ('user_left', 'user_timeout', 'participant_removed')
+						  ORDER BY a.created_at DESC LIMIT 1),
+						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
+		  FROM users u
+		 WHERE u.user_id IS NOT NULL
+	), with_details AS (
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind, a.details
+		  FROM starts s, presence.activity_log a
+		 WHERE a.session_id = p_session AND a.user_id = s.user_id
 		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 								   'participant_removed', 'session_ended')
-		   AND a.created_at <= upto
-		   AND (a.user_id IS NOT NULL OR a.activity_type = 'session_ended')
-	), session_ends AS MATERIALIZED (
-		SELECT l.chain_seq, l.created_at FROM logged l WHERE l.kind = 'session_ended'
-	), starts AS (
-		SELECT l.user_id,
-			   greatest(max(l.created_at) FILTER (WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed')
-												  AND l.created_at <= since),
-						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
-		  FROM logged l
-		 WHERE l.kind <> 'session_ended'
-		 GROUP BY l.user_id
-	), per_user AS (
-		SELECT l.chain_seq, l.created_at, l.user_id, l.kind
-		  FROM logged l JOIN starts s ON s.user_id = l.user_id
-		 WHERE s.from_at IS NULL OR l.created_at >= s.from_at
+		   AND a.created_at >= coalesce(s.from_at, '-infinity') AND a.created_at <= upto
 		UNION ALL
-		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended'
+		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended', NULL
 		  FROM session_ends e JOIN starts s ON s.from_at IS NULL OR e.created_at >= s.from_at
-	), with_details AS (
-		SELECT p.chain_seq, p.created_at, p.user_id, p.kind, a.details
-		  FROM per_user p
-		  JOIN presence.activity_log a ON a.session_id = p_session AND a.chain_seq = p.chain_seq
 	), presence_runs AS (
 		SELECT p.*,
 			   count(*) FILTER (WHERE p.kind <> 'status_changed')
