@@ -146,7 +146,11 @@ $$;
  * ended with it (a crash, kill -9, an immediate shutdown), so every
  * presence the log shows open in a session that has not ended, begun by
  * a join of that worker ("worker" in the user_joined details), gets a
- * user_left with cause server_restart now.  Returns how many.
+ * user_left with cause server_restart now.  Not one that another worker
+ * (another node: without Redis a node runs one) also logged a join in
+ * since: nodes without Redis do not see each other's users, so that
+ * node may hold the user still, and its leave ends the presence when
+ * the user goes.  Returns how many.
  */
 CREATE FUNCTION presence._close_presences_of_worker(worker text) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -157,14 +161,19 @@ BEGIN
 	SELECT array_agg(s.session_id), array_agg(o.user_id) INTO session_ids, user_ids
 	  FROM presence.collaboration_sessions s,
 		   LATERAL (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after,
-						   first_value(c.chain_seq) OVER (PARTITION BY c.user_id
-														  ORDER BY c.status_before = 'offline' DESC,
-																   c.at DESC, c.chain_seq DESC) AS opened_seq
+						   first_value(c.chain_seq) OVER opening AS opened_seq,
+						   first_value(c.at) OVER opening AS opened_at
 					  FROM presence._presence_changes(s.id, 'infinity', 'infinity') c
+					WINDOW opening AS (PARTITION BY c.user_id
+									   ORDER BY c.status_before = 'offline' DESC, c.at DESC, c.chain_seq DESC)
 					 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) o,
 		   presence.activity_log a
 	 WHERE s.status IN ('active', 'inactive') AND o.status_after <> 'offline'
-	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker;
+	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker
+	   AND NOT EXISTS (SELECT FROM presence.activity_log j
+						WHERE j.session_id = s.id AND j.user_id = o.user_id AND j.activity_type = 'user_joined'
+						  AND (j.created_at, j.chain_seq) > (o.opened_at, o.opened_seq)
+						  AND j.details ->> 'worker' IS DISTINCT FROM worker);
 	IF session_ids IS NULL THEN
 		RETURN 0;
 	END IF;

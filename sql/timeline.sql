@@ -134,6 +134,23 @@ SELECT u.username FROM presence.present_at('tl-open', 'infinity') p JOIN presenc
 SELECT presence.end_session('tl-open');
 SELECT presence._close_presences_of_worker('n1/1') AS closed_in_ended_session;
 
+-- Nodes without Redis do not see each other's users: a presence that
+-- another node's worker also joined is not ended by the restart of the
+-- worker that opened it (that node may hold the user still), but by the
+-- other node's leave.
+SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-shared');
+SELECT count(*) AS logged FROM presence.log_activity_batch(
+	'{tl-shared,tl-shared,tl-shared}',
+	'{00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d02}',
+	'{user_joined,user_joined,user_joined}',
+	'{"{\"worker\": \"n1/0\"}","{\"worker\": \"n2/0\"}","{\"worker\": \"n1/0\"}"}');
+SELECT presence._close_presences_of_worker('n1/0') AS closed_only_d02;
+SELECT u.username FROM presence.present_at('tl-shared', 'infinity') p JOIN presence.users u ON u.id = p.user_id;
+SELECT count(*) AS logged FROM presence.log_activity_batch('{tl-shared}', '{00000000-0000-4000-8000-000000000d01}',
+														   '{user_left}', NULL);
+SELECT count(*) AS present FROM presence.present_at('tl-shared', 'infinity');
+SELECT presence._close_presences_of_worker('n2/0') AS closed_none;
+
 -- A session with no presence rows has nobody, no change and no interval.
 SELECT count(*) FROM presence.present_at('tl-empty', now());
 SELECT count(*) FROM presence.presence_timeline('tl-empty', '-infinity', 'infinity');
