@@ -14,15 +14,14 @@
 
 /*
  * The rows a replay reads: the presence changes the workers log and the
- * two SQL-side events that end presences, per session and user in time
- * order (session_ended, user_id NULL, last), with the type to choose rows
- * by.  A replay finds a session's users by skipping through it, each
- * user's last end before a window by one backward probe, and then reads
- * only that user's rows from there on: its cost does not grow with the
- * session's history before the window, and other activity costs nothing.
+ * two SQL-side events that end presences, per session, user (NULL for
+ * session_ended) and type in time order.  So a replay finds a session's
+ * users by skipping through the index, and each user's state before a
+ * window by a few probes of one user and type each, then reads each
+ * user's rows in the window: its cost does not grow with the session's
+ * history before the window, and other activity costs nothing.
  */
-CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, user_id, created_at, chain_seq)
-	INCLUDE (activity_type)
+CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, user_id, activity_type, created_at, chain_seq)
 	WHERE activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 							'participant_removed', 'session_ended');
 
@@ -39,13 +38,15 @@ CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, use
  * which counts only while present; a join while present (a race of two
  * workers or nodes) and a status the user already has change nothing.
  *
- * An end of presence forgets everything before it, so each user's replay
- * starts at the time of their last end (their own or the session's)
- * logged at or before since: what comes before changes nothing the
- * caller asks about (rows of that same instant that precede the end are
- * replayed, and reset by it), and a long log costs one index scan plus
- * the rows of each user's presences since.  Window functions, not a
- * loop, do the rest.
+ * Of the rows logged at or before since only those that decide the state
+ * then are replayed, found by index probes whatever the length of the
+ * presence: for a user present then, the join that began it (the first
+ * after their last end, their own or the session's), and of the status
+ * changes since, the last one to another status than the current one and
+ * the first after it (or after the join), which entered the current
+ * status.  The others change nothing: later joins nothing, and status
+ * changes only within the runs these bound.  Then each user's rows
+ * after since.  Window functions, not a loop, do the rest.
  */
 CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
@@ -64,30 +65,82 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 										   'participant_removed', 'session_ended')
 				 ORDER BY a.user_id LIMIT 1)
 		  FROM users u WHERE u.user_id IS NOT NULL
-	), session_ends AS MATERIALIZED (
-		SELECT a.chain_seq, a.created_at
+	), known_users AS MATERIALIZED (
+		SELECT u.user_id FROM users u WHERE u.user_id IS NOT NULL
+	), last_session_end AS MATERIALIZED (
+		SELECT a.created_at, a.chain_seq
 		  FROM presence.activity_log a
 		 WHERE a.session_id = p_session AND a.user_id IS NULL AND a.activity_type = 'session_ended'
-		   AND a.created_at <= upto
-	), starts AS (
-		SELECT u.user_id,
-			   greatest((SELECT a.created_at FROM presence.activity_log a
-						  WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.created_at <= since
-							AND a.activity_type IN ('user_left', 'user_timeout', 'participant_removed')
-						  ORDER BY a.created_at DESC LIMIT 1),
-						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
-		  FROM users u
-		 WHERE u.user_id IS NOT NULL
+		   AND a.created_at <= since
+		 ORDER BY a.created_at DESC, a.chain_seq DESC LIMIT 1
+	), arrivals AS MATERIALIZED (
+		SELECT u.user_id, j.chain_seq, j.created_at
+		  FROM known_users u
+		  LEFT JOIN LATERAL (
+			SELECT e.created_at, e.chain_seq
+			  FROM (SELECT o.created_at, o.chain_seq
+					  FROM unnest(ARRAY['user_left', 'user_timeout', 'participant_removed']) k,
+						   LATERAL (SELECT a.created_at, a.chain_seq FROM presence.activity_log a
+									 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = k
+									   AND a.activity_type IN ('user_left', 'user_timeout', 'participant_removed')
+									   AND a.created_at <= since
+									 ORDER BY a.created_at DESC, a.chain_seq DESC LIMIT 1) o
+					UNION ALL
+					SELECT l.created_at, l.chain_seq FROM last_session_end l) e
+			 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1) e ON true
+		  JOIN LATERAL (
+			SELECT a.chain_seq, a.created_at FROM presence.activity_log a
+			 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'user_joined'
+			   AND (a.created_at, a.chain_seq) > (coalesce(e.created_at, '-infinity'), coalesce(e.chain_seq, 0))
+			   AND a.created_at <= since
+			 ORDER BY a.created_at, a.chain_seq LIMIT 1) j ON true
+	), status_changes AS NOT MATERIALIZED (
+		SELECT a.user_id, a.chain_seq, a.created_at, a.details ->> 'status' AS status
+		  FROM presence.activity_log a
+		 WHERE a.session_id = p_session AND a.activity_type = 'status_changed'
+		   AND a.details ->> 'status' IN ('online', 'away')
+	), current_status AS MATERIALIZED (
+		SELECT r.user_id, r.chain_seq AS joined_seq, r.created_at AS joined_at, l.chain_seq, l.created_at, l.status
+		  FROM arrivals r,
+			   LATERAL (SELECT c.chain_seq, c.created_at, c.status FROM status_changes c
+						 WHERE c.user_id = r.user_id AND (c.created_at, c.chain_seq) > (r.created_at, r.chain_seq)
+						   AND c.created_at <= since
+						 ORDER BY c.created_at DESC, c.chain_seq DESC LIMIT 1) l
+	), other_status AS MATERIALIZED (
+		SELECT s.user_id, d.chain_seq, d.created_at
+		  FROM current_status s,
+			   LATERAL (SELECT c.chain_seq, c.created_at FROM status_changes c
+						 WHERE c.user_id = s.user_id AND (c.created_at, c.chain_seq) > (s.joined_at, s.joined_seq)
+						   AND (c.created_at, c.chain_seq) < (s.created_at, s.chain_seq) AND c.status <> s.status
+						 ORDER BY c.created_at DESC, c.chain_seq DESC LIMIT 1) d
+	), entered AS (
+		SELECT f.chain_seq
+		  FROM current_status s
+		  LEFT JOIN other_status d ON d.user_id = s.user_id,
+			   LATERAL (SELECT c.chain_seq FROM status_changes c
+						 WHERE c.user_id = s.user_id
+						   AND (c.created_at, c.chain_seq) > (coalesce(d.created_at, s.joined_at),
+															  coalesce(d.chain_seq, s.joined_seq))
+						   AND (c.created_at, c.chain_seq) <= (s.created_at, s.chain_seq)
+						 ORDER BY c.created_at, c.chain_seq LIMIT 1) f
 	), with_details AS (
 		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind, a.details
-		  FROM starts s, presence.activity_log a
-		 WHERE a.session_id = p_session AND a.user_id = s.user_id
+		  FROM presence.activity_log a
+		 WHERE a.session_id = p_session
+		   AND a.chain_seq IN (SELECT r.chain_seq FROM arrivals r UNION ALL SELECT d.chain_seq FROM other_status d
+							   UNION ALL SELECT f.chain_seq FROM entered f)
+		UNION ALL
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text, a.details
+		  FROM known_users u, presence.activity_log a
+		 WHERE a.session_id = p_session AND a.user_id = u.user_id
 		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 								   'participant_removed', 'session_ended')
-		   AND a.created_at >= coalesce(s.from_at, '-infinity') AND a.created_at <= upto
+		   AND a.created_at > since AND a.created_at <= upto
 		UNION ALL
-		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended', NULL
-		  FROM session_ends e JOIN starts s ON s.from_at IS NULL OR e.created_at >= s.from_at
+		SELECT e.chain_seq, e.created_at, u.user_id, 'session_ended', NULL
+		  FROM presence.activity_log e, known_users u
+		 WHERE e.session_id = p_session AND e.user_id IS NULL AND e.activity_type = 'session_ended'
+		   AND e.created_at > since AND e.created_at <= upto
 	), presence_runs AS (
 		SELECT p.*,
 			   count(*) FILTER (WHERE p.kind <> 'status_changed')
