@@ -46,7 +46,8 @@ CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, use
  * the first after it (or after the join), which entered the current
  * status.  The others change nothing: later joins nothing, and status
  * changes only within the runs these bound.  Then each user's rows
- * after since.  Window functions, not a loop, do the rest.
+ * after since, and every session_ended (whoever it names) for each user.
+ * Window functions, not a loop, do the rest.
  */
 CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
@@ -67,12 +68,20 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 		  FROM users u WHERE u.user_id IS NOT NULL
 	), known_users AS MATERIALIZED (
 		SELECT u.user_id FROM users u WHERE u.user_id IS NOT NULL
-	), last_session_end AS MATERIALIZED (
-		SELECT a.created_at, a.chain_seq
+	), session_ends AS MATERIALIZED (
+		SELECT a.chain_seq, a.created_at
+		  FROM known_users u, presence.activity_log a
+		 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'session_ended'
+		   AND a.created_at <= upto
+		UNION ALL
+		SELECT a.chain_seq, a.created_at
 		  FROM presence.activity_log a
 		 WHERE a.session_id = p_session AND a.user_id IS NULL AND a.activity_type = 'session_ended'
-		   AND a.created_at <= since
-		 ORDER BY a.created_at DESC, a.chain_seq DESC LIMIT 1
+		   AND a.created_at <= upto
+	), last_session_end AS MATERIALIZED (
+		SELECT e.created_at, e.chain_seq FROM session_ends e
+		 WHERE e.created_at <= since
+		 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1
 	), arrivals AS MATERIALIZED (
 		SELECT u.user_id, j.chain_seq, j.created_at
 		  FROM known_users u
@@ -134,13 +143,12 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 		  FROM known_users u, presence.activity_log a
 		 WHERE a.session_id = p_session AND a.user_id = u.user_id
 		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
-								   'participant_removed', 'session_ended')
+								   'participant_removed')
 		   AND a.created_at > since AND a.created_at <= upto
 		UNION ALL
 		SELECT e.chain_seq, e.created_at, u.user_id, 'session_ended', NULL
-		  FROM presence.activity_log e, known_users u
-		 WHERE e.session_id = p_session AND e.user_id IS NULL AND e.activity_type = 'session_ended'
-		   AND e.created_at > since AND e.created_at <= upto
+		  FROM session_ends e, known_users u
+		 WHERE e.created_at > since
 	), presence_runs AS (
 		SELECT p.*,
 			   count(*) FILTER (WHERE p.kind <> 'status_changed')

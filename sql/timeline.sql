@@ -102,7 +102,7 @@ SELECT (SELECT count(*) FROM ((TABLE by_present_at EXCEPT TABLE by_intervals)
 -- before it; it must agree with a replay of the whole log, on a random
 -- log with every kind of row: ties in time, chain order unlike time
 -- order, joins while present, status changes while absent, repeated and
--- unknown statuses, ends of the session.
+-- unknown statuses, ends of the session (naming a user or none).
 SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-random');
 SELECT setseed(0.13);
 CREATE TEMP TABLE tl_random AS
@@ -115,7 +115,8 @@ SELECT i, CASE WHEN r < 0.3 THEN 'user_joined' WHEN r < 0.7 THEN 'status_changed
   FROM (SELECT i, random() AS r FROM generate_series(1, 600) i) g;
 SELECT count(*) AS logged FROM presence.log_activity_batch(
 	(SELECT array_agg('tl-random'::text ORDER BY i) FROM tl_random),
-	(SELECT array_agg(CASE WHEN kind = 'session_ended' THEN NULL ELSE user_id END ORDER BY i) FROM tl_random),
+	(SELECT array_agg(CASE WHEN kind = 'session_ended' AND i % 2 = 0 THEN NULL ELSE user_id END ORDER BY i)
+	   FROM tl_random),
 	(SELECT array_agg(kind ORDER BY i) FROM tl_random),
 	(SELECT array_agg(details ORDER BY i) FROM tl_random), NULL, NULL,
 	(SELECT array_agg(created_at ORDER BY i) FROM tl_random));
