@@ -69,10 +69,13 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 	), known_users AS MATERIALIZED (
 		SELECT u.user_id FROM users u WHERE u.user_id IS NOT NULL
 	), session_ends AS MATERIALIZED (
-		SELECT a.chain_seq, a.created_at
-		  FROM known_users u, presence.activity_log a
-		 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'session_ended'
-		   AND a.created_at <= upto
+		-- OFFSET 0 keeps this a probe per user, not a scan of the session
+		SELECT e.chain_seq, e.created_at
+		  FROM known_users u,
+			   LATERAL (SELECT a.chain_seq, a.created_at FROM presence.activity_log a
+						 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'session_ended'
+						   AND a.created_at <= upto
+						OFFSET 0) e
 		UNION ALL
 		SELECT a.chain_seq, a.created_at
 		  FROM presence.activity_log a
