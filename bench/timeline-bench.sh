@@ -13,19 +13,22 @@
 #           rows, the rest the partial index leaves out;
 #   small   SESSIONS sessions (default 500) of SESSION_ROWS rows (default
 #           1,000) each, the same mix, so the big session shares the
-#           table with many others.
+#           table with many others;
+#   long    one user present all along, through LONG_ROWS (default
+#           100,000) status changes, away and online in turn, over 30
+#           days: what a replay costs after a long presence.
 #
 # Then each query runs REPEAT times (default 5) in the server, timed with
 # clock_timestamp() around each call, and so does the replay of every
 # session a ws worker starting without Redis runs
 # (presence._close_presences_of_worker); the script prints the fastest and
-# the median in milliseconds, and the plan of the replay's scan.  The
+# the median in milliseconds.  The
 # cluster is destroyed at the end (KEEP_CLUSTER=1 keeps it).
 #
 #   bench/timeline-bench.sh
 #   BIG_ROWS=100000 SESSIONS=100 bench/timeline-bench.sh
 #
-# Environment: BIG_ROWS, USERS, SESSIONS, SESSION_ROWS, BATCH, REPEAT,
+# Environment: BIG_ROWS, USERS, SESSIONS, SESSION_ROWS, LONG_ROWS, BATCH, REPEAT,
 # PGPORT (default 26547), CLUSTER_DIR, KEEP_CLUSTER, PGBIN (as for
 # test/cluster.sh).  Needs the extension installed (make && make install).
 set -euo pipefail
@@ -35,6 +38,7 @@ big_rows=${BIG_ROWS:-500000}
 users=${USERS:-200}
 sessions=${SESSIONS:-500}
 session_rows=${SESSION_ROWS:-1000}
+long_rows=${LONG_ROWS:-100000}
 batch=${BATCH:-10000}
 repeat=${REPEAT:-5}
 pgport=${PGPORT:-26547}
@@ -54,7 +58,7 @@ trap cleanup EXIT
 psql_bench() {
 	"$here/test/cluster.sh" psql "$dir" -qtAX -v ON_ERROR_STOP=1 \
 		-v big_rows="$big_rows" -v users="$users" -v sessions="$sessions" \
-		-v session_rows="$session_rows" -v batch="$batch" -v repeat="$repeat" "$@"
+		-v session_rows="$session_rows" -v long_rows="$long_rows" -v batch="$batch" -v repeat="$repeat" "$@"
 }
 
 # bench.fill(session, rows, users, start, step): rows rows in batches, row
@@ -66,7 +70,7 @@ INSERT INTO presence.users (id, username)
 SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'u' || i
   FROM generate_series(0, :users - 1) i;
 SELECT count(presence.create_session('00000000-0000-4000-8000-000000000000', session_id => s))
-  FROM (SELECT 'big' AS s UNION ALL SELECT 'small-' || i FROM generate_series(1, :sessions) i) t \g /dev/null
+  FROM (SELECT 'big' AS s UNION ALL SELECT 'long' UNION ALL SELECT 'small-' || i FROM generate_series(1, :sessions) i) t \g /dev/null
 
 CREATE FUNCTION bench.fill(session text, total int, nusers int, batch int, start timestamptz, step interval)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -109,6 +113,22 @@ BEGIN
 	END LOOP;
 END $$;
 
+CREATE PROCEDURE bench.fill_long(total int)
+LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM presence.log_activity_batch('{long}', '{00000000-0000-4000-8000-000000000001}', '{user_joined}', NULL,
+										created_ats => '{2026-01-01 00:00+00}');
+	PERFORM presence.log_activity_batch(
+		array_fill('long'::text, ARRAY[total]),
+		array_fill('00000000-0000-4000-8000-000000000001'::uuid, ARRAY[total]),
+		array_fill('status_changed'::text, ARRAY[total]),
+		(SELECT array_agg(jsonb_build_object('status', CASE i % 2 WHEN 1 THEN 'away' ELSE 'online' END,
+											 'automatic', true) ORDER BY i)
+		   FROM generate_series(1, total) i),
+		created_ats => (SELECT array_agg('2026-01-01 00:00+00'::timestamptz + i * (interval '30 days' / total) ORDER BY i)
+						  FROM generate_series(1, total) i));
+END $$;
+
 -- ms of each of n runs of query, fastest and median
 CREATE FUNCTION bench.time(query text, n int, OUT fastest numeric, OUT median numeric, OUT result_rows bigint)
 LANGUAGE plpgsql AS $$
@@ -126,9 +146,11 @@ BEGIN
 END $$;
 SQL
 
-echo "filling: big session $big_rows rows ($users users), $sessions sessions x $session_rows rows"
+echo "filling: big session $big_rows rows ($users users), $sessions sessions x $session_rows rows," \
+	"long session $long_rows status changes"
 start=$(date +%s)
 echo "CALL bench.fill_all(:big_rows, :users, :sessions, :session_rows, :batch)" | psql_bench
+echo "CALL bench.fill_long(:long_rows)" | psql_bench
 psql_bench -c "VACUUM ANALYZE presence.activity_log"
 echo "filled in $(($(date +%s) - start)) s: $(psql_bench -c "SELECT count(*) FROM presence.activity_log") rows," \
 	"$(psql_bench -c "SELECT count(*) FROM presence.activity_log a JOIN presence.collaboration_sessions s ON s.id = a.session_id
@@ -153,20 +175,13 @@ SELECT label, t.fastest, t.median, t.result_rows
 	 $$SELECT * FROM presence.presence_timeline('small-7', '-infinity', 'infinity')$$),
 	(9, 'small: presence_intervals, all',
 	 $$SELECT * FROM presence.presence_intervals('small-7', '-infinity', 'infinity')$$),
-	(10, 'all 501 sessions: a ws worker''s start without Redis (nothing to close)',
+	(10, 'long: present_at, the end', $$SELECT * FROM presence.present_at('long', '2026-01-31 00:00+00')$$),
+	(11, 'long: presence_timeline, 1 hour on day 30',
+	 $$SELECT * FROM presence.presence_timeline('long', '2026-01-30 12:00+00', '2026-01-30 13:00+00')$$),
+	(12, 'all 502 sessions: a ws worker''s start without Redis (1 presence open, not its own)',
 	 $$SELECT presence._close_presences_of_worker('bench/0')$$)
 	) AS q(n, label, query),
 	LATERAL bench.time(q.query, :repeat) t
  ORDER BY q.n;
 SQL
 
-echo
-echo "the rows a replay of the big session up to day 15 reads:"
-psql_bench <<'SQL'
-EXPLAIN (ANALYZE, COSTS OFF, SUMMARY ON)
-SELECT count(*) FROM presence.activity_log a
- WHERE a.session_id = (SELECT id FROM presence.collaboration_sessions WHERE session_id = 'big')
-   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
-						   'participant_removed', 'session_ended')
-   AND a.created_at <= '2026-01-15 12:00+00';
-SQL

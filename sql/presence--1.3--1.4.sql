@@ -14,14 +14,14 @@
 
 /*
  * The rows a replay reads: the presence changes the workers log and the
- * two SQL-side events that end presences, in a session's time order,
- * with what a replay needs to choose rows (all but details).  So a replay
- * scans only its session's presence rows up to the moment asked about,
- * from the index alone once vacuum has marked the pages all-visible,
- * however much other activity the log holds.
+ * two SQL-side events that end presences, per session, user (NULL for
+ * session_ended) and type in time order.  So a replay finds a session's
+ * users by skipping through the index, and each user's state before a
+ * window by a few probes of one user and type each, then reads each
+ * user's rows in the window: its cost does not grow with the session's
+ * history before the window, and other activity costs nothing.
  */
-CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, created_at, chain_seq)
-	INCLUDE (user_id, activity_type)
+CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, user_id, activity_type, created_at, chain_seq)
 	WHERE activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
 							'participant_removed', 'session_ended');
 
@@ -38,47 +38,120 @@ CREATE INDEX activity_log_presence_idx ON presence.activity_log (session_id, cre
  * which counts only while present; a join while present (a race of two
  * workers or nodes) and a status the user already has change nothing.
  *
- * An end of presence forgets everything before it, so each user's replay
- * starts at the time of their last end (their own or the session's)
- * logged at or before since: what comes before changes nothing the
- * caller asks about (rows of that same instant that precede the end are
- * replayed, and reset by it), and a long log costs one index scan plus
- * the rows of each user's presences since.  Window functions, not a
- * loop, do the rest.
+ * Of the rows logged at or before since only those that decide the state
+ * then are replayed, found by index probes whatever the length of the
+ * presence: for a user present then, the join that began it (the first
+ * after their last end, their own or the session's), and of the status
+ * changes since, the last one to another status than the current one and
+ * the first after it (or after the join), which entered the current
+ * status.  The others change nothing: later joins nothing, and status
+ * changes only within the runs these bound.  Then each user's rows
+ * after since, and every session_ended (whoever it names) for each user.
+ * Window functions, not a loop, do the rest.
  */
 CREATE FUNCTION presence._presence_changes(p_session uuid, since timestamptz, upto timestamptz)
 RETURNS TABLE (chain_seq bigint, at timestamptz, user_id uuid, status_before text, status_after text,
 			   cause text)
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-	WITH logged AS MATERIALIZED (
-		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind
+	WITH RECURSIVE users AS (
+		(SELECT a.user_id FROM presence.activity_log a
+		  WHERE a.session_id = p_session AND a.user_id IS NOT NULL
+			AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+									'participant_removed', 'session_ended')
+		  ORDER BY a.user_id LIMIT 1)
+		UNION ALL
+		SELECT (SELECT a.user_id FROM presence.activity_log a
+				 WHERE a.session_id = p_session AND a.user_id > u.user_id
+				   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+										   'participant_removed', 'session_ended')
+				 ORDER BY a.user_id LIMIT 1)
+		  FROM users u WHERE u.user_id IS NOT NULL
+	), known_users AS MATERIALIZED (
+		SELECT u.user_id FROM users u WHERE u.user_id IS NOT NULL
+	), session_ends AS MATERIALIZED (
+		-- OFFSET 0 keeps this a probe per user, not a scan of the session
+		SELECT e.chain_seq, e.created_at
+		  FROM known_users u,
+			   LATERAL (SELECT a.chain_seq, a.created_at FROM presence.activity_log a
+						 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'session_ended'
+						   AND a.created_at <= upto
+						OFFSET 0) e
+		UNION ALL
+		SELECT a.chain_seq, a.created_at
+		  FROM presence.activity_log a
+		 WHERE a.session_id = p_session AND a.user_id IS NULL AND a.activity_type = 'session_ended'
+		   AND a.created_at <= upto
+	), last_session_end AS MATERIALIZED (
+		SELECT e.created_at, e.chain_seq FROM session_ends e
+		 WHERE e.created_at <= since
+		 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1
+	), arrivals AS MATERIALIZED (
+		SELECT u.user_id, j.chain_seq, j.created_at
+		  FROM known_users u
+		  LEFT JOIN LATERAL (
+			SELECT e.created_at, e.chain_seq
+			  FROM (SELECT o.created_at, o.chain_seq
+					  FROM unnest(ARRAY['user_left', 'user_timeout', 'participant_removed']) k,
+						   LATERAL (SELECT a.created_at, a.chain_seq FROM presence.activity_log a
+									 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = k
+									   AND a.activity_type IN ('user_left', 'user_timeout', 'participant_removed')
+									   AND a.created_at <= since
+									 ORDER BY a.created_at DESC, a.chain_seq DESC LIMIT 1) o
+					UNION ALL
+					SELECT l.created_at, l.chain_seq FROM last_session_end l) e
+			 ORDER BY e.created_at DESC, e.chain_seq DESC LIMIT 1) e ON true
+		  JOIN LATERAL (
+			SELECT a.chain_seq, a.created_at FROM presence.activity_log a
+			 WHERE a.session_id = p_session AND a.user_id = u.user_id AND a.activity_type = 'user_joined'
+			   AND (a.created_at, a.chain_seq) > (coalesce(e.created_at, '-infinity'), coalesce(e.chain_seq, 0))
+			   AND a.created_at <= since
+			 ORDER BY a.created_at, a.chain_seq LIMIT 1) j ON true
+	), status_changes AS NOT MATERIALIZED (
+		SELECT a.user_id, a.chain_seq, a.created_at, a.details ->> 'status' AS status
+		  FROM presence.activity_log a
+		 WHERE a.session_id = p_session AND a.activity_type = 'status_changed'
+		   AND a.details ->> 'status' IN ('online', 'away')
+	), current_status AS MATERIALIZED (
+		SELECT r.user_id, r.chain_seq AS joined_seq, r.created_at AS joined_at, l.chain_seq, l.created_at, l.status
+		  FROM arrivals r,
+			   LATERAL (SELECT c.chain_seq, c.created_at, c.status FROM status_changes c
+						 WHERE c.user_id = r.user_id AND (c.created_at, c.chain_seq) > (r.created_at, r.chain_seq)
+						   AND c.created_at <= since
+						 ORDER BY c.created_at DESC, c.chain_seq DESC LIMIT 1) l
+	), other_status AS MATERIALIZED (
+		SELECT s.user_id, d.chain_seq, d.created_at
+		  FROM current_status s,
+			   LATERAL (SELECT c.chain_seq, c.created_at FROM status_changes c
+						 WHERE c.user_id = s.user_id AND (c.created_at, c.chain_seq) > (s.joined_at, s.joined_seq)
+						   AND (c.created_at, c.chain_seq) < (s.created_at, s.chain_seq) AND c.status <> s.status
+						 ORDER BY c.created_at DESC, c.chain_seq DESC LIMIT 1) d
+	), entered AS (
+		SELECT f.chain_seq
+		  FROM current_status s
+		  LEFT JOIN other_status d ON d.user_id = s.user_id,
+			   LATERAL (SELECT c.chain_seq FROM status_changes c
+						 WHERE c.user_id = s.user_id
+						   AND (c.created_at, c.chain_seq) > (coalesce(d.created_at, s.joined_at),
+															  coalesce(d.chain_seq, s.joined_seq))
+						   AND (c.created_at, c.chain_seq) <= (s.created_at, s.chain_seq)
+						 ORDER BY c.created_at, c.chain_seq LIMIT 1) f
+	), with_details AS (
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text AS kind, a.details
 		  FROM presence.activity_log a
 		 WHERE a.session_id = p_session
-		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
-								   'participant_removed', 'session_ended')
-		   AND a.created_at <= upto
-		   AND (a.user_id IS NOT NULL OR a.activity_type = 'session_ended')
-	), session_ends AS MATERIALIZED (
-		SELECT l.chain_seq, l.created_at FROM logged l WHERE l.kind = 'session_ended'
-	), starts AS (
-		SELECT l.user_id,
-			   greatest(max(l.created_at) FILTER (WHERE l.kind IN ('user_left', 'user_timeout', 'participant_removed')
-												  AND l.created_at <= since),
-						(SELECT max(e.created_at) FROM session_ends e WHERE e.created_at <= since)) AS from_at
-		  FROM logged l
-		 WHERE l.kind <> 'session_ended'
-		 GROUP BY l.user_id
-	), per_user AS (
-		SELECT l.chain_seq, l.created_at, l.user_id, l.kind
-		  FROM logged l JOIN starts s ON s.user_id = l.user_id
-		 WHERE s.from_at IS NULL OR l.created_at >= s.from_at
+		   AND a.chain_seq IN (SELECT r.chain_seq FROM arrivals r UNION ALL SELECT d.chain_seq FROM other_status d
+							   UNION ALL SELECT f.chain_seq FROM entered f)
 		UNION ALL
-		SELECT e.chain_seq, e.created_at, s.user_id, 'session_ended'
-		  FROM session_ends e JOIN starts s ON s.from_at IS NULL OR e.created_at >= s.from_at
-	), with_details AS (
-		SELECT p.chain_seq, p.created_at, p.user_id, p.kind, a.details
-		  FROM per_user p
-		  JOIN presence.activity_log a ON a.session_id = p_session AND a.chain_seq = p.chain_seq
+		SELECT a.chain_seq, a.created_at, a.user_id, a.activity_type::text, a.details
+		  FROM known_users u, presence.activity_log a
+		 WHERE a.session_id = p_session AND a.user_id = u.user_id
+		   AND a.activity_type IN ('user_joined', 'user_left', 'user_timeout', 'status_changed',
+								   'participant_removed')
+		   AND a.created_at > since AND a.created_at <= upto
+		UNION ALL
+		SELECT e.chain_seq, e.created_at, u.user_id, 'session_ended', NULL
+		  FROM session_ends e, known_users u
+		 WHERE e.created_at > since
 	), presence_runs AS (
 		SELECT p.*,
 			   count(*) FILTER (WHERE p.kind <> 'status_changed')
@@ -137,7 +210,11 @@ $$;
  * ended with it (a crash, kill -9, an immediate shutdown), so every
  * presence the log shows open in a session that has not ended, begun by
  * a join of that worker ("worker" in the user_joined details), gets a
- * user_left with cause server_restart now.  Returns how many.
+ * user_left with cause server_restart now.  Not one that another worker
+ * (another node: without Redis a node runs one) also logged a join in
+ * since: nodes without Redis do not see each other's users, so that
+ * node may hold the user still, and its leave ends the presence when
+ * the user goes.  Returns how many.
  */
 CREATE FUNCTION presence._close_presences_of_worker(worker text) RETURNS integer
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -148,14 +225,19 @@ BEGIN
 	SELECT array_agg(s.session_id), array_agg(o.user_id) INTO session_ids, user_ids
 	  FROM presence.collaboration_sessions s,
 		   LATERAL (SELECT DISTINCT ON (c.user_id) c.user_id, c.status_after,
-						   first_value(c.chain_seq) OVER (PARTITION BY c.user_id
-														  ORDER BY c.status_before = 'offline' DESC,
-																   c.at DESC, c.chain_seq DESC) AS opened_seq
+						   first_value(c.chain_seq) OVER opening AS opened_seq,
+						   first_value(c.at) OVER opening AS opened_at
 					  FROM presence._presence_changes(s.id, 'infinity', 'infinity') c
+					WINDOW opening AS (PARTITION BY c.user_id
+									   ORDER BY c.status_before = 'offline' DESC, c.at DESC, c.chain_seq DESC)
 					 ORDER BY c.user_id, c.at DESC, c.chain_seq DESC) o,
 		   presence.activity_log a
 	 WHERE s.status IN ('active', 'inactive') AND o.status_after <> 'offline'
-	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker;
+	   AND a.session_id = s.id AND a.chain_seq = o.opened_seq AND a.details ->> 'worker' = worker
+	   AND NOT EXISTS (SELECT FROM presence.activity_log j
+						WHERE j.session_id = s.id AND j.user_id = o.user_id AND j.activity_type = 'user_joined'
+						  AND (j.created_at, j.chain_seq) > (o.opened_at, o.opened_seq)
+						  AND j.details ->> 'worker' IS DISTINCT FROM worker);
 	IF session_ids IS NULL THEN
 		RETURN 0;
 	END IF;

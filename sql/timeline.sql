@@ -98,6 +98,62 @@ SELECT (SELECT count(*) FROM ((TABLE by_present_at EXCEPT TABLE by_intervals)
 	   (SELECT count(*) FROM ((TABLE by_present_at EXCEPT TABLE by_timeline)
 							  UNION ALL (TABLE by_timeline EXCEPT TABLE by_present_at)) d) AS timeline_disagrees;
 
+-- The replay of a window starts from the state its index probes find
+-- before it; it must agree with a replay of the whole log, on a random
+-- log with every kind of row: ties in time, chain order unlike time
+-- order, joins while present, status changes while absent, repeated and
+-- unknown statuses, ends of the session (naming a user or none).
+SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-random');
+SELECT setseed(0.13);
+CREATE TEMP TABLE tl_random AS
+SELECT i, CASE WHEN r < 0.3 THEN 'user_joined' WHEN r < 0.7 THEN 'status_changed' WHEN r < 0.8 THEN 'user_left'
+			   WHEN r < 0.9 THEN 'user_timeout' WHEN r < 0.95 THEN 'participant_removed'
+			   ELSE 'session_ended' END AS kind,
+	   ('00000000-0000-4000-8000-000000000d0' || (1 + floor(random() * 4))::int)::uuid AS user_id,
+	   jsonb_build_object('status', (ARRAY['online', 'away', 'away', 'busy'])[1 + floor(random() * 4)::int]) AS details,
+	   '2026-01-02 10:00+00'::timestamptz + floor(random() * 120) * interval '1 minute' AS created_at
+  FROM (SELECT i, random() AS r FROM generate_series(1, 600) i) g;
+SELECT count(*) AS logged FROM presence.log_activity_batch(
+	(SELECT array_agg('tl-random'::text ORDER BY i) FROM tl_random),
+	(SELECT array_agg(CASE WHEN kind = 'session_ended' AND i % 2 = 0 THEN NULL ELSE user_id END ORDER BY i)
+	   FROM tl_random),
+	(SELECT array_agg(kind ORDER BY i) FROM tl_random),
+	(SELECT array_agg(details ORDER BY i) FROM tl_random), NULL, NULL,
+	(SELECT array_agg(created_at ORDER BY i) FROM tl_random));
+WITH moments AS (
+	SELECT m FROM generate_series('2026-01-02 09:59+00'::timestamptz, '2026-01-02 12:01+00', '90 seconds') m
+), whole AS (
+	SELECT c.* FROM presence.collaboration_sessions s, presence._presence_changes(s.id, '-infinity', 'infinity') c
+	 WHERE s.session_id = 'tl-random'
+), at_moment AS (
+	SELECT m, p.user_id, p.status, p.since FROM moments, presence.present_at('tl-random', m) p
+), from_whole AS (
+	SELECT m, l.user_id, l.status_after, l.at
+	  FROM moments,
+		   LATERAL (SELECT DISTINCT ON (w.user_id) w.user_id, w.status_after, w.at
+					  FROM whole w WHERE w.at <= m ORDER BY w.user_id, w.at DESC, w.chain_seq DESC) l
+	 WHERE l.status_after <> 'offline'
+), window_timeline AS (
+	SELECT m, t.* FROM moments, presence.presence_timeline('tl-random', m, m + interval '10 minutes') t
+), window_from_whole AS (
+	SELECT m, w.at, w.user_id, w.status_before, w.status_after, w.cause
+	  FROM moments, whole w WHERE w.at > m AND w.at <= m + interval '10 minutes'
+), window_intervals AS (
+	SELECT m, i.* FROM moments, presence.presence_intervals('tl-random', m, m + interval '10 minutes') i
+), intervals_from_whole AS (
+	SELECT m, i.user_id, greatest(i.present_from, m), least(i.present_to, m + interval '10 minutes')
+	  FROM moments, presence.presence_intervals('tl-random', '-infinity', 'infinity') i
+	 WHERE i.present_from <= m + interval '10 minutes' AND i.present_to > m
+)
+SELECT (SELECT count(*) FROM whole) > 100 AS many_changes,
+	   (SELECT count(*) FROM at_moment) > 50 AS many_present,
+	   (SELECT count(*) FROM ((TABLE at_moment EXCEPT TABLE from_whole)
+							  UNION ALL (TABLE from_whole EXCEPT TABLE at_moment)) d) AS present_at_disagrees,
+	   (SELECT count(*) FROM ((TABLE window_timeline EXCEPT TABLE window_from_whole)
+							  UNION ALL (TABLE window_from_whole EXCEPT TABLE window_timeline)) d) AS timeline_disagrees,
+	   (SELECT count(*) FROM ((TABLE window_intervals EXCEPT TABLE intervals_from_whole)
+							  UNION ALL (TABLE intervals_from_whole EXCEPT TABLE window_intervals)) d) AS intervals_disagree;
+
 -- A worker's queued row can come later in the chain than a row logged
 -- after it: the replay goes by time, so the moments still agree.
 SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-late');
@@ -133,6 +189,23 @@ SELECT u.username, t.status_before, t.status_after, t.cause
 SELECT u.username FROM presence.present_at('tl-open', 'infinity') p JOIN presence.users u ON u.id = p.user_id;
 SELECT presence.end_session('tl-open');
 SELECT presence._close_presences_of_worker('n1/1') AS closed_in_ended_session;
+
+-- Nodes without Redis do not see each other's users: a presence that
+-- another node's worker also joined is not ended by the restart of the
+-- worker that opened it (that node may hold the user still), but by the
+-- other node's leave.
+SELECT presence.create_session('00000000-0000-4000-8000-000000000d00', session_id => 'tl-shared');
+SELECT count(*) AS logged FROM presence.log_activity_batch(
+	'{tl-shared,tl-shared,tl-shared}',
+	'{00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d01,00000000-0000-4000-8000-000000000d02}',
+	'{user_joined,user_joined,user_joined}',
+	'{"{\"worker\": \"n1/0\"}","{\"worker\": \"n2/0\"}","{\"worker\": \"n1/0\"}"}');
+SELECT presence._close_presences_of_worker('n1/0') AS closed_only_d02;
+SELECT u.username FROM presence.present_at('tl-shared', 'infinity') p JOIN presence.users u ON u.id = p.user_id;
+SELECT count(*) AS logged FROM presence.log_activity_batch('{tl-shared}', '{00000000-0000-4000-8000-000000000d01}',
+														   '{user_left}', NULL);
+SELECT count(*) AS present FROM presence.present_at('tl-shared', 'infinity');
+SELECT presence._close_presences_of_worker('n2/0') AS closed_none;
 
 -- A session with no presence rows has nobody, no change and no interval.
 SELECT count(*) FROM presence.present_at('tl-empty', now());

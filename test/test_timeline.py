@@ -185,25 +185,30 @@ async def test_join_status_and_second_tab_status_are_logged(cluster, user):
 
 async def test_presences_open_at_a_crash_end_at_the_restart(fresh_cluster):
     """Without Redis a restarted worker logs the end of the presences its
-    killed predecessor held, and only those."""
+    killed predecessor held, and only those: not one another node's worker
+    holds, nor one it opened that another node's worker joined since (the
+    nodes do not see each other's users, so that node may hold the user
+    still)."""
     c = fresh_cluster()
-    a, b, elsewhere = c.create_user(), c.create_user(), c.create_user()
-    sid = c.create_session(a, participants=[(b, "viewer"), (elsewhere, "viewer")])
-    ca, cb = await a.connect(), await b.connect()
+    a, b, elsewhere, shared = c.create_user(), c.create_user(), c.create_user(), c.create_user()
+    sid = c.create_session(a, participants=[(b, "viewer"), (elsewhere, "viewer"), (shared, "viewer")])
+    ca, cb, cs = await a.connect(), await b.connect(), await shared.connect()
     await ca.join(sid)
     await cb.join(sid)
-    await ca.event(sid, "join", b.id)
-    joins = c.wait_activity(sid, "user_joined", count=2)
+    await cs.join(sid)
+    await ca.event(sid, "join", shared.id)
+    joins = c.wait_activity(sid, "user_joined", count=3)
     worker = joins[0][2]["worker"]
     assert worker.endswith("/0") and all(r[2]["worker"] == worker for r in joins)
-    # a presence another worker holds, as its join says
-    c.sql("SELECT presence.log_activity(%s, %s::uuid, 'user_joined', '{\"worker\": \"elsewhere-1/0\"}')",
-          (sid, elsewhere.id))
+    # presences another node's worker holds, as its joins say
+    for user in (elsewhere, shared):
+        c.sql("SELECT presence.log_activity(%s, %s::uuid, 'user_joined', '{\"worker\": \"elsewhere-1/0\"}')",
+              (sid, user.id))
     time.sleep(0.02)
     before_kill = moment()
 
     os.kill(c.worker_pid(), signal.SIGKILL)
-    for client in (ca, cb):
+    for client in (ca, cb, cs):
         await client.closed(timeout=WAIT + 10 * SCALE)
     c.wait_worker(timeout=30 * SCALE)
     left = c.wait_activity(sid, "user_left", count=2)
@@ -212,10 +217,10 @@ async def test_presences_open_at_a_crash_end_at_the_restart(fresh_cluster):
 
     def present(at):
         return sorted(r[0] for r in c.sql("SELECT user_id::text FROM presence.present_at(%s, %s)", (sid, at)))
-    assert present(before_kill) == sorted([a.id, b.id, elsewhere.id])
-    assert present(moment(1000)) == [elsewhere.id]
-    causes = c.sql("SELECT cause FROM presence.presence_timeline(%s, %s, %s) WHERE user_id <> %s::uuid",
-                   (sid, before_kill, moment(1000), elsewhere.id))
+    assert present(before_kill) == sorted([a.id, b.id, elsewhere.id, shared.id])
+    assert present(moment(1000)) == sorted([elsewhere.id, shared.id])
+    causes = c.sql("SELECT cause FROM presence.presence_timeline(%s, %s, %s) WHERE user_id IN (%s::uuid, %s::uuid)",
+                   (sid, before_kill, moment(1000), a.id, b.id))
     assert causes == [("server_restart",), ("server_restart",)]
     # a second restart finds nothing more to close
     c.stop()
