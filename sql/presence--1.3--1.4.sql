@@ -194,7 +194,8 @@ LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
 			   WHEN 'user_joined' THEN
 				   CASE WHEN c.details -> 'resumed' = 'true'::jsonb THEN 'resumed' ELSE 'join' END
 			   WHEN 'user_left' THEN
-				   CASE WHEN c.details ->> 'cause' = 'server_restart' THEN 'server_restart' ELSE 'leave' END
+				   CASE WHEN c.details ->> 'cause' IN ('server_restart', 'removed', 'permission_revoked')
+						THEN c.details ->> 'cause' ELSE 'leave' END
 			   WHEN 'user_timeout' THEN 'timeout'
 			   WHEN 'participant_removed' THEN 'removed'
 			   WHEN 'session_ended' THEN 'session_ended'

@@ -396,7 +396,8 @@ recheck_run(const Recheck *recheck)
 	else if (by_function ?
 			 permission_ask(recheck->session_id, recheck->user_id, PERM_VIEW, NULL) == PERMISSION_DENIED :
 			 role[0] == '\0')
-		live_remove_participant(recheck->session_id, recheck->user_id);
+		live_remove_participant(recheck->session_id, recheck->user_id,
+								by_function ? LEAVE_CAUSE_PERMISSION_REVOKED : LEAVE_CAUSE_REMOVED);
 	else if (role[0] != '\0')
 		live_change_role(recheck->session_id, recheck->user_id, role);
 }

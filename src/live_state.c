@@ -715,10 +715,12 @@ live_send_session_joined(Membership *membership, json_t *ref)
 
 /*
  * Removes one membership.  The user leaves when it was their last live
- * connection here and they have none elsewhere.
+ * connection here and they have none elsewhere; a leave the server made
+ * says why in its user_left (cause), so the log tells it from the
+ * client's own.
  */
 static void
-membership_remove(Membership *membership, bool announce)
+membership_remove(Membership *membership, bool announce, const char *cause)
 {
 	SessionUser *user = membership->user;
 	LiveSession *session = user->session;
@@ -739,7 +741,8 @@ membership_remove(Membership *membership, bool announce)
 	{
 		live_visibility_changed(user, was_visible, "leave", connection);
 		if (was_visible && !live_user_visible(user))
-			log_user_activity(user, "user_left", NULL, connection);
+			log_user_activity(user, "user_left",
+							  cause ? json_pack("{s:s}", "cause", cause) : NULL, connection);
 	}
 	else if (was_visible && !live_user_visible(user))
 		session->present_users--;
@@ -754,7 +757,7 @@ live_leave(Connection *connection, const char *session_id)
 
 	if (membership == NULL)
 		return false;
-	membership_remove(membership, true);
+	membership_remove(membership, true, NULL);
 	return true;
 }
 
@@ -967,7 +970,7 @@ live_connection_closed(Connection *connection)
 {
 	while (!dlist_is_empty(&connection->memberships))
 		membership_remove(dlist_container(Membership, connection_node,
-										  dlist_head_node(&connection->memberships)), true);
+										  dlist_head_node(&connection->memberships)), true, NULL);
 }
 
 /*
@@ -1222,15 +1225,19 @@ live_end_session(const char *session_id, const char *status)
 	session->pinned++;
 	while (!dlist_is_empty(&session->members))
 		membership_remove(dlist_container(Membership, session_node,
-										  dlist_head_node(&session->members)), false);
+										  dlist_head_node(&session->members)), false, NULL);
 	drop_pending_events(session);
 	session->pinned--;
 	live_session_release_if_empty(session);
 }
 
-/* A participant was removed through SQL: their connections leave at once. */
+/*
+ * A participant was removed (through SQL, or the permission function no
+ * longer lets them view): their connections leave at once, their
+ * user_left giving the cause.
+ */
 void
-live_remove_participant(const char *session_id, const char *user_id)
+live_remove_participant(const char *session_id, const char *user_id, const char *cause)
 {
 	LiveSession *session = live_session_find(session_id);
 	dlist_mutable_iter iter;
@@ -1249,7 +1256,7 @@ live_remove_participant(const char *session_id, const char *user_id)
 			continue;
 		if (notice)
 			connection_send_json(membership->connection, json_incref(notice));
-		membership_remove(membership, true);
+		membership_remove(membership, true, cause);
 	}
 	session->pinned--;
 	live_session_release_if_empty(session);
@@ -1366,7 +1373,7 @@ live_apply_command(PresenceCommandKind kind, const char *session_id, const char 
 			break;
 		case CMD_PARTICIPANT_REMOVED:
 			if (user_id)
-				live_remove_participant(session_id, user_id);
+				live_remove_participant(session_id, user_id, LEAVE_CAUSE_REMOVED);
 			break;
 		case CMD_PARTICIPANT_CHANGED:
 			live_permission_caches_clear(session_id);

@@ -34,7 +34,11 @@ extern void live_permission_caches_clear(const char *session_id);
 extern void live_joined_sessions_each(Connection *connection,
 									  void (*callback) (Connection *connection, const char *session_id));
 extern bool live_user_joined(const char *session_id, const char *user_id);
-extern void live_remove_participant(const char *session_id, const char *user_id);
+/* the causes of a user_left the server makes (docs/sql-reference.md, presence_timeline) */
+#define LEAVE_CAUSE_REMOVED "removed"
+#define LEAVE_CAUSE_PERMISSION_REVOKED "permission_revoked"
+
+extern void live_remove_participant(const char *session_id, const char *user_id, const char *cause);
 extern bool live_set_status(Connection *connection, const char *session_id,
 							PresenceStatus status, const char *activity);
 extern bool live_set_cursor(Connection *connection, const char *session_id,

@@ -373,7 +373,7 @@ still_viewing(Connection *connection, const char *session_id)
 	answer = permission_ask(session_id, connection->user_id, PERM_VIEW, cache);
 	/* a function that failed refuses this request, it does not say the user lost view */
 	if (answer == PERMISSION_DENIED)
-		live_remove_participant(session_id, connection->user_id);
+		live_remove_participant(session_id, connection->user_id, LEAVE_CAUSE_PERMISSION_REVOKED);
 	return answer == PERMISSION_ALLOWED;
 }
 
@@ -390,7 +390,7 @@ requests_participant_changed(const char *session_id, const char *user_id)
 	permission_backoff_reset();
 	if (permission_function_set() && user_id && live_user_joined(session_id, user_id) &&
 		permission_ask(session_id, user_id, PERM_VIEW, NULL) == PERMISSION_DENIED)
-		live_remove_participant(session_id, user_id);
+		live_remove_participant(session_id, user_id, LEAVE_CAUSE_PERMISSION_REVOKED);
 }
 
 /* Whether the connection may log an activity type: its role's or the permission function's say. */

@@ -513,3 +513,59 @@ async def test_a_failing_function_does_not_remove_joined_members(cluster, app):
         await client.event(sid, "update", other.id)
     finally:
         await close_all([client, watcher])
+
+
+async def test_a_revoked_view_ends_the_presence_in_the_log_with_its_cause(cluster, app):
+    """A user the function no longer lets view leaves the session: the log
+    must say so, and why, or present_at would show them present (and the
+    audit trail a plain leave) while the worker has removed them."""
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, other, "view")
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        revoke(cluster, sid, member, "view")
+        cluster.sql("SELECT presence.permissions_changed(%s, %s::uuid)", (sid, member.id))
+        await client.expect("session_removed", sessionId=sid)
+        await watcher.event(sid, "leave", member.id)
+
+        def ended():
+            return cluster.sql("SELECT status_after, cause FROM presence.presence_timeline(%s, '-infinity', now())"
+                               " WHERE user_id = %s::uuid ORDER BY at", (sid, member.id))
+        wait_until(lambda: len(ended()) == 2, what="the member's removal logged")
+        assert ended() == [("online", "join"), ("offline", "permission_revoked")]
+        present = [r[0] for r in cluster.sql("SELECT user_id::text FROM presence.present_at(%s, now())", (sid,))]
+        assert present == [other.id]
+        assert cluster.sql("SELECT details FROM presence.activity_log WHERE session_id = "
+                           "(SELECT id FROM presence.collaboration_sessions WHERE session_id = %s)"
+                           " AND user_id = %s::uuid AND activity_type = 'user_left'",
+                           (sid, member.id)) == [({"cause": "permission_revoked"},)]
+    finally:
+        await close_all([client, watcher])
+
+
+async def test_remove_participant_ends_the_presence_once(cluster, user):
+    """remove_participant logs participant_removed and the worker the
+    user_left of the connection it closes: one end in the replay."""
+    owner, member = user(), user()
+    sid = cluster.create_session(owner, participants=[(member, "viewer")])
+    client, watcher = await member.connect(), await owner.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+        cluster.sql("SELECT presence.remove_participant(%s, %s::uuid)", (sid, member.id))
+        await client.expect("session_removed", sessionId=sid)
+        await watcher.event(sid, "leave", member.id)
+        wait_until(lambda: cluster.sql1(
+            "SELECT count(*) FROM presence.activity_log WHERE activity_type = 'user_left' AND user_id = %s::uuid",
+            (member.id,)) == 1, what="the worker's user_left")
+        assert cluster.sql("SELECT status_after, cause FROM presence.presence_timeline(%s, '-infinity', now())"
+                           " WHERE user_id = %s::uuid ORDER BY at", (sid, member.id)) == [
+            ("online", "join"), ("offline", "removed")]
+        assert cluster.sql1("SELECT details FROM presence.activity_log WHERE activity_type = 'user_left'"
+                            " AND user_id = %s::uuid", (member.id,)) == {"cause": "removed"}
+    finally:
+        await close_all([client, watcher])

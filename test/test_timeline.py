@@ -227,3 +227,31 @@ async def test_presences_open_at_a_crash_end_at_the_restart(fresh_cluster):
     c.start()
     time.sleep(0.5)
     assert len(c.activity_rows(sid, "user_left")) == 2
+
+
+async def test_a_client_cannot_write_the_rows_the_replay_reads(cluster, user):
+    """An operator may log any activity type it likes, but not the ones the
+    server writes: a client's user_left, session_ended or status_changed
+    would rewrite who the replay (and the audit trail) says was there."""
+    owner, b = user(), user()
+    sid = cluster.create_session(owner, participants=[(b, "operator")])
+    ca, cb = await owner.connect(), await b.connect()
+    try:
+        await ca.join(sid)
+        await cb.join(sid)
+        wait_until(lambda: len(cluster.sql("SELECT 1 FROM presence.present_at(%s, now())", (sid,))) == 2,
+                   what="both present by present_at")
+        for kind, details in [("user_left", {"cause": "server_restart"}), ("session_ended", {}),
+                              ("user_timeout", {}), ("participant_removed", {}), ("user_joined", {}),
+                              ("status_changed", {"status": "away"}), ("session_created", {}),
+                              ("participant_added", {}), ("session_timeout", {})]:
+            reply = await cb.error({"type": "activity", "sessionId": sid, "activityType": kind,
+                                    "details": details}, "bad_request")
+            assert "written by the server" in reply["message"], reply
+        await cb.ok({"type": "activity", "sessionId": sid, "activityType": "deploy", "details": {}})
+        assert sorted(r[0] for r in cluster.sql("SELECT status FROM presence.present_at(%s, now())", (sid,))) == [
+            "online", "online"]
+        assert cluster.sql1("SELECT count(*) FROM presence.activity_log WHERE user_id = %s::uuid"
+                            " AND activity_type <> 'user_joined' AND activity_type <> 'deploy'", (b.id,)) == 0
+    finally:
+        await close_all([ca, cb])
