@@ -110,6 +110,25 @@ valid_activity_type(const char *type)
 }
 
 /*
+ * The activity types the server and SQL write.  A client's would be read
+ * as presence by the replay (present_at and the rest) and as the
+ * session's own history by an auditor, so no client may log them.
+ */
+static const char *const SERVER_ACTIVITY_TYPES[] = {
+	"user_joined", "user_left", "user_timeout", "status_changed", "session_created",
+	"participant_added", "participant_removed", "session_ended", "session_timeout",
+};
+
+static bool
+server_activity_type(const char *type)
+{
+	for (size_t i = 0; i < sizeof(SERVER_ACTIVITY_TYPES) / sizeof(SERVER_ACTIVITY_TYPES[0]); i++)
+		if (strcmp(type, SERVER_ACTIVITY_TYPES[i]) == 0)
+			return true;
+	return false;
+}
+
+/*
  * Reads an optional string field of at most max_len bytes.  Returns false
  * (with *problem set) when present with the wrong type or too long.
  */
@@ -283,6 +302,11 @@ parse_fields(json_t *root, ClientRequest *request, const char **problem)
 			if (request->activity_type == NULL || !valid_activity_type(request->activity_type))
 			{
 				*problem = "activityType must match [a-z][a-z0-9_.]{0,63}";
+				return false;
+			}
+			if (server_activity_type(request->activity_type))
+			{
+				*problem = "this activityType is written by the server";
 				return false;
 			}
 			return true;

@@ -226,6 +226,14 @@ activity_minimal(void)
 	CHECK_STR(r.activity_type, "a.b_9");
 	CHECK(json_is_object(r.details));
 	protocol_request_free(&r);
+
+	/* the replay's rows are the server's to write */
+	PARSE_FAILS("{\"type\":\"activity\",\"sessionId\":\"s1\",\"activityType\":\"user_left\"}",
+				"this activityType is written by the server");
+	PARSE_FAILS("{\"type\":\"activity\",\"sessionId\":\"s1\",\"activityType\":\"session_ended\"}",
+				"this activityType is written by the server");
+	PARSE_OK("{\"type\":\"activity\",\"sessionId\":\"s1\",\"activityType\":\"user_left.note\"}", &r);
+	protocol_request_free(&r);
 }
 
 static void
