@@ -569,3 +569,20 @@ async def test_remove_participant_ends_the_presence_once(cluster, user):
                             " AND user_id = %s::uuid", (member.id,)) == {"cause": "removed"}
     finally:
         await close_all([client, watcher])
+
+
+def test_the_application_role_cannot_forge_audit_rows(cluster, app):
+    """The permission function runs as its owner, an application role: with
+    what grant_application_role gives it, it can write neither the log nor
+    the checkpoints directly (the chain and the signatures would be the
+    worker's word otherwise)."""
+    cluster.sql("SELECT presence.grant_application_role('perm_app')")
+    try:
+        for table in ("presence.activity_log", "presence.audit_checkpoints", "presence.audit_chain_anchors"):
+            for privilege in ("INSERT", "UPDATE", "DELETE", "TRUNCATE"):
+                assert cluster.sql1("SELECT has_table_privilege('perm_app', %s, %s)", (table, privilege)) is False, \
+                    (table, privilege)
+        assert cluster.sql1("SELECT has_function_privilege('perm_app', 'presence.audit_checkpoint(text)', "
+                            "'EXECUTE')") is False
+    finally:
+        cluster.sql("DROP OWNED BY perm_app")
