@@ -531,6 +531,8 @@ async def test_a_revoked_view_ends_the_presence_in_the_log_with_its_cause(cluste
         cluster.sql("SELECT presence.permissions_changed(%s, %s::uuid)", (sid, member.id))
         await client.expect("session_removed", sessionId=sid)
         await watcher.event(sid, "leave", member.id)
+        # a refused join logs nothing
+        await client.error({"type": "session_join", "sessionId": sid}, "not_found")
 
         def ended():
             return cluster.sql("SELECT status_after, cause FROM presence.presence_timeline(%s, '-infinity', now())"
