@@ -232,12 +232,6 @@ permission_remember(PermissionCache *cache, PermissionAction action, bool allowe
 	cache->allowed[action] = allowed;
 }
 
-void
-permission_cache_clear(PermissionCache *cache)
-{
-	memset(cache, 0, sizeof(*cache));
-}
-
 /* A reload or the application's notice: the function may be fixed, ask it at once. */
 void
 permission_backoff_reset(void)

@@ -379,9 +379,16 @@ presence_ws_worker_main(Datum main_arg)
 			break;
 
 		MemoryContextSwitchTo(pass_context);
+
+		/*
+		 * Commands before the clients' messages: a change SQL committed
+		 * before a client sent something (permissions_changed, say) is in
+		 * effect when that message is handled, unless both came in while
+		 * this pass ran.
+		 */
+		apply_commands(worker_index);
 		uv_run(&loop, UV_RUN_NOWAIT);
 		ws_server_service_pending();
-		apply_commands(worker_index);
 		now_ms = presence_now_ms();
 		keepalive_tick(now_ms);
 		if (now_ms >= next_sweep_ms)
