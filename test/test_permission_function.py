@@ -118,6 +118,23 @@ async def comment(client, session_id):
                                  "details": {"text": "hi"}})
 
 
+async def member_and_watcher(cluster):
+    """A session whose owner is not there and two users the table lets view it, each joined
+    with a client: (session_id, member, other, member's client, other's client)."""
+    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
+    sid = cluster.create_session(owner)
+    grant(cluster, sid, member, "view")
+    grant(cluster, sid, other, "view")
+    client, watcher = await member.connect(), await other.connect()
+    try:
+        await client.join(sid)
+        await watcher.join(sid)
+    except BaseException:
+        await close_all([client, watcher])
+        raise
+    return sid, member, other, client, watcher
+
+
 async def after_notice(request, expected, timeout=WAIT):
     """A notice (permissions_changed) reaches the workers through their command queue, which
     they read once a loop pass, like NOTIFY: a request sent at once may still meet the old
@@ -154,14 +171,8 @@ async def test_the_function_decides_who_joins(cluster, app):
 
 
 async def test_a_connected_client_gains_and_loses_rights(cluster, app):
-    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
-    sid = cluster.create_session(owner)
-    grant(cluster, sid, member, "view")
-    grant(cluster, sid, other, "view")
-    client, watcher = await member.connect(), await other.connect()
+    sid, member, other, client, watcher = await member_and_watcher(cluster)
     try:
-        await client.join(sid)
-        await watcher.join(sid)
         reply = await comment(client, sid)
         assert reply["type"] == "error" and reply["code"] == "forbidden", reply
         assert "comment permission" in reply["message"]
@@ -419,14 +430,8 @@ async def test_a_member_who_only_heartbeats_loses_the_session_when_revoked(clust
     view is asked again on them once the cached answer expires, or it
     would receive everyone's presence for as long as it stays connected."""
     app({"presence.permission_cache_ttl": "%dms" % int(1000 * SCALE)})
-    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
-    sid = cluster.create_session(owner)
-    grant(cluster, sid, member, "view")
-    grant(cluster, sid, other, "view")
-    client, watcher = await member.connect(), await other.connect()
+    sid, member, _, client, watcher = await member_and_watcher(cluster)
     try:
-        await client.join(sid)
-        await watcher.join(sid)
         # within the TTL a heartbeat keeps the cached answer
         await client.ok({"type": "heartbeat"}, "heartbeat_ack")
         revoke(cluster, sid, member, "view")
@@ -532,14 +537,8 @@ async def test_a_revoked_view_ends_the_presence_in_the_log_with_its_cause(cluste
     """A user the function no longer lets view leaves the session: the log
     must say so, and why, or present_at would show them present (and the
     audit trail a plain leave) while the worker has removed them."""
-    owner, member, other = cluster.create_user(), cluster.create_user(), cluster.create_user()
-    sid = cluster.create_session(owner)
-    grant(cluster, sid, member, "view")
-    grant(cluster, sid, other, "view")
-    client, watcher = await member.connect(), await other.connect()
+    sid, member, other, client, watcher = await member_and_watcher(cluster)
     try:
-        await client.join(sid)
-        await watcher.join(sid)
         revoke(cluster, sid, member, "view")
         cluster.sql("SELECT presence.permissions_changed(%s, %s::uuid)", (sid, member.id))
         await client.expect("session_removed", sessionId=sid)
