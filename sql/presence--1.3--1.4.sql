@@ -285,7 +285,8 @@ BEGIN
 END $$;
 
 /*
- * Every presence change after "from" up to and at "to", in chain order:
+ * Every presence change after "from" up to and at "to", in the replay's
+ * order (time, then chain_seq):
  * present_at("from") with these applied is present_at("to").
  */
 CREATE FUNCTION presence.presence_timeline(session_id text, "from" timestamptz, "to" timestamptz)
